@@ -1,0 +1,174 @@
+//! Per-hook counters: the exact flags histogram, packets by protocol, parse errors by reason, and the
+//! program's own health (flow-table insert failures, ring-buffer events and drops). One value per
+//! hook in a per-CPU array, so a packet costs one inlined per-CPU lookup and no atomics.
+
+/// Array index of the XDP ingress hook's counters.
+pub const HOOK_INGRESS: u32 = 0;
+/// Array index of the TC egress hook's counters.
+pub const HOOK_EGRESS: u32 = 1;
+pub const HOOKS: u32 = 2;
+pub const HOOK_NAMES: [&str; HOOKS as usize] = ["ingress", "egress"];
+
+/// Protocol slots of [`HookCounters::protocols`].
+pub const PROTO_TCP: usize = 0;
+pub const PROTO_UDP: usize = 1;
+pub const PROTO_ICMP: usize = 2;
+pub const PROTO_ICMPV6: usize = 3;
+/// Any other IP protocol.
+pub const PROTO_OTHER_IP: usize = 4;
+/// ARP, LLDP and everything else that is not IPv4 or IPv6.
+pub const PROTO_NON_IP: usize = 5;
+pub const PROTOS: usize = 6;
+pub const PROTO_NAMES: [&str; PROTOS] = ["tcp", "udp", "icmp", "icmpv6", "other_ip", "non_ip"];
+
+/// Why a packet could not be parsed down to its TCP header (slots of [`HookCounters::parse_errors`]).
+/// Every such packet is passed unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ParseError {
+    TruncatedEthernet = 0,
+    TruncatedVlan,
+    /// More than two VLAN tags.
+    TooManyVlans,
+    TruncatedIpv4,
+    /// IHL below 5, a version that does not match the EtherType, or a total length below the header.
+    BadIpv4Header,
+    TruncatedIpv6,
+    TruncatedIpv6Extension,
+    /// More than six IPv6 extension headers before the upper layer.
+    TooManyIpv6Extensions,
+    /// A non-first fragment: the TCP header is in another packet.
+    Fragment,
+    TruncatedTcp,
+    /// TCP data offset below 5 or past the end of the IP packet.
+    BadTcpOffset,
+}
+
+pub const PARSE_ERRORS: usize = 11;
+pub const PARSE_ERROR_NAMES: [&str; PARSE_ERRORS] = [
+    "truncated_ethernet",
+    "truncated_vlan",
+    "too_many_vlans",
+    "truncated_ipv4",
+    "bad_ipv4_header",
+    "truncated_ipv6",
+    "truncated_ipv6_extension",
+    "too_many_ipv6_extensions",
+    "fragment",
+    "truncated_tcp",
+    "bad_tcp_offset",
+];
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookCounters {
+    /// TCP packets by their exact flags byte.
+    pub flags: [u64; 256],
+    pub protocols: [u64; PROTOS],
+    pub parse_errors: [u64; PARSE_ERRORS],
+    /// New flows written into an empty slot or one whose flow had gone idle.
+    pub flow_inserts: u64,
+    /// New flows not tracked because their slot holds another live flow (the table's "map full").
+    pub flow_insert_failures: u64,
+    /// Events written to the ring buffer.
+    pub events: u64,
+    /// Events the per-CPU rate limit held back.
+    pub events_suppressed: u64,
+    /// Events lost because the ring buffer was full (userspace too slow).
+    pub events_ringbuf_full: u64,
+    /// Rate limiter state: tokens left and when they were last refilled (monotonic ns).
+    pub rate_tokens: u64,
+    pub rate_refill_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 7) * 8);
+
+impl Default for HookCounters {
+    fn default() -> Self {
+        HookCounters {
+            flags: [0; 256],
+            protocols: [0; PROTOS],
+            parse_errors: [0; PARSE_ERRORS],
+            flow_inserts: 0,
+            flow_insert_failures: 0,
+            events: 0,
+            events_suppressed: 0,
+            events_ringbuf_full: 0,
+            rate_tokens: 0,
+            rate_refill_ns: 0,
+        }
+    }
+}
+
+impl HookCounters {
+    /// Add another CPU's counters (the rate limiter's private state is not summed).
+    pub fn add(&mut self, other: &HookCounters) {
+        for (a, b) in self.flags.iter_mut().zip(other.flags.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.protocols.iter_mut().zip(other.protocols.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.parse_errors.iter_mut().zip(other.parse_errors.iter()) {
+            *a += b;
+        }
+        self.flow_inserts += other.flow_inserts;
+        self.flow_insert_failures += other.flow_insert_failures;
+        self.events += other.events;
+        self.events_suppressed += other.events_suppressed;
+        self.events_ringbuf_full += other.events_ringbuf_full;
+    }
+
+    /// Take one token from the per-CPU event budget of `rate_per_sec`, refilled continuously and
+    /// capped at one second's worth. False means: suppress this event.
+    #[inline(always)]
+    pub fn take_event_token(&mut self, now_ns: u64, rate_per_sec: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.rate_refill_ns);
+        if elapsed >= 1_000_000 {
+            // Refill in whole milliseconds, at most a second's worth (no overflow check needed:
+            // the eBPF target has no 128-bit multiply for `saturating_mul`).
+            let ms = elapsed / 1_000_000;
+            let ms = if ms > 1000 { 1000 } else { ms };
+            let add = ms.wrapping_mul(rate_per_sec) / 1000;
+            if add > 0 || self.rate_refill_ns == 0 {
+                let t = self.rate_tokens + add;
+                self.rate_tokens = if t > rate_per_sec || self.rate_refill_ns == 0 { rate_per_sec } else { t };
+                self.rate_refill_ns = now_ns;
+            }
+        }
+        if self.rate_tokens == 0 {
+            self.events_suppressed += 1;
+            return false;
+        }
+        self.rate_tokens -= 1;
+        true
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] and only u64 fields.
+    unsafe impl aya::Pod for super::HookCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_slots() {
+        assert_eq!(PARSE_ERROR_NAMES[ParseError::BadTcpOffset as usize], "bad_tcp_offset");
+        assert_eq!(PARSE_ERROR_NAMES[ParseError::TruncatedEthernet as usize], "truncated_ethernet");
+    }
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_refills() {
+        let mut c = HookCounters::default();
+        let t0 = 5_000_000_000;
+        let allowed = (0..15).filter(|_| c.take_event_token(t0, 10)).count();
+        assert_eq!((allowed, c.events_suppressed), (10, 5));
+        assert!(!c.take_event_token(t0 + 50_000_000, 10), "0.05 s gives half a token: none");
+        assert!(c.take_event_token(t0 + 100_000_000, 10), "0.1 s gives one token");
+        assert!(c.take_event_token(t0 + 10_000_000_000, 10));
+        assert_eq!((0..20).filter(|_| c.take_event_token(t0 + 10_000_000_000, 10)).count(), 9, "capped at one second's worth");
+    }
+}

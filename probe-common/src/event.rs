@@ -1,0 +1,74 @@
+//! The ring-buffer record for a notable segment (see [`crate::flow::notable_reasons`]).
+//!
+//! It carries the segment as sent (source → destination, not canonical), its first payload bytes, and
+//! the flow entry as it was *before* the segment. With those, userspace can re-run the same update
+//! and judge the segment against the flow's history (earlier TTLs, earlier RSTs, the SYN it answers)
+//! without another map lookup.
+
+use crate::flow::{Endpoints, FlowEntry, Segment};
+
+/// Payload bytes copied into an event; a RST's reset-cause text is usually shorter.
+pub const EVENT_PAYLOAD_MAX: usize = 64;
+
+/// `PacketEvent::tracked`: the flow had a slot, so `flow_before` is its real history.
+pub const EVENT_TRACKED: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketEvent {
+    /// Monotonic ns (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    pub flow_before: FlowEntry,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub seq: u32,
+    pub ack: u32,
+    pub payload_len: u32,
+    pub ip_len: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub window: u16,
+    pub family: u8,
+    pub hook: u8,
+    pub flags: u8,
+    pub ttl: u8,
+    /// `NOTABLE_*` bits.
+    pub reasons: u8,
+    /// `EVENT_TRACKED` or 0.
+    pub tracked: u8,
+    /// How many of `payload`'s bytes are valid.
+    pub captured_len: u8,
+    pub _pad: [u8; 7],
+    pub payload: [u8; EVENT_PAYLOAD_MAX],
+}
+const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 + 8 + 8 + 8 + 64);
+
+impl PacketEvent {
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints { src: self.src, dst: self.dst, sport: self.sport, dport: self.dport, family: self.family }
+    }
+
+    pub fn segment(&self) -> Segment {
+        Segment {
+            flags: self.flags,
+            ttl: self.ttl,
+            hook: self.hook,
+            seq: self.seq,
+            ack: self.ack,
+            payload_len: self.payload_len,
+            ip_len: self.ip_len,
+            now_ns: self.ts_ns,
+        }
+    }
+
+    /// The captured payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload[..(self.captured_len as usize).min(EVENT_PAYLOAD_MAX)]
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)], integers and byte arrays, explicit padding.
+    unsafe impl aya::Pod for super::PacketEvent {}
+}

@@ -1,0 +1,395 @@
+//! One TCP connection as both sides see it: the canonical [`FlowKey`], the per-side counters
+//! ([`SideStats`]) in a [`FlowEntry`], and the pure functions that update them for one packet.
+//!
+//! Both directions of a connection share one entry: the key orders the two endpoints, and each packet
+//! updates the counters of the endpoint that sent it. The kernel program and offline replay call
+//! [`notable_reasons`] and [`FlowEntry::apply`] — this file is the only place that says how a packet
+//! changes a flow.
+
+use crate::flags::{self, ACK, FIN, RST, SYN};
+
+/// Address family tag in a [`FlowKey`]; `0` marks an empty flow-table slot.
+pub const FAMILY_NONE: u8 = 0;
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// The endpoint that sent a packet: the lower or the higher of the key's two endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Side {
+    Lo = 0,
+    Hi = 1,
+}
+
+impl Side {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn other(self) -> Side {
+        match self {
+            Side::Lo => Side::Hi,
+            Side::Hi => Side::Lo,
+        }
+    }
+    pub fn from_index(i: u8) -> Side {
+        if i == 0 { Side::Lo } else { Side::Hi }
+    }
+}
+
+/// A connection, direction-free. IPv4 addresses fill the first four bytes, the rest stays zero.
+/// Ports are in host byte order. Aligned to 8 so [`FlowKey::same`] compares five words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub addr_lo: [u8; 16],
+    pub addr_hi: [u8; 16],
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// A packet's endpoints as the parser saw them (source → destination).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+}
+
+#[inline(always)]
+fn addr_rank(a: &[u8; 16]) -> (u64, u64) {
+    let (hi, lo) = a.split_at(8);
+    (
+        u64::from_be_bytes([hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]]),
+        u64::from_be_bytes([lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]]),
+    )
+}
+
+impl FlowKey {
+    /// The canonical key of `ep` and which side of it sent the packet. The numerically lower
+    /// (address, port) endpoint is `Lo`, so both directions give the same key.
+    #[inline(always)]
+    pub fn canonical(ep: &Endpoints) -> (FlowKey, Side) {
+        let (s, d) = (addr_rank(&ep.src), addr_rank(&ep.dst));
+        let src_is_lo = s < d || (s == d && ep.sport <= ep.dport);
+        let key = if src_is_lo {
+            FlowKey { addr_lo: ep.src, addr_hi: ep.dst, port_lo: ep.sport, port_hi: ep.dport, family: ep.family, _pad: [0; 3] }
+        } else {
+            FlowKey { addr_lo: ep.dst, addr_hi: ep.src, port_lo: ep.dport, port_hi: ep.sport, family: ep.family, _pad: [0; 3] }
+        };
+        (key, if src_is_lo { Side::Lo } else { Side::Hi })
+    }
+
+    /// Equality as five 64-bit compares: `==` on byte arrays may become a `bcmp` call, which the
+    /// eBPF target cannot link.
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+    }
+
+    #[inline(always)]
+    fn words(&self) -> &[u64; 5] {
+        // SAFETY: FlowKey is 40 bytes, align 8, all bytes initialised (explicit padding).
+        unsafe { &*(self as *const FlowKey as *const [u64; 5]) }
+    }
+
+    /// The address and port of one side.
+    pub fn endpoint(&self, side: Side) -> ([u8; 16], u16) {
+        match side {
+            Side::Lo => (self.addr_lo, self.port_lo),
+            Side::Hi => (self.addr_hi, self.port_hi),
+        }
+    }
+
+    /// A 64-bit mix of the key for the flow table's slot index (murmur3's finaliser over a fold).
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let (a, b) = addr_rank(&self.addr_lo);
+        let (c, d) = addr_rank(&self.addr_hi);
+        let ports = ((self.port_lo as u64) << 32) | ((self.port_hi as u64) << 16) | self.family as u64;
+        let mut x = a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47) ^ ports;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+}
+
+/// What one endpoint of a flow sent. Counts are per packet; `combos` is a 256-bit set of the exact
+/// flags bytes seen (bit `f` of word `f / 64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideStats {
+    /// IP-layer bytes (IPv4 total length, IPv6 payload length + 40).
+    pub bytes: u64,
+    /// Monotonic ns of this side's last RST, 0 if none.
+    pub last_rst_ns: u64,
+    pub combos: [u64; 4],
+    pub packets: u32,
+    /// SYN without ACK.
+    pub syn: u32,
+    pub syn_ack: u32,
+    /// ACK alone (PSH/ECN bits allowed), no payload.
+    pub pure_ack: u32,
+    /// Segments carrying payload, RSTs excepted.
+    pub data: u32,
+    pub fin: u32,
+    /// Every RST, with or without ACK.
+    pub rst: u32,
+    /// RST with ACK (a subset of `rst`).
+    pub rst_ack: u32,
+    /// RST carrying payload (a subset of `rst`).
+    pub rst_payload: u32,
+    pub invalid: u32,
+    /// Payload segments sent after this side's own RST (a forged-RST sign).
+    pub data_after_rst: u32,
+    /// Sequence number of this side's first SYN or SYN/ACK.
+    pub syn_seq: u32,
+    pub last_rst_seq: u32,
+    pub last_rst_ack: u32,
+    /// TTL / hop limit of this side's first packet.
+    pub first_ttl: u8,
+    pub last_rst_ttl: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<SideStats>() == 112);
+
+/// One flow-table slot. `key.family == FAMILY_NONE` means empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    /// Monotonic (coarse) ns of the first and the last packet.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub sides: [SideStats; 2],
+    /// The [`Side`] index that sent the first packet seen.
+    pub initiator: u8,
+    /// Bit 0: seen on ingress; bit 1: seen on egress.
+    pub hooks_seen: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288);
+
+/// What the parser learned of one TCP segment, all that a flow update needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub flags: u8,
+    pub ttl: u8,
+    /// 0 = ingress, 1 = egress (see [`crate::counters::HOOK_INGRESS`]).
+    pub hook: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub payload_len: u32,
+    pub ip_len: u32,
+    pub now_ns: u64,
+}
+
+/// Reasons a segment goes to userspace through the ring buffer (bits of [`notable_reasons`]).
+pub const NOTABLE_RST: u8 = 1 << 0;
+pub const NOTABLE_RST_PAYLOAD: u8 = 1 << 1;
+/// A SYN/ACK on a flow where the other side never sent a SYN: backscatter or a forged handshake.
+pub const NOTABLE_UNSOLICITED_SYN_ACK: u8 = 1 << 2;
+pub const NOTABLE_INVALID: u8 = 1 << 3;
+/// Payload from a side that already sent a RST.
+pub const NOTABLE_DATA_AFTER_RST: u8 = 1 << 4;
+
+/// Why `seg`, sent by `side`, deserves a closer look in userspace; 0 for an ordinary segment.
+/// Reads the flow as it was *before* the segment, so userspace gets the same view from an event.
+/// `None` is a flow the table could not track: judged as if it had no history.
+#[inline(always)]
+pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> u8 {
+    let f = seg.flags;
+    let (own_rsts, peer_syns) = match entry {
+        Some(e) => (e.sides[side.index()].rst, e.sides[side.other().index()].syn),
+        None => (0, 0),
+    };
+    let mut why = 0;
+    if f & RST != 0 {
+        why |= NOTABLE_RST;
+        if seg.payload_len > 0 {
+            why |= NOTABLE_RST_PAYLOAD;
+        }
+    } else if seg.payload_len > 0 && own_rsts > 0 {
+        why |= NOTABLE_DATA_AFTER_RST;
+    }
+    if f & (SYN | ACK | RST | FIN) == SYN | ACK && peer_syns == 0 {
+        why |= NOTABLE_UNSOLICITED_SYN_ACK;
+    }
+    if flags::is_invalid(f) {
+        why |= NOTABLE_INVALID;
+    }
+    why
+}
+
+impl FlowEntry {
+    /// Start a fresh entry for `key` whose first packet comes from `side`.
+    #[inline(always)]
+    pub fn start(&mut self, key: &FlowKey, side: Side, now_ns: u64) {
+        *self = FlowEntry { key: *key, first_ns: now_ns, initiator: side as u8, ..FlowEntry::default() };
+    }
+
+    /// Count `seg`, sent by `side`, into this flow.
+    #[inline(always)]
+    pub fn apply(&mut self, side: Side, seg: &Segment) {
+        self.last_ns = seg.now_ns;
+        self.hooks_seen |= 1 << (seg.hook & 1);
+        let s = &mut self.sides[side.index()];
+        let f = seg.flags;
+        if s.packets == 0 {
+            s.first_ttl = seg.ttl;
+        }
+        s.packets = s.packets.wrapping_add(1);
+        s.bytes = s.bytes.wrapping_add(seg.ip_len as u64);
+        s.combos[(f >> 6) as usize & 3] |= 1u64 << (f & 63);
+        if flags::is_invalid(f) {
+            s.invalid += 1;
+        }
+        if f & RST != 0 {
+            s.rst += 1;
+            if f & ACK != 0 {
+                s.rst_ack += 1;
+            }
+            if seg.payload_len > 0 {
+                s.rst_payload += 1;
+            }
+            s.last_rst_ns = seg.now_ns;
+            s.last_rst_seq = seg.seq;
+            s.last_rst_ack = seg.ack;
+            s.last_rst_ttl = seg.ttl;
+            return;
+        }
+        if f & SYN != 0 && f & FIN == 0 {
+            if f & ACK != 0 {
+                s.syn_ack += 1;
+            } else {
+                s.syn += 1;
+            }
+            if s.syn + s.syn_ack == 1 {
+                s.syn_seq = seg.seq;
+            }
+        }
+        if f & FIN != 0 {
+            s.fin += 1;
+        }
+        if seg.payload_len > 0 {
+            s.data += 1;
+            if s.rst > 0 {
+                s.data_after_rst += 1;
+            }
+        } else if f & (SYN | FIN | RST | ACK | flags::URG) == ACK {
+            s.pure_ack += 1;
+        }
+    }
+
+    /// True when bit `flags` is set in `side`'s combination set.
+    pub fn saw_combo(&self, side: Side, flags: u8) -> bool {
+        self.sides[side.index()].combos[(flags >> 6) as usize] & (1u64 << (flags & 63)) != 0
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and arrays with explicit padding; every bit pattern is valid.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..4].copy_from_slice(&a);
+        out
+    }
+
+    fn ep(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Endpoints {
+        Endpoints { src: v4(src), dst: v4(dst), sport, dport, family: FAMILY_V4 }
+    }
+
+    #[test]
+    fn both_directions_share_one_key() {
+        let a = ep([10, 0, 0, 2], 40000, [10, 0, 0, 1], 80);
+        let b = ep([10, 0, 0, 1], 80, [10, 0, 0, 2], 40000);
+        let (ka, sa) = FlowKey::canonical(&a);
+        let (kb, sb) = FlowKey::canonical(&b);
+        assert_eq!(ka, kb);
+        assert_eq!(ka.hash(), kb.hash());
+        assert_ne!(sa, sb);
+        assert_eq!(ka.addr_lo, v4([10, 0, 0, 1]));
+        assert_eq!(ka.port_lo, 80);
+        assert_eq!(sb, Side::Lo);
+    }
+
+    #[test]
+    fn same_address_orders_by_port() {
+        let (k, s) = FlowKey::canonical(&ep([127, 0, 0, 1], 9000, [127, 0, 0, 1], 80));
+        assert_eq!((k.port_lo, k.port_hi, s), (80, 9000, Side::Hi));
+    }
+
+    #[test]
+    fn ipv6_orders_by_whole_address() {
+        let mut lo = [0u8; 16];
+        lo[15] = 1;
+        let mut hi = [0u8; 16];
+        hi[0] = 0xfd;
+        let e = Endpoints { src: hi, dst: lo, sport: 1, dport: 2, family: FAMILY_V6 };
+        let (k, s) = FlowKey::canonical(&e);
+        assert_eq!((k.addr_lo, s), (lo, Side::Hi));
+    }
+
+    fn seg(flags: u8, payload_len: u32, seq: u32, ttl: u8) -> Segment {
+        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now_ns: 1 }
+    }
+
+    #[test]
+    fn handshake_data_close_counts_each_class() {
+        let mut e = FlowEntry::default();
+        let (c, s) = (Side::Lo, Side::Hi);
+        e.start(&FlowKey::default(), c, 1);
+        for (side, f, len) in [(c, SYN, 0), (s, SYN | ACK, 0), (c, ACK, 0), (c, ACK | flags::PSH, 10), (s, ACK | FIN, 0), (c, RST | ACK, 0)] {
+            assert_eq!(notable_reasons(Some(&e), side, &seg(f, len, 7, 64)) & NOTABLE_UNSOLICITED_SYN_ACK, 0);
+            e.apply(side, &seg(f, len, 7, 64));
+        }
+        let cs = &e.sides[0];
+        assert_eq!((cs.packets, cs.syn, cs.pure_ack, cs.data, cs.rst, cs.rst_ack), (4, 1, 1, 1, 1, 1));
+        assert_eq!((e.sides[1].syn_ack, e.sides[1].fin), (1, 1));
+        assert!(e.saw_combo(c, SYN) && e.saw_combo(s, SYN | ACK) && !e.saw_combo(s, SYN));
+        assert_eq!(cs.bytes, 4 * 40 + 10);
+    }
+
+    #[test]
+    fn unsolicited_syn_ack_and_rst_payload_are_notable() {
+        let mut e = FlowEntry::default();
+        e.start(&FlowKey::default(), Side::Hi, 1);
+        let synack = seg(SYN | ACK, 0, 5, 50);
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &synack), NOTABLE_UNSOLICITED_SYN_ACK);
+        e.apply(Side::Hi, &synack);
+        let rst = seg(RST | ACK, 23, 0, 128);
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &rst), NOTABLE_RST | NOTABLE_RST_PAYLOAD);
+        e.apply(Side::Hi, &rst);
+        let data = seg(ACK, 5, 9, 50);
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &data), NOTABLE_DATA_AFTER_RST);
+        e.apply(Side::Hi, &data);
+        let h = &e.sides[1];
+        assert_eq!((h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst), (50, 128, 1, 1));
+    }
+
+    #[test]
+    fn invalid_combos_are_counted_and_notable() {
+        let mut e = FlowEntry::default();
+        for f in [0x00, 0x03, 0x29, 0xff] {
+            assert_ne!(notable_reasons(Some(&e), Side::Lo, &seg(f, 0, 0, 64)) & NOTABLE_INVALID, 0);
+            e.apply(Side::Lo, &seg(f, 0, 0, 64));
+        }
+        assert_eq!(e.sides[0].invalid, 4);
+    }
+}

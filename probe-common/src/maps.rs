@@ -1,0 +1,29 @@
+//! Map and global names and their default sizes; the eBPF program declares these maps and the agent
+//! opens them by the same names.
+
+/// Flow table: an mmap-able array split into one partition per CPU (see the kernel's `flow.rs`).
+pub const FLOWS: &str = "FLOWS";
+/// Per-CPU array of [`crate::counters::HookCounters`], one per hook.
+pub const HOOK_COUNTERS: &str = "HOOK_COUNTERS";
+/// Ring buffer of [`crate::event::PacketEvent`].
+pub const EVENTS: &str = "EVENTS";
+
+/// Flow-table slots over all CPUs, unless configured otherwise.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+/// Slots the object file declares; the loader resizes to `slots_per_cpu * possible CPUs`.
+pub const FLOWS_ELF_ENTRIES: u32 = 1024;
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Global (a `.rodata` constant set at load): slots per CPU minus one; slots per CPU is a power of two.
+pub const GLOBAL_FLOW_SLOT_MASK: &str = "FLOW_SLOT_MASK";
+/// Global: a slot whose flow has been quiet this long may be taken by a new flow (ns).
+pub const GLOBAL_FLOW_IDLE_NS: &str = "FLOW_IDLE_NS";
+/// Global: ring-buffer events each CPU may send per second per hook.
+pub const GLOBAL_EVENT_RATE: &str = "EVENT_RATE_PER_SEC";
+
+pub const DEFAULT_FLOW_IDLE_NS: u64 = 120_000_000_000;
+pub const DEFAULT_EVENT_RATE: u64 = 5_000;
+
+/// Names of the programs in the object file.
+pub const PROG_XDP: &str = "flagprobe_ingress";
+pub const PROG_TC: &str = "flagprobe_egress";

@@ -1,0 +1,134 @@
+//! Map updates for one packet: the hook's counters, the flow slot, and the ring-buffer event for a
+//! notable segment. No policy: what counts as notable and how a flow changes come from probe-common.
+//!
+//! The flow table is a direct-mapped array split into one partition per CPU: slot =
+//! `cpu * slots_per_cpu + hash(key) % slots_per_cpu`. A lookup is one inlined array access and a new
+//! flow is a plain write — no hash-map insert, no lock — and the array is mmap-able so the agent
+//! reads it without a syscall per flow. Only this CPU writes its partition (XDP and TC run with
+//! bottom halves off), which is what a per-CPU map would give. A slot held by another flow that is
+//! still live is an insert failure, counted; an idle one is taken over.
+
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
+use probe_common::{
+    counters::{HookCounters, PROTO_TCP},
+    event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, notable_reasons},
+};
+
+use crate::{EVENTS, FLOWS, config, parse::TcpPacket};
+
+/// Copies payload bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
+/// `bpf_skb_load_bytes`), which works on non-linear packets and needs no byte loop.
+pub trait PayloadSource {
+    /// Copy `len` (1..=64) bytes at `offset` into `dst`; false on failure.
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
+}
+
+/// Count one TCP segment: histogram, flow slot, and an event if it is notable.
+#[inline(always)]
+pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) {
+    counters.protocols[PROTO_TCP] += 1;
+    counters.flags[pkt.segment.flags as usize] += 1;
+
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    pkt.segment.now_ns = now;
+    pkt.segment.hook = hook;
+    let (key, side) = FlowKey::canonical(&pkt.endpoints);
+
+    let entry = flow_slot(counters, &key, now);
+    let reasons = notable_reasons(entry.as_deref(), side, &pkt.segment);
+    if reasons != 0 {
+        emit_event(src, counters, entry.as_deref(), pkt, reasons, frame_len);
+    }
+    if let Some(entry) = entry {
+        if entry.key.family == FAMILY_NONE {
+            entry.start(&key, side, now);
+        }
+        entry.apply(side, &pkt.segment);
+    }
+}
+
+/// The slot for `key`: its own, a free or idle one (reset to empty, `family == 0`, so the caller
+/// starts it after judging the packet against an empty history), or `None` when another live
+/// flow holds it.
+#[inline(always)]
+fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'static mut FlowEntry> {
+    let mask = config::flow_slot_mask();
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
+    let Some(ptr) = FLOWS.get_ptr_mut(index) else {
+        counters.flow_insert_failures += 1;
+        return None;
+    };
+    // SAFETY: a map value pointer, written only by this CPU while bottom halves are off.
+    let entry = unsafe { &mut *ptr };
+    if entry.key.family != FAMILY_NONE && entry.key.same(key) {
+        return Some(entry);
+    }
+    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_ns) > config::flow_idle_ns() {
+        counters.flow_inserts += 1;
+        entry.key.family = FAMILY_NONE;
+        return Some(entry);
+    }
+    counters.flow_insert_failures += 1;
+    None
+}
+
+#[inline(always)]
+fn emit_event<P: PayloadSource>(src: &P, counters: &mut HookCounters, entry: Option<&FlowEntry>, pkt: &TcpPacket, reasons: u8, frame_len: usize) {
+    if !counters.take_event_token(pkt.segment.now_ns, config::event_rate()) {
+        return;
+    }
+    let Some(mut slot) = EVENTS.reserve::<PacketEvent>(0) else {
+        counters.events_ringbuf_full += 1;
+        return;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved record of the right size; every field is written below.
+    unsafe {
+        match entry {
+            // An empty slot about to be started reads as no history too.
+            Some(e) if e.key.family != FAMILY_NONE => {
+                core::ptr::copy_nonoverlapping(e, &raw mut (*ev).flow_before, 1);
+                (*ev).tracked = EVENT_TRACKED;
+            }
+            _ => {
+                core::ptr::write_bytes(&raw mut (*ev).flow_before, 0, 1);
+                (*ev).tracked = if entry.is_some() { EVENT_TRACKED } else { 0 };
+            }
+        }
+        let seg = &pkt.segment;
+        let ep = &pkt.endpoints;
+        (*ev).ts_ns = bpf_ktime_get_ns();
+        (*ev).src = ep.src;
+        (*ev).dst = ep.dst;
+        (*ev).sport = ep.sport;
+        (*ev).dport = ep.dport;
+        (*ev).family = ep.family;
+        (*ev).seq = seg.seq;
+        (*ev).ack = seg.ack;
+        (*ev).payload_len = seg.payload_len;
+        (*ev).ip_len = seg.ip_len;
+        (*ev).window = pkt.window;
+        (*ev).hook = seg.hook;
+        (*ev).flags = seg.flags;
+        (*ev).ttl = seg.ttl;
+        (*ev).reasons = reasons;
+        (*ev)._pad = [0; 7];
+        let in_frame = frame_len.saturating_sub(pkt.payload_offset);
+        let mut want = seg.payload_len as usize;
+        if want > in_frame {
+            want = in_frame;
+        }
+        let n = (want as u32) & 0x7f;
+        let mut captured = 0u8;
+        if n > 0 && n <= EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n) {
+            captured = n as u8;
+        } else if n > EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), EVENT_PAYLOAD_MAX as u32) {
+            captured = EVENT_PAYLOAD_MAX as u8;
+        }
+        (*ev).captured_len = captured;
+    }
+    slot.submit(0);
+    counters.events += 1;
+}

@@ -1,0 +1,131 @@
+//! flagprobe's kernel side: an XDP program on ingress and a TC (clsact/tcx) program on egress —
+//! XDP never sees the host's own replies — that share one set of maps. Each packet is parsed to its
+//! TCP header, counted in the hook's exact flags histogram and its flow's slot, and sent to the
+//! agent through the ring buffer when it is notable. Nothing is ever dropped: parse failures are
+//! counted by reason and the packet passes.
+#![no_std]
+#![no_main]
+
+mod config;
+mod flow;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    macros::{classifier, map, xdp},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::{TcContext, XdpContext},
+};
+use probe_common::{
+    counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters},
+    flow::FlowEntry,
+    maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES},
+};
+
+use crate::{
+    flow::PayloadSource,
+    parse::{Cursor, NotTcp},
+};
+
+/// `BPF_F_MMAPABLE`: the agent maps the flow table into its address space and reads it in place.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+#[map(name = "FLOWS")]
+static FLOWS: Array<FlowEntry> = Array::with_max_entries(FLOWS_ELF_ENTRIES, BPF_F_MMAPABLE);
+
+#[map(name = "HOOK_COUNTERS")]
+static HOOK_COUNTERS: PerCpuArray<HookCounters> = PerCpuArray::with_max_entries(HOOKS, 0);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[xdp]
+pub fn flagprobe_ingress(ctx: XdpContext) -> u32 {
+    // Fail open: whatever happens, the packet passes.
+    let _ = try_ingress(&ctx);
+    XDP_PASS
+}
+
+#[classifier]
+pub fn flagprobe_egress(ctx: TcContext) -> i32 {
+    let _ = try_egress(&ctx);
+    // UNSPEC: let any later filter decide; we only count.
+    TC_ACT_UNSPEC
+}
+
+struct Xdp<'a>(&'a XdpContext);
+
+impl PayloadSource for Xdp<'_> {
+    #[inline(always)]
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_xdp_load_bytes(self.0.ctx.cast(), offset, dst.cast(), len) == 0 }
+    }
+}
+
+struct Tc<'a>(&'a TcContext);
+
+impl PayloadSource for Tc<'_> {
+    #[inline(always)]
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+        unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast_const().cast(), offset, dst.cast(), len) == 0 }
+    }
+}
+
+#[inline(always)]
+fn try_ingress(ctx: &XdpContext) -> Result<(), ()> {
+    let counters = counters(HOOK_INGRESS)?;
+    let pkt = Cursor::new(ctx.data(), ctx.data_end());
+    // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
+    handle(&Xdp(ctx), counters, &pkt, HOOK_INGRESS as u8, pkt.len());
+    Ok(())
+}
+
+#[inline(always)]
+fn try_egress(ctx: &TcContext) -> Result<(), ()> {
+    let counters = counters(HOOK_EGRESS)?;
+    let mut pkt = Cursor::new(ctx.data(), ctx.data_end());
+    let skb_len = ctx.len() as usize;
+    // Locally built packets may keep headers outside the linear area: pull them in once.
+    if pkt.len() < skb_len && pkt.len() < 128 {
+        let want = if skb_len < 128 { skb_len as u32 } else { 128 };
+        if ctx.pull_data(want).is_ok() {
+            pkt = Cursor::new(ctx.data(), ctx.data_end());
+        }
+    }
+    handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len);
+    Ok(())
+}
+
+#[inline(always)]
+fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
+    // SAFETY: per-CPU value, only this CPU touches it while the program runs.
+    HOOK_COUNTERS.get_ptr_mut(hook).map(|p| unsafe { &mut *p }).ok_or(())
+}
+
+#[inline(always)]
+fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) {
+    match parse::parse(pkt) {
+        Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
+        Err(NotTcp::Protocol(slot)) => {
+            if let Some(c) = counters.protocols.get_mut(slot) {
+                *c += 1;
+            }
+        }
+        Err(NotTcp::Error(reason)) => {
+            if let Some(c) = counters.parse_errors.get_mut(reason as usize) {
+                *c += 1;
+            }
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
