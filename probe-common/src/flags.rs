@@ -50,7 +50,10 @@ impl core::fmt::Debug for Letters {
 
 /// `0x12` → `SA`, `0x14` → `RA`, `0x29` → `FPU`, `0` → `0`.
 pub fn letters(flags: u8) -> Letters {
-    let mut out = Letters { buf: [0; 8], len: 0 };
+    let mut out = Letters {
+        buf: [0; 8],
+        len: 0,
+    };
     for (bit, letter) in LETTERS {
         if flags & bit != 0 {
             out.buf[out.len as usize] = letter;
@@ -175,7 +178,11 @@ mod tests {
     #[test]
     fn letters_round_trip_for_every_byte() {
         for f in 0..=255u8 {
-            assert_eq!(parse_letters(letters(f).as_str()), Some(f), "flags {f:#04x}");
+            assert_eq!(
+                parse_letters(letters(f).as_str()),
+                Some(f),
+                "flags {f:#04x}"
+            );
         }
     }
 
@@ -198,7 +205,9 @@ mod tests {
         assert_eq!(invalid_kind(0x15), Some(InvalidKind::FinRst));
         assert_eq!(invalid_kind(0x01), Some(InvalidKind::FinNoAck));
         assert_eq!(invalid_kind(0x20), Some(InvalidKind::NoAck));
-        for ok in [0x02, 0xc2, 0x12, 0x52, 0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x1c] {
+        for ok in [
+            0x02, 0xc2, 0x12, 0x52, 0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x1c,
+        ] {
             assert_eq!(invalid_kind(ok), None, "{ok:#04x}");
         }
     }

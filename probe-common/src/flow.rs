@@ -77,9 +77,23 @@ impl FlowKey {
         let (s, d) = (addr_rank(&ep.src), addr_rank(&ep.dst));
         let src_is_lo = s < d || (s == d && ep.sport <= ep.dport);
         let key = if src_is_lo {
-            FlowKey { addr_lo: ep.src, addr_hi: ep.dst, port_lo: ep.sport, port_hi: ep.dport, family: ep.family, _pad: [0; 3] }
+            FlowKey {
+                addr_lo: ep.src,
+                addr_hi: ep.dst,
+                port_lo: ep.sport,
+                port_hi: ep.dport,
+                family: ep.family,
+                _pad: [0; 3],
+            }
         } else {
-            FlowKey { addr_lo: ep.dst, addr_hi: ep.src, port_lo: ep.dport, port_hi: ep.sport, family: ep.family, _pad: [0; 3] }
+            FlowKey {
+                addr_lo: ep.dst,
+                addr_hi: ep.src,
+                port_lo: ep.dport,
+                port_hi: ep.sport,
+                family: ep.family,
+                _pad: [0; 3],
+            }
         };
         (key, if src_is_lo { Side::Lo } else { Side::Hi })
     }
@@ -111,7 +125,8 @@ impl FlowKey {
     pub fn hash(&self) -> u64 {
         let (a, b) = addr_rank(&self.addr_lo);
         let (c, d) = addr_rank(&self.addr_hi);
-        let ports = ((self.port_lo as u64) << 32) | ((self.port_hi as u64) << 16) | self.family as u64;
+        let ports =
+            ((self.port_lo as u64) << 32) | ((self.port_hi as u64) << 16) | self.family as u64;
         let mut x = a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47) ^ ports;
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -175,7 +190,9 @@ pub struct FlowEntry {
     pub hooks_seen: u8,
     pub _pad: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288);
+const _: () =
+    assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
+const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
 
 /// What the parser learned of one TCP segment, all that a flow update needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,7 +249,33 @@ impl FlowEntry {
     /// Start a fresh entry for `key` whose first packet comes from `side`.
     #[inline(always)]
     pub fn start(&mut self, key: &FlowKey, side: Side, now_ns: u64) {
-        *self = FlowEntry { key: *key, first_ns: now_ns, initiator: side as u8, ..FlowEntry::default() };
+        self.clear();
+        self.key = *key;
+        self.first_ns = now_ns;
+        self.initiator = side as u8;
+    }
+
+    /// Zero every byte, one 64-bit word at a time. A struct literal or `write_bytes` here becomes a
+    /// `memset` that the eBPF target lowers to a byte loop the verifier cannot finish; volatile
+    /// word stores stay 36 plain stores.
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        let words = (self as *mut FlowEntry).cast::<u64>();
+        for i in 0..ENTRY_WORDS {
+            // SAFETY: FlowEntry is ENTRY_WORDS u64s long and 8-aligned; all-zero is a valid value.
+            unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        }
+    }
+
+    /// Copy `other` into `self` word by word (see [`FlowEntry::clear`] for why not `*self = *other`).
+    #[inline(always)]
+    pub fn copy_from(&mut self, other: &FlowEntry) {
+        let to = (self as *mut FlowEntry).cast::<u64>();
+        let from = (other as *const FlowEntry).cast::<u64>();
+        for i in 0..ENTRY_WORDS {
+            // SAFETY: both are ENTRY_WORDS u64s long and 8-aligned.
+            unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+        }
     }
 
     /// Count `seg`, sent by `side`, into this flow.
@@ -312,7 +355,13 @@ mod tests {
     }
 
     fn ep(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Endpoints {
-        Endpoints { src: v4(src), dst: v4(dst), sport, dport, family: FAMILY_V4 }
+        Endpoints {
+            src: v4(src),
+            dst: v4(dst),
+            sport,
+            dport,
+            family: FAMILY_V4,
+        }
     }
 
     #[test]
@@ -341,13 +390,28 @@ mod tests {
         lo[15] = 1;
         let mut hi = [0u8; 16];
         hi[0] = 0xfd;
-        let e = Endpoints { src: hi, dst: lo, sport: 1, dport: 2, family: FAMILY_V6 };
+        let e = Endpoints {
+            src: hi,
+            dst: lo,
+            sport: 1,
+            dport: 2,
+            family: FAMILY_V6,
+        };
         let (k, s) = FlowKey::canonical(&e);
         assert_eq!((k.addr_lo, s), (lo, Side::Hi));
     }
 
     fn seg(flags: u8, payload_len: u32, seq: u32, ttl: u8) -> Segment {
-        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now_ns: 1 }
+        Segment {
+            flags,
+            ttl,
+            hook: 0,
+            seq,
+            ack: 0,
+            payload_len,
+            ip_len: 40 + payload_len,
+            now_ns: 1,
+        }
     }
 
     #[test]
@@ -355,12 +419,25 @@ mod tests {
         let mut e = FlowEntry::default();
         let (c, s) = (Side::Lo, Side::Hi);
         e.start(&FlowKey::default(), c, 1);
-        for (side, f, len) in [(c, SYN, 0), (s, SYN | ACK, 0), (c, ACK, 0), (c, ACK | flags::PSH, 10), (s, ACK | FIN, 0), (c, RST | ACK, 0)] {
-            assert_eq!(notable_reasons(Some(&e), side, &seg(f, len, 7, 64)) & NOTABLE_UNSOLICITED_SYN_ACK, 0);
+        for (side, f, len) in [
+            (c, SYN, 0),
+            (s, SYN | ACK, 0),
+            (c, ACK, 0),
+            (c, ACK | flags::PSH, 10),
+            (s, ACK | FIN, 0),
+            (c, RST | ACK, 0),
+        ] {
+            assert_eq!(
+                notable_reasons(Some(&e), side, &seg(f, len, 7, 64)) & NOTABLE_UNSOLICITED_SYN_ACK,
+                0
+            );
             e.apply(side, &seg(f, len, 7, 64));
         }
         let cs = &e.sides[0];
-        assert_eq!((cs.packets, cs.syn, cs.pure_ack, cs.data, cs.rst, cs.rst_ack), (4, 1, 1, 1, 1, 1));
+        assert_eq!(
+            (cs.packets, cs.syn, cs.pure_ack, cs.data, cs.rst, cs.rst_ack),
+            (4, 1, 1, 1, 1, 1)
+        );
         assert_eq!((e.sides[1].syn_ack, e.sides[1].fin), (1, 1));
         assert!(e.saw_combo(c, SYN) && e.saw_combo(s, SYN | ACK) && !e.saw_combo(s, SYN));
         assert_eq!(cs.bytes, 4 * 40 + 10);
@@ -371,23 +448,38 @@ mod tests {
         let mut e = FlowEntry::default();
         e.start(&FlowKey::default(), Side::Hi, 1);
         let synack = seg(SYN | ACK, 0, 5, 50);
-        assert_eq!(notable_reasons(Some(&e), Side::Hi, &synack), NOTABLE_UNSOLICITED_SYN_ACK);
+        assert_eq!(
+            notable_reasons(Some(&e), Side::Hi, &synack),
+            NOTABLE_UNSOLICITED_SYN_ACK
+        );
         e.apply(Side::Hi, &synack);
         let rst = seg(RST | ACK, 23, 0, 128);
-        assert_eq!(notable_reasons(Some(&e), Side::Hi, &rst), NOTABLE_RST | NOTABLE_RST_PAYLOAD);
+        assert_eq!(
+            notable_reasons(Some(&e), Side::Hi, &rst),
+            NOTABLE_RST | NOTABLE_RST_PAYLOAD
+        );
         e.apply(Side::Hi, &rst);
         let data = seg(ACK, 5, 9, 50);
-        assert_eq!(notable_reasons(Some(&e), Side::Hi, &data), NOTABLE_DATA_AFTER_RST);
+        assert_eq!(
+            notable_reasons(Some(&e), Side::Hi, &data),
+            NOTABLE_DATA_AFTER_RST
+        );
         e.apply(Side::Hi, &data);
         let h = &e.sides[1];
-        assert_eq!((h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst), (50, 128, 1, 1));
+        assert_eq!(
+            (h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst),
+            (50, 128, 1, 1)
+        );
     }
 
     #[test]
     fn invalid_combos_are_counted_and_notable() {
         let mut e = FlowEntry::default();
         for f in [0x00, 0x03, 0x29, 0xff] {
-            assert_ne!(notable_reasons(Some(&e), Side::Lo, &seg(f, 0, 0, 64)) & NOTABLE_INVALID, 0);
+            assert_ne!(
+                notable_reasons(Some(&e), Side::Lo, &seg(f, 0, 0, 64)) & NOTABLE_INVALID,
+                0
+            );
             e.apply(Side::Lo, &seg(f, 0, 0, 64));
         }
         assert_eq!(e.sides[0].invalid, 4);

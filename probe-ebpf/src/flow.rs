@@ -8,7 +8,9 @@
 //! bottom halves off), which is what a per-CPU map would give. A slot held by another flow that is
 //! still live is an insert failure, counted; an idle one is taken over.
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
+use aya_ebpf::helpers::{
+    bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns,
+};
 use probe_common::{
     counters::{HookCounters, PROTO_TCP},
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
@@ -26,7 +28,13 @@ pub trait PayloadSource {
 
 /// Count one TCP segment: histogram, flow slot, and an event if it is notable.
 #[inline(always)]
-pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) {
+pub fn count_tcp<P: PayloadSource>(
+    src: &P,
+    counters: &mut HookCounters,
+    pkt: &mut TcpPacket,
+    hook: u8,
+    frame_len: usize,
+) {
     counters.protocols[PROTO_TCP] += 1;
     counters.flags[pkt.segment.flags as usize] += 1;
 
@@ -52,10 +60,16 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
 /// starts it after judging the packet against an empty history), or `None` when another live
 /// flow holds it.
 #[inline(always)]
-fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'static mut FlowEntry> {
+fn flow_slot(
+    counters: &mut HookCounters,
+    key: &FlowKey,
+    now: u64,
+) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
+    let index = cpu
+        .wrapping_mul(mask.wrapping_add(1))
+        .wrapping_add(key.hash() as u32 & mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
         counters.flow_insert_failures += 1;
         return None;
@@ -65,7 +79,8 @@ fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'s
     if entry.key.family != FAMILY_NONE && entry.key.same(key) {
         return Some(entry);
     }
-    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_ns) > config::flow_idle_ns() {
+    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_ns) > config::flow_idle_ns()
+    {
         counters.flow_inserts += 1;
         entry.key.family = FAMILY_NONE;
         return Some(entry);
@@ -75,7 +90,14 @@ fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'s
 }
 
 #[inline(always)]
-fn emit_event<P: PayloadSource>(src: &P, counters: &mut HookCounters, entry: Option<&FlowEntry>, pkt: &TcpPacket, reasons: u8, frame_len: usize) {
+fn emit_event<P: PayloadSource>(
+    src: &P,
+    counters: &mut HookCounters,
+    entry: Option<&FlowEntry>,
+    pkt: &TcpPacket,
+    reasons: u8,
+    frame_len: usize,
+) {
     if !counters.take_event_token(pkt.segment.now_ns, config::event_rate()) {
         return;
     }
@@ -89,11 +111,11 @@ fn emit_event<P: PayloadSource>(src: &P, counters: &mut HookCounters, entry: Opt
         match entry {
             // An empty slot about to be started reads as no history too.
             Some(e) if e.key.family != FAMILY_NONE => {
-                core::ptr::copy_nonoverlapping(e, &raw mut (*ev).flow_before, 1);
+                (*ev).flow_before.copy_from(e);
                 (*ev).tracked = EVENT_TRACKED;
             }
             _ => {
-                core::ptr::write_bytes(&raw mut (*ev).flow_before, 0, 1);
+                (*ev).flow_before.clear();
                 (*ev).tracked = if entry.is_some() { EVENT_TRACKED } else { 0 };
             }
         }
@@ -122,9 +144,18 @@ fn emit_event<P: PayloadSource>(src: &P, counters: &mut HookCounters, entry: Opt
         }
         let n = (want as u32) & 0x7f;
         let mut captured = 0u8;
-        if n > 0 && n <= EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n) {
+        if n > 0
+            && n <= EVENT_PAYLOAD_MAX as u32
+            && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n)
+        {
             captured = n as u8;
-        } else if n > EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), EVENT_PAYLOAD_MAX as u32) {
+        } else if n > EVENT_PAYLOAD_MAX as u32
+            && src.load(
+                pkt.payload_offset as u32,
+                (*ev).payload.as_mut_ptr(),
+                EVENT_PAYLOAD_MAX as u32,
+            )
+        {
             captured = EVENT_PAYLOAD_MAX as u8;
         }
         (*ev).captured_len = captured;

@@ -68,7 +68,9 @@ struct Tc<'a>(&'a TcContext);
 impl PayloadSource for Tc<'_> {
     #[inline(always)]
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
-        unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast_const().cast(), offset, dst.cast(), len) == 0 }
+        unsafe {
+            bpf_skb_load_bytes(self.0.skb.skb.cast_const().cast(), offset, dst.cast(), len) == 0
+        }
     }
 }
 
@@ -84,15 +86,15 @@ fn try_ingress(ctx: &XdpContext) -> Result<(), ()> {
 #[inline(always)]
 fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     let counters = counters(HOOK_EGRESS)?;
-    let mut pkt = Cursor::new(ctx.data(), ctx.data_end());
     let skb_len = ctx.len() as usize;
-    // Locally built packets may keep headers outside the linear area: pull them in once.
-    if pkt.len() < skb_len && pkt.len() < 128 {
+    // Locally built packets may keep headers outside the linear area: pull them in first, then
+    // take the packet pointers once (a pull invalidates earlier ones).
+    let linear = ctx.data_end() - ctx.data();
+    if linear < skb_len && linear < 128 {
         let want = if skb_len < 128 { skb_len as u32 } else { 128 };
-        if ctx.pull_data(want).is_ok() {
-            pkt = Cursor::new(ctx.data(), ctx.data_end());
-        }
+        let _ = ctx.pull_data(want);
     }
+    let pkt = Cursor::new(ctx.data(), ctx.data_end());
     handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len);
     Ok(())
 }
@@ -100,11 +102,20 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
 #[inline(always)]
 fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
     // SAFETY: per-CPU value, only this CPU touches it while the program runs.
-    HOOK_COUNTERS.get_ptr_mut(hook).map(|p| unsafe { &mut *p }).ok_or(())
+    HOOK_COUNTERS
+        .get_ptr_mut(hook)
+        .map(|p| unsafe { &mut *p })
+        .ok_or(())
 }
 
 #[inline(always)]
-fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) {
+fn handle<P: PayloadSource>(
+    src: &P,
+    counters: &mut HookCounters,
+    pkt: &Cursor,
+    hook: u8,
+    frame_len: usize,
+) {
     match parse::parse(pkt) {
         Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
         Err(NotTcp::Protocol(slot)) => {

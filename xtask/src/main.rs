@@ -1,1 +1,58 @@
-fn main() {}
+//! `cargo xtask`: everything beyond plain cargo — the toolchain set-up, the eBPF build with the
+//! pinned nightly, the agent run, the whole test suite and the benchmarks.
+
+mod bench;
+mod build;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install whatever is missing: apt packages, the pinned nightly with rust-src, bpf-linker.
+    Setup,
+    /// Build the eBPF object with the pinned nightly.
+    BuildEbpf,
+    /// Build the eBPF object and the agent (release).
+    Build,
+    /// Set up, build, and run the agent on this host (arguments after `--` go to `flagprobe run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run every test, privileged ones included.
+    Test {
+        /// Extra arguments for `cargo test`, e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure the kernel program's per-packet cost against an empty XDP program; writes BENCHMARKS.md.
+    Bench {
+        /// BPF_PROG_TEST_RUN repeat count per measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Rounds (pairs of empty/program runs) per frame.
+        #[arg(long, default_value_t = 15)]
+        rounds: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::all(),
+        Cmd::BuildEbpf => build::ebpf(),
+        Cmd::Build => build::all(true),
+        Cmd::Run { args } => run::run(&args),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Bench { repeat, rounds } => bench::run(repeat, rounds),
+    }
+}

@@ -1,0 +1,81 @@
+//! The engine thread: waits for ring-buffer events and, every poll interval, polls each interface.
+//! Owns the loaded probes, so when it returns they are dropped and every program is detached.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::{events::IfaceEvent, http::Health, metrics::Metrics, poller::IfacePoller, summary};
+
+pub struct Engine {
+    pub pollers: Vec<IfacePoller>,
+    pub events: Receiver<IfaceEvent>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub poll_interval: Duration,
+    pub summary_interval: Option<Duration>,
+}
+
+impl Engine {
+    /// Run until `stop` is set. Poll errors are logged and the loop goes on: a missed poll is
+    /// caught up by the next one, since every kernel counter is cumulative.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let mut next_poll = Instant::now() + self.poll_interval;
+        let mut next_summary = self.summary_interval.map(|d| Instant::now() + d);
+        let mut latest: Vec<Option<(String, u64)>> = vec![None; self.pollers.len()];
+        self.poll_all(&mut latest);
+        while !stop.load(Ordering::Relaxed) {
+            // Wake at least every 100 ms so a shutdown is prompt.
+            let wait = next_poll.min(Instant::now() + Duration::from_millis(100));
+            match self.events.recv_deadline(wait) {
+                Ok(_event) => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+            }
+            if Instant::now() >= next_poll {
+                self.poll_all(&mut latest);
+                next_poll += self.poll_interval;
+                if next_poll < Instant::now() {
+                    next_poll = Instant::now() + self.poll_interval;
+                }
+            }
+            if let Some(at) = next_summary.filter(|at| Instant::now() >= *at) {
+                for (name, _) in latest.iter().flatten() {
+                    eprintln!("{name}");
+                }
+                next_summary = self.summary_interval.map(|d| at + d);
+            }
+        }
+    }
+
+    fn poll_all(&mut self, latest: &mut [Option<(String, u64)>]) {
+        let timer = self.metrics.poll_duration.start_timer();
+        for (i, p) in self.pollers.iter_mut().enumerate() {
+            match p.poll(&self.metrics) {
+                Ok(out) => {
+                    latest[i] = Some((
+                        summary::line(
+                            &p.iface,
+                            p.xdp_mode,
+                            &out.counters,
+                            out.live_flows,
+                            p.capacity(),
+                        ),
+                        out.live_flows,
+                    ));
+                }
+                Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
+            }
+        }
+        timer.observe_duration();
+        self.health.mark_poll();
+    }
+}

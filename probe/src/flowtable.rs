@@ -1,0 +1,90 @@
+//! The kernel's flow table, mapped into our address space (`BPF_F_MMAPABLE`): read in place, no
+//! syscall per flow. The kernel keeps writing while we read, so a slot can be caught mid-update;
+//! every field is a plain counter, so the worst case is a value one packet old, fixed next poll.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    ptr::NonNull,
+};
+
+use aya::{Ebpf, maps::Map};
+use probe_common::{flow::FlowEntry, maps::FLOWS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowTableError {
+    /// The object has no `FLOWS` array.
+    #[error("the eBPF object has no {FLOWS} array")]
+    Missing,
+    /// mmap of the map failed (kernel without BPF_F_MMAPABLE support?).
+    #[error("mapping the flow table: {0}")]
+    Mmap(std::io::Error),
+}
+
+pub struct FlowTable {
+    base: NonNull<FlowEntry>,
+    slots: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is shared memory we only read; it lives until drop.
+unsafe impl Send for FlowTable {}
+
+impl FlowTable {
+    /// Map the `FLOWS` array of `ebpf`, which holds `slots` entries.
+    pub fn map(ebpf: &Ebpf, slots: u32) -> Result<FlowTable, FlowTableError> {
+        let Some(Map::Array(data)) = ebpf.map(FLOWS) else {
+            return Err(FlowTableError::Missing);
+        };
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = (slots as usize * size_of::<FlowEntry>()).next_multiple_of(page);
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: a read-only shared mapping of a map fd; the kernel checks size and flags.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(FlowTableError::Mmap(std::io::Error::last_os_error()));
+        }
+        let base = NonNull::new(ptr.cast::<FlowEntry>())
+            .ok_or(FlowTableError::Mmap(std::io::ErrorKind::InvalidData.into()))?;
+        Ok(FlowTable {
+            base,
+            slots: slots as usize,
+            bytes,
+        })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// When slot `i` last saw a packet (0: never) — one cache line, for the cheap "changed?" scan.
+    #[inline]
+    pub fn last_ns(&self, i: usize) -> u64 {
+        assert!(i < self.slots);
+        // SAFETY: in bounds of the mapping; u64 reads are not torn on our targets.
+        unsafe { std::ptr::read_volatile(&raw const (*self.base.as_ptr().add(i)).last_ns) }
+    }
+
+    /// A copy of slot `i`.
+    #[inline]
+    pub fn read(&self, i: usize) -> FlowEntry {
+        assert!(i < self.slots);
+        // SAFETY: in bounds; FlowEntry is plain old data, any bit pattern is valid.
+        unsafe { std::ptr::read_volatile(self.base.as_ptr().add(i)) }
+    }
+}
+
+impl Drop for FlowTable {
+    fn drop(&mut self) {
+        // SAFETY: the mapping we made in `map`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}

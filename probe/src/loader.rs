@@ -1,0 +1,180 @@
+//! Load the eBPF object with this run's sizes, attach XDP on ingress and TC on egress, and say which
+//! XDP mode we got. Dropping [`Probe`] detaches both programs (aya owns the links).
+
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
+};
+use probe_common::maps::{
+    EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_IDLE_NS, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS,
+    PROG_TC, PROG_XDP,
+};
+
+use crate::config::XdpMode;
+
+/// The object `cargo xtask build-ebpf` produced when this binary was built (empty if it had not).
+static EMBEDDED_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagprobe-ebpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No object was embedded at build time and none was given.
+    #[error(
+        "this flagprobe was built without its eBPF object: build it with `cargo xtask build`, or pass --ebpf-object"
+    )]
+    NoObject,
+    /// Reading `--ebpf-object` failed.
+    #[error("reading eBPF object {path}: {source}")]
+    ReadObject {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The kernel refused the object (verifier, permissions, missing feature).
+    #[error("loading the eBPF object: {0} (are you root, with CAP_BPF and CAP_NET_ADMIN?)")]
+    Load(#[from] aya::EbpfError),
+    /// The object lacks a program or map this agent needs.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// The kernel refused a program.
+    #[error("{what}: {}", short(source))]
+    Program { what: String, source: ProgramError },
+    /// Counting CPUs failed.
+    #[error("reading the possible CPUs: {0}")]
+    Cpus(std::io::Error),
+}
+
+/// A verifier log runs to thousands of lines: keep the head and the tail, where the reason is.
+fn short(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 30 {
+        return text;
+    }
+    format!(
+        "{}\n  [... {} verifier lines ...]\n{}",
+        lines[..3].join("\n"),
+        lines.len() - 15,
+        lines[lines.len() - 12..].join("\n")
+    )
+}
+
+/// Sizes and limits fixed at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Flow-table slots over all CPUs.
+    pub flow_capacity: u32,
+    pub flow_idle_ns: u64,
+    pub event_rate: u64,
+}
+
+/// The table's geometry: `cpus` partitions of `slots_per_cpu` slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowGeometry {
+    pub cpus: u32,
+    pub slots_per_cpu: u32,
+}
+
+impl FlowGeometry {
+    pub fn for_capacity(capacity: u32, cpus: u32) -> Self {
+        let per_cpu = capacity.div_ceil(cpus.max(1)).max(64).next_power_of_two();
+        FlowGeometry {
+            cpus,
+            slots_per_cpu: per_cpu,
+        }
+    }
+    pub fn slots(&self) -> u32 {
+        self.cpus * self.slots_per_cpu
+    }
+}
+
+/// A loaded (and maybe attached) copy of the programs and their maps.
+pub struct Probe {
+    pub ebpf: Ebpf,
+    pub geometry: FlowGeometry,
+    pub options: LoadOptions,
+}
+
+/// The object to load: `--ebpf-object` or the embedded one.
+pub fn object_bytes(path: Option<&Path>) -> Result<Vec<u8>, LoadError> {
+    match path {
+        Some(p) => std::fs::read(p).map_err(|source| LoadError::ReadObject {
+            path: p.display().to_string(),
+            source,
+        }),
+        None if EMBEDDED_OBJECT.is_empty() => Err(LoadError::NoObject),
+        None => Ok(EMBEDDED_OBJECT.to_vec()),
+    }
+}
+
+/// Load both programs into the kernel without attaching them (tests run them with
+/// BPF_PROG_TEST_RUN; [`Probe::attach`] attaches).
+pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))? as u32;
+    let geometry = FlowGeometry::for_capacity(options.flow_capacity, cpus);
+    let mask = geometry.slots_per_cpu - 1;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(FLOWS, geometry.slots())
+        .override_global(GLOBAL_FLOW_SLOT_MASK, &mask, true)
+        .override_global(GLOBAL_FLOW_IDLE_NS, &options.flow_idle_ns, true)
+        .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
+        .load(object)?;
+    for name in [FLOWS, HOOK_COUNTERS, EVENTS] {
+        ebpf.map(name).ok_or(LoadError::Missing(name))?;
+    }
+    let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?;
+    xdp.load().map_err(|source| LoadError::Program {
+        what: format!("loading {PROG_XDP}"),
+        source,
+    })?;
+    let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
+    tc.load().map_err(|source| LoadError::Program {
+        what: format!("loading {PROG_TC}"),
+        source,
+    })?;
+    Ok(Probe {
+        ebpf,
+        geometry,
+        options,
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
+    prog.try_into().map_err(|source| LoadError::Program {
+        what: format!("{name} has the wrong type"),
+        source,
+    })
+}
+
+impl Probe {
+    /// Attach XDP (ingress) and TC (egress) to `iface`; returns the XDP mode in effect.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<&'static str, LoadError> {
+        let xdp: &mut Xdp = program(&mut self.ebpf, PROG_XDP)?;
+        let attach = |xdp: &mut Xdp, m: AyaXdpMode| xdp.attach(iface, m).map(|_| ());
+        let used = match mode {
+            XdpMode::Driver => attach(xdp, AyaXdpMode::Driver).map(|_| "driver"),
+            XdpMode::Generic => attach(xdp, AyaXdpMode::Skb).map(|_| "generic"),
+            XdpMode::Auto => match attach(xdp, AyaXdpMode::Driver) {
+                Ok(()) => Ok("driver"),
+                Err(e) => {
+                    tracing::warn!(iface, error = %e, "driver-mode XDP refused; falling back to generic (skb) mode, which costs more per packet");
+                    attach(xdp, AyaXdpMode::Skb).map(|_| "generic")
+                }
+            },
+        }
+        .map_err(|source| LoadError::Program { what: format!("attaching XDP to {iface}"), source })?;
+        let tc: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC)?;
+        // Kernels >= 6.6 attach through tcx and need no qdisc; older ones want clsact.
+        let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        tc.attach(iface, TcAttachType::Egress)
+            .map_err(|source| LoadError::Program {
+                what: format!("attaching TC egress to {iface}"),
+                source,
+            })?;
+        Ok(used)
+    }
+}
