@@ -1,6 +1,7 @@
 //! flagprobe's agent: loads the eBPF programs, reads what they count, and explains it.
 //!
 //! # Layout
+//! - [`capture`]: pcap/pcapng (gzip too) as a stream of frames.
 //! - [`config`]: command line → one validated [`config::Config`]; errors name the field.
 //! - [`netinfo`]: the host's default-route interface and own addresses (the defaults).
 //! - [`loader`]: load the object with this run's sizes, attach XDP + TC, detach on drop.
@@ -15,6 +16,7 @@
 //!
 //! [`run`] is the whole agent with an injected shutdown future, so tests and `main` share it.
 
+pub mod capture;
 pub mod config;
 pub mod engine;
 pub mod events;

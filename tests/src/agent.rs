@@ -1,0 +1,149 @@
+//! The agent as a real process inside the lab's home namespace, started the way an operator would
+//! (`flagprobe run ...`), stopped with SIGTERM, and scraped over HTTP.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::lab::{HOME_IF, HOME_IP, Lab, in_netns};
+
+pub const METRICS_ADDR: &str = "127.0.0.1:9750";
+
+pub fn binary() -> PathBuf {
+    std::env::var_os("FLAGPROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target/debug/flagprobe"))
+}
+
+pub struct Agent {
+    pub ns: String,
+    child: Option<Child>,
+    pub stderr_path: PathBuf,
+    pub stdout_path: PathBuf,
+}
+
+impl Agent {
+    /// Start `flagprobe run` in the lab's home namespace on its veth, home net = 10.77.0.2, with
+    /// `extra` arguments; wait until /healthz answers.
+    pub fn start(lab: &Lab, extra: &[&str]) -> Agent {
+        let dir = std::env::temp_dir();
+        let stderr_path = dir.join(format!("{}-agent.err", lab.home));
+        let stdout_path = dir.join(format!("{}-agent.out", lab.home));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.home])
+            .arg(binary())
+            .args([
+                "run",
+                "--iface",
+                HOME_IF,
+                "--home-net",
+                &format!("{HOME_IP}/32"),
+                "--metrics-addr",
+                METRICS_ADDR,
+                "--poll-interval",
+                "200ms",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+        let mut agent = Agent {
+            ns: lab.home.clone(),
+            child: Some(child),
+            stderr_path,
+            stdout_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "agent exited with {status} before serving:\n{}",
+                    agent.stderr()
+                );
+            }
+            if agent.get("/healthz").is_some_and(|(code, _)| code == 200) {
+                return agent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never became healthy:\n{}",
+                agent.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// GET `path` from the agent inside its namespace: (status code, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let path = path.to_string();
+        in_netns(&self.ns, move || http_get(METRICS_ADDR, &path))
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics").expect("/metrics answers");
+        assert_eq!(code, 200);
+        body
+    }
+
+    /// Wait two poll intervals and a bit, so every counted packet has reached the metrics.
+    pub fn settle(&self) {
+        std::thread::sleep(Duration::from_millis(700));
+    }
+
+    /// SIGTERM and wait; returns the exit status and stderr.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        // `ip netns exec` execs the agent, so the child pid is the agent's.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "agent did not stop within 10 s of SIGTERM:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET: (status code, body), or None when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}

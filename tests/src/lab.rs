@@ -1,0 +1,120 @@
+//! A two-namespace lab: `home` (the monitored host, 10.77.0.2) and `peer` (10.77.0.1, also owning
+//! 198.51.100.0/24 and 203.0.113.0/24), joined by a veth pair. Everything is removed on drop.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+pub const HOME_IP: &str = "10.77.0.2";
+pub const PEER_IP: &str = "10.77.0.1";
+/// Inside the home namespace.
+pub const HOME_IF: &str = "fp-home";
+pub const PEER_IF: &str = "fp-peer";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Run a command; panic with its stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn sh(script: &str) -> Output {
+    run(Command::new("sh").args(["-c", script]))
+}
+
+pub struct Lab {
+    pub home: String,
+    pub peer: String,
+}
+
+impl Lab {
+    /// A fresh lab with unique namespace names; offloads off so every packet is one wire segment.
+    pub fn new() -> Lab {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            home: format!("fph-{id}"),
+            peer: format!("fpp-{id}"),
+        };
+        let (h, p) = (&lab.home, &lab.peer);
+        sh(&format!(
+            "set -e
+            ip netns add {h}; ip netns add {p}
+            ip link add {HOME_IF} netns {h} type veth peer name {PEER_IF} netns {p}
+            for ns in {h} {p}; do
+              ip netns exec $ns sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+              ip -n $ns link set lo up
+            done
+            ip -n {h} addr add {HOME_IP}/24 dev {HOME_IF}
+            ip -n {p} addr add {PEER_IP}/24 dev {PEER_IF}
+            ip -n {p} addr add 198.51.100.1/24 dev {PEER_IF}
+            ip -n {p} addr add 203.0.113.1/24 dev {PEER_IF}
+            ip -n {h} link set {HOME_IF} up; ip -n {p} link set {PEER_IF} up
+            ip -n {h} route add 198.51.100.0/24 via {PEER_IP}; ip -n {h} route add 203.0.113.0/24 via {PEER_IP}
+            ip netns exec {h} ethtool -K {HOME_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
+            ip netns exec {p} ethtool -K {PEER_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true"
+        ));
+        lab
+    }
+
+    /// Run `script` with `sh -c` inside namespace `ns`.
+    pub fn exec(&self, ns: &str, script: &str) -> Output {
+        run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))
+    }
+
+    /// A `Command` that runs inside namespace `ns`.
+    pub fn command(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.home])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.peer])
+            .status();
+    }
+}
+
+/// Run `f` on a thread that has joined network namespace `ns`; sockets it opens live there.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f).join().expect("netns thread panicked")
+}
+
+/// Like [`in_netns`], without waiting.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: a valid namespace fd; only this thread changes namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}

@@ -1,0 +1,126 @@
+//! Independent ground truth and real wire traffic for the shared captures: tshark's per-direction
+//! flags counts (through ../shared/oracles/flags-by-direction.sh), and a sender that plays a
+//! capture onto the lab's veth — frames from the home address leave through the home interface
+//! (the TC egress hook sees them), all others arrive from the peer (the XDP ingress hook sees them).
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use crate::lab::{HOME_IF, Lab, PEER_IF, in_netns};
+
+/// (direction "in"/"out", flags byte) → packets, as tshark counts them.
+pub fn tshark_flags_by_direction(pcap: &Path, home_ip: &str) -> BTreeMap<(String, u8), u64> {
+    let script = crate::shared_dir().join("oracles/flags-by-direction.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(pcap)
+        .arg(home_ip)
+        .output()
+        .expect("running the tshark oracle");
+    assert!(
+        out.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut section = "";
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(s) = line.strip_prefix("== ") {
+            section = if s.starts_with("count direction") {
+                "dir"
+            } else {
+                ""
+            };
+            continue;
+        }
+        if section != "dir" {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [n, dir, byte] = f[..] {
+            let byte = u8::from_str_radix(byte.trim_start_matches("0x"), 16).expect("hex flags");
+            counts.insert((dir.to_string(), byte), n.parse().expect("count"));
+        }
+    }
+    counts
+}
+
+/// An AF_PACKET socket bound to `iface` inside namespace `ns`.
+fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
+    in_netns(ns, move || {
+        // SAFETY: plain socket calls with valid arguments; the fd is owned right away.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let fd = OwnedFd::from_raw_fd(fd);
+            let name = std::ffi::CString::new(iface).unwrap();
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            let rc = libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(
+                rc,
+                0,
+                "bind to {iface}: {}",
+                std::io::Error::last_os_error()
+            );
+            fd
+        }
+    })
+}
+
+fn send(fd: &OwnedFd, frame: &[u8]) {
+    // SAFETY: a bound packet socket and a valid buffer.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    assert_eq!(
+        n,
+        frame.len() as isize,
+        "send: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The source address of an Ethernet frame's IP packet.
+pub fn source_ip(frame: &[u8]) -> Option<IpAddr> {
+    let p = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    match p.net? {
+        etherparse::NetSlice::Ipv4(ip) => Some(IpAddr::V4(ip.header().source_addr())),
+        etherparse::NetSlice::Ipv6(ip) => Some(IpAddr::V6(ip.header().source_addr())),
+        _ => None,
+    }
+}
+
+/// Send every frame of `pcap` on the wire, in order: the home address's frames out of the home
+/// interface, the rest in from the peer. Returns (in, out) frame counts.
+pub fn replay_on_wire(lab: &Lab, pcap: &Path, home_ip: IpAddr) -> (usize, usize) {
+    let home = packet_socket(&lab.home, HOME_IF);
+    let peer = packet_socket(&lab.peer, PEER_IF);
+    let (mut n_in, mut n_out) = (0, 0);
+    for frame in probe::capture::CaptureReader::open(pcap).expect("readable capture") {
+        let frame = frame.expect("well-formed capture");
+        if source_ip(&frame.data) == Some(home_ip) {
+            send(&home, &frame.data);
+            n_out += 1;
+        } else {
+            send(&peer, &frame.data);
+            n_in += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (n_in, n_out)
+}
