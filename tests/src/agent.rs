@@ -79,6 +79,11 @@ impl Agent {
         }
     }
 
+    /// The agent's pid (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
