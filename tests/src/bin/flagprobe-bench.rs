@@ -1,0 +1,168 @@
+//! Per-packet cost of flagprobe's XDP program inside the kernel, as a ratio to an empty XDP program
+//! measured in the same run (BPF_PROG_TEST_RUN). Run through `cargo xtask bench`, which writes the
+//! table to BENCHMARKS.md. Needs root.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use aya::programs::Xdp;
+use probe::loader::{self, LoadOptions};
+use probe_common::{
+    flags::{ACK, PSH, RST, SYN},
+    maps::{DEFAULT_EVENT_RATE, DEFAULT_FLOW_CAPACITY, PROG_XDP},
+};
+use tests::frames::TcpFrame;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// `r0 = XDP_PASS; exit`, loaded with BPF_PROG_LOAD: the baseline every number is compared with.
+fn empty_xdp() -> OwnedFd {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Load {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"fp_empty\0");
+    let mut attr = Load {
+        prog_type: 6, // XDP
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: c"GPL".as_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: 37, // BPF_XDP
+        ..Default::default()
+    };
+    // SAFETY: a correctly sized attr for BPF_PROG_LOAD.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut Load, size_of::<Load>()) };
+    assert!(fd >= 0, "loading the empty XDP program: {}", std::io::Error::last_os_error());
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// Mean ns per run over `repeat` runs of `frame` (the kernel's own clock, truncated to 1 ns).
+fn test_run(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> (u32, u32) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    let mut a = TestRun { prog_fd: fd.as_raw_fd() as u32, data_size_in: frame.len() as u32, data_in: frame.as_ptr() as u64, repeat, ..Default::default() };
+    // SAFETY: a correctly sized attr; the frame outlives the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut a as *mut TestRun, size_of::<TestRun>()) };
+    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    (a.retval, a.duration)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Row {
+    frame: &'static str,
+    prog: f64,
+    empty: f64,
+    diff: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: u32| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let repeat = arg("--repeat", 1_000_000);
+    let rounds = arg("--rounds", 15);
+    // Pin to one CPU so the per-CPU partition and caches stay put.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+    let options = LoadOptions { flow_capacity: DEFAULT_FLOW_CAPACITY, flow_idle_ns: 120_000_000_000, event_rate: DEFAULT_EVENT_RATE };
+    let mut p = loader::load(&tests::ebpf_object(), options).expect("loading the program (root?)");
+    let prog: &mut Xdp = p.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
+    let fd = prog.fd().unwrap().as_fd().try_clone_to_owned().unwrap();
+    let empty = empty_xdp();
+
+    let (c, s) = ([10, 200, 0, 1], [10, 200, 0, 2]);
+    let syn = TcpFrame::v4(c, 40000, s, 80, SYN).build();
+    let ack = TcpFrame::v4(c, 40000, s, 80, ACK).build();
+    let mut rst = TcpFrame::v4(s, 80, c, 40000, RST | ACK);
+    rst.payload = b"Go away, we're not home".to_vec();
+    let syn6 = TcpFrame::v6("fd00::1", 40000, "fd00::2", 80, SYN).build();
+    let mut vlan = TcpFrame::v4(c, 40000, s, 80, PSH | ACK);
+    vlan.vlans = vec![0x8100];
+    let frames: Vec<(&'static str, Vec<u8>)> = vec![
+        ("syn-v4", syn),
+        ("ack-v4-established", ack),
+        ("rst-payload-v4 (rate-limited events)", rst.build()),
+        ("syn-v6", syn6),
+        ("data-v4-vlan", vlan.build()),
+        ("garbage (20 B)", TcpFrame::v4(c, 1, s, 2, SYN).build()[..20].to_vec()),
+    ];
+    let mut rows = Vec::new();
+    for (name, frame) in &frames {
+        let (mut pr, mut er, mut dr) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let (_, e) = test_run(empty.as_fd(), frame, repeat);
+            let (ret, t) = test_run(fd.as_fd(), frame, repeat);
+            assert_eq!(ret, 2, "{name}: verdict must be XDP_PASS");
+            pr.push(t as f64);
+            er.push(e as f64);
+            dr.push(t as f64 - e as f64);
+        }
+        rows.push(Row { frame: name, prog: median(&mut pr), empty: median(&mut er), diff: median(&mut dr) });
+    }
+    // New flows: a spoofed flood, every packet a new 5-tuple (repeat 1 each, so both sides include
+    // the test-run set-up; the difference is the program's own cost).
+    let (mut pr, mut er, mut dr) = (vec![], vec![], vec![]);
+    let mut n = 0u32;
+    for _ in 0..rounds {
+        let (mut tp, mut te) = (0f64, 0f64);
+        for _ in 0..4096 {
+            n += 1;
+            let src = [198, 18 + (n >> 24) as u8 % 2, (n >> 8) as u8, n as u8];
+            let f = TcpFrame::v4(src, 1024 + (n % 50000) as u16, s, 80, SYN).build();
+            te += test_run(empty.as_fd(), &f, 1).1 as f64;
+            tp += test_run(fd.as_fd(), &f, 1).1 as f64;
+        }
+        pr.push(tp / 4096.0);
+        er.push(te / 4096.0);
+        dr.push((tp - te) / 4096.0);
+    }
+    rows.push(Row { frame: "new-flow-v4 (spoofed flood, 4096/round)", prog: median(&mut pr), empty: median(&mut er), diff: median(&mut dr) });
+
+    println!("| frame | flagprobe ns | empty XDP ns | diff ns | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!("| {} | {:.1} | {:.1} | {:+.1} | {:.2} |", r.frame, r.prog, r.empty, r.diff, r.prog / r.empty.max(1.0));
+    }
+    let ack = rows.iter().find(|r| r.frame == "ack-v4-established").unwrap();
+    println!();
+    println!("summary: ack-v4-established {:+.1} ns over empty XDP; new flow {:+.1} ns; repeat {repeat}, {rounds} rounds, flow table {DEFAULT_FLOW_CAPACITY} slots", ack.diff, rows.last().unwrap().diff);
+}
