@@ -80,8 +80,7 @@ pub struct HookCounters {
     pub rate_tokens: u64,
     pub rate_refill_ns: u64,
 }
-const _: () =
-    assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 7) * 8);
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 7) * 8);
 
 impl Default for HookCounters {
     fn default() -> Self {
@@ -132,11 +131,7 @@ impl HookCounters {
             let add = ms.wrapping_mul(rate_per_sec) / 1000;
             if add > 0 || self.rate_refill_ns == 0 {
                 let t = self.rate_tokens + add;
-                self.rate_tokens = if t > rate_per_sec || self.rate_refill_ns == 0 {
-                    rate_per_sec
-                } else {
-                    t
-                };
+                self.rate_tokens = if t > rate_per_sec || self.rate_refill_ns == 0 { rate_per_sec } else { t };
                 self.rate_refill_ns = now_ns;
             }
         }
@@ -161,14 +156,8 @@ mod tests {
 
     #[test]
     fn names_match_slots() {
-        assert_eq!(
-            PARSE_ERROR_NAMES[ParseError::BadTcpOffset as usize],
-            "bad_tcp_offset"
-        );
-        assert_eq!(
-            PARSE_ERROR_NAMES[ParseError::TruncatedEthernet as usize],
-            "truncated_ethernet"
-        );
+        assert_eq!(PARSE_ERROR_NAMES[ParseError::BadTcpOffset as usize], "bad_tcp_offset");
+        assert_eq!(PARSE_ERROR_NAMES[ParseError::TruncatedEthernet as usize], "truncated_ethernet");
     }
 
     #[test]
@@ -177,21 +166,9 @@ mod tests {
         let t0 = 5_000_000_000;
         let allowed = (0..15).filter(|_| c.take_event_token(t0, 10)).count();
         assert_eq!((allowed, c.events_suppressed), (10, 5));
-        assert!(
-            !c.take_event_token(t0 + 50_000_000, 10),
-            "0.05 s gives half a token: none"
-        );
-        assert!(
-            c.take_event_token(t0 + 100_000_000, 10),
-            "0.1 s gives one token"
-        );
+        assert!(!c.take_event_token(t0 + 50_000_000, 10), "0.05 s gives half a token: none");
+        assert!(c.take_event_token(t0 + 100_000_000, 10), "0.1 s gives one token");
         assert!(c.take_event_token(t0 + 10_000_000_000, 10));
-        assert_eq!(
-            (0..20)
-                .filter(|_| c.take_event_token(t0 + 10_000_000_000, 10))
-                .count(),
-            9,
-            "capped at one second's worth"
-        );
+        assert_eq!((0..20).filter(|_| c.take_event_token(t0 + 10_000_000_000, 10)).count(), 9, "capped at one second's worth");
     }
 }

@@ -45,13 +45,7 @@ const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 +
 
 impl PacketEvent {
     pub fn endpoints(&self) -> Endpoints {
-        Endpoints {
-            src: self.src,
-            dst: self.dst,
-            sport: self.sport,
-            dport: self.dport,
-            family: self.family,
-        }
+        Endpoints { src: self.src, dst: self.dst, sport: self.sport, dport: self.dport, family: self.family }
     }
 
     pub fn segment(&self) -> Segment {

@@ -11,16 +11,7 @@ pub const ECE: u8 = 0x40;
 pub const CWR: u8 = 0x80;
 
 /// Snort's letter order (S F R P A U E C) with the bit each letter stands for.
-const LETTERS: [(u8, u8); 8] = [
-    (SYN, b'S'),
-    (FIN, b'F'),
-    (RST, b'R'),
-    (PSH, b'P'),
-    (ACK, b'A'),
-    (URG, b'U'),
-    (ECE, b'E'),
-    (CWR, b'C'),
-];
+const LETTERS: [(u8, u8); 8] = [(SYN, b'S'), (FIN, b'F'), (RST, b'R'), (PSH, b'P'), (ACK, b'A'), (URG, b'U'), (ECE, b'E'), (CWR, b'C')];
 
 /// A flags byte rendered as Snort-style letters; at most eight, `0` when no flag is set.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,10 +41,7 @@ impl core::fmt::Debug for Letters {
 
 /// `0x12` → `SA`, `0x14` → `RA`, `0x29` → `FPU`, `0` → `0`.
 pub fn letters(flags: u8) -> Letters {
-    let mut out = Letters {
-        buf: [0; 8],
-        len: 0,
-    };
+    let mut out = Letters { buf: [0; 8], len: 0 };
     for (bit, letter) in LETTERS {
         if flags & bit != 0 {
             out.buf[out.len as usize] = letter;
@@ -154,11 +142,7 @@ pub fn is_invalid(flags: u8) -> bool {
     // Spelled without `invalid_kind` so the eBPF program gets a few ALU ops, not a match.
     let f = flags & CLASSIC;
     let no_ack_ok = f == SYN || f == RST;
-    f == 0
-        || f & (SYN | FIN) == SYN | FIN
-        || f & (SYN | RST) == SYN | RST
-        || f & (FIN | RST) == FIN | RST
-        || (f & ACK == 0 && !no_ack_ok)
+    f == 0 || f & (SYN | FIN) == SYN | FIN || f & (SYN | RST) == SYN | RST || f & (FIN | RST) == FIN | RST || (f & ACK == 0 && !no_ack_ok)
 }
 
 #[cfg(test)]
@@ -178,11 +162,7 @@ mod tests {
     #[test]
     fn letters_round_trip_for_every_byte() {
         for f in 0..=255u8 {
-            assert_eq!(
-                parse_letters(letters(f).as_str()),
-                Some(f),
-                "flags {f:#04x}"
-            );
+            assert_eq!(parse_letters(letters(f).as_str()), Some(f), "flags {f:#04x}");
         }
     }
 
@@ -205,9 +185,7 @@ mod tests {
         assert_eq!(invalid_kind(0x15), Some(InvalidKind::FinRst));
         assert_eq!(invalid_kind(0x01), Some(InvalidKind::FinNoAck));
         assert_eq!(invalid_kind(0x20), Some(InvalidKind::NoAck));
-        for ok in [
-            0x02, 0xc2, 0x12, 0x52, 0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x1c,
-        ] {
+        for ok in [0x02, 0xc2, 0x12, 0x52, 0x10, 0x18, 0x11, 0x19, 0x04, 0x14, 0x1c] {
             assert_eq!(invalid_kind(ok), None, "{ok:#04x}");
         }
     }

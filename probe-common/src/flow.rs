@@ -77,23 +77,9 @@ impl FlowKey {
         let (s, d) = (addr_rank(&ep.src), addr_rank(&ep.dst));
         let src_is_lo = s < d || (s == d && ep.sport <= ep.dport);
         let key = if src_is_lo {
-            FlowKey {
-                addr_lo: ep.src,
-                addr_hi: ep.dst,
-                port_lo: ep.sport,
-                port_hi: ep.dport,
-                family: ep.family,
-                _pad: [0; 3],
-            }
+            FlowKey { addr_lo: ep.src, addr_hi: ep.dst, port_lo: ep.sport, port_hi: ep.dport, family: ep.family, _pad: [0; 3] }
         } else {
-            FlowKey {
-                addr_lo: ep.dst,
-                addr_hi: ep.src,
-                port_lo: ep.dport,
-                port_hi: ep.sport,
-                family: ep.family,
-                _pad: [0; 3],
-            }
+            FlowKey { addr_lo: ep.dst, addr_hi: ep.src, port_lo: ep.dport, port_hi: ep.sport, family: ep.family, _pad: [0; 3] }
         };
         (key, if src_is_lo { Side::Lo } else { Side::Hi })
     }
@@ -125,8 +111,7 @@ impl FlowKey {
     pub fn hash(&self) -> u64 {
         let (a, b) = addr_rank(&self.addr_lo);
         let (c, d) = addr_rank(&self.addr_hi);
-        let ports =
-            ((self.port_lo as u64) << 32) | ((self.port_hi as u64) << 16) | self.family as u64;
+        let ports = ((self.port_lo as u64) << 32) | ((self.port_hi as u64) << 16) | self.family as u64;
         let mut x = a ^ b.rotate_left(17) ^ c.rotate_left(31) ^ d.rotate_left(47) ^ ports;
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -190,8 +175,7 @@ pub struct FlowEntry {
     pub hooks_seen: u8,
     pub _pad: [u8; 6],
 }
-const _: () =
-    assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
 const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
 
 /// What the parser learned of one TCP segment, all that a flow update needs.
@@ -214,8 +198,11 @@ pub const NOTABLE_RST_PAYLOAD: u8 = 1 << 1;
 /// A SYN/ACK on a flow where the other side never sent a SYN: backscatter or a forged handshake.
 pub const NOTABLE_UNSOLICITED_SYN_ACK: u8 = 1 << 2;
 pub const NOTABLE_INVALID: u8 = 1 << 3;
-/// Payload from a side that already sent a RST.
-pub const NOTABLE_DATA_AFTER_RST: u8 = 1 << 4;
+/// Any non-RST segment from a side that already sent a RST: the real host still talking after
+/// "its" reset is a sign the reset was forged.
+pub const NOTABLE_AFTER_RST: u8 = 1 << 4;
+/// A TTL / hop limit other than the one this side's first packet had: another sender on the path.
+pub const NOTABLE_TTL_CHANGE: u8 = 1 << 5;
 
 /// Why `seg`, sent by `side`, deserves a closer look in userspace; 0 for an ordinary segment.
 /// Reads the flow as it was *before* the segment, so userspace gets the same view from an event.
@@ -223,9 +210,12 @@ pub const NOTABLE_DATA_AFTER_RST: u8 = 1 << 4;
 #[inline(always)]
 pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> u8 {
     let f = seg.flags;
-    let (own_rsts, peer_syns) = match entry {
-        Some(e) => (e.sides[side.index()].rst, e.sides[side.other().index()].syn),
-        None => (0, 0),
+    let (own_rsts, own_packets, own_ttl, peer_syns) = match entry {
+        Some(e) => {
+            let own = &e.sides[side.index()];
+            (own.rst, own.packets, own.first_ttl, e.sides[side.other().index()].syn)
+        }
+        None => (0, 0, 0, 0),
     };
     let mut why = 0;
     if f & RST != 0 {
@@ -233,8 +223,11 @@ pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> 
         if seg.payload_len > 0 {
             why |= NOTABLE_RST_PAYLOAD;
         }
-    } else if seg.payload_len > 0 && own_rsts > 0 {
-        why |= NOTABLE_DATA_AFTER_RST;
+    } else if own_rsts > 0 {
+        why |= NOTABLE_AFTER_RST;
+    }
+    if own_packets > 0 && seg.ttl != own_ttl {
+        why |= NOTABLE_TTL_CHANGE;
     }
     if f & (SYN | ACK | RST | FIN) == SYN | ACK && peer_syns == 0 {
         why |= NOTABLE_UNSOLICITED_SYN_ACK;
@@ -355,13 +348,7 @@ mod tests {
     }
 
     fn ep(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Endpoints {
-        Endpoints {
-            src: v4(src),
-            dst: v4(dst),
-            sport,
-            dport,
-            family: FAMILY_V4,
-        }
+        Endpoints { src: v4(src), dst: v4(dst), sport, dport, family: FAMILY_V4 }
     }
 
     #[test]
@@ -390,28 +377,13 @@ mod tests {
         lo[15] = 1;
         let mut hi = [0u8; 16];
         hi[0] = 0xfd;
-        let e = Endpoints {
-            src: hi,
-            dst: lo,
-            sport: 1,
-            dport: 2,
-            family: FAMILY_V6,
-        };
+        let e = Endpoints { src: hi, dst: lo, sport: 1, dport: 2, family: FAMILY_V6 };
         let (k, s) = FlowKey::canonical(&e);
         assert_eq!((k.addr_lo, s), (lo, Side::Hi));
     }
 
     fn seg(flags: u8, payload_len: u32, seq: u32, ttl: u8) -> Segment {
-        Segment {
-            flags,
-            ttl,
-            hook: 0,
-            seq,
-            ack: 0,
-            payload_len,
-            ip_len: 40 + payload_len,
-            now_ns: 1,
-        }
+        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now_ns: 1 }
     }
 
     #[test]
@@ -419,25 +391,13 @@ mod tests {
         let mut e = FlowEntry::default();
         let (c, s) = (Side::Lo, Side::Hi);
         e.start(&FlowKey::default(), c, 1);
-        for (side, f, len) in [
-            (c, SYN, 0),
-            (s, SYN | ACK, 0),
-            (c, ACK, 0),
-            (c, ACK | flags::PSH, 10),
-            (s, ACK | FIN, 0),
-            (c, RST | ACK, 0),
-        ] {
-            assert_eq!(
-                notable_reasons(Some(&e), side, &seg(f, len, 7, 64)) & NOTABLE_UNSOLICITED_SYN_ACK,
-                0
-            );
+        for (side, f, len) in [(c, SYN, 0), (s, SYN | ACK, 0), (c, ACK, 0), (c, ACK | flags::PSH, 10), (s, ACK | FIN, 0), (c, RST | ACK, 0)]
+        {
+            assert_eq!(notable_reasons(Some(&e), side, &seg(f, len, 7, 64)) & NOTABLE_UNSOLICITED_SYN_ACK, 0);
             e.apply(side, &seg(f, len, 7, 64));
         }
         let cs = &e.sides[0];
-        assert_eq!(
-            (cs.packets, cs.syn, cs.pure_ack, cs.data, cs.rst, cs.rst_ack),
-            (4, 1, 1, 1, 1, 1)
-        );
+        assert_eq!((cs.packets, cs.syn, cs.pure_ack, cs.data, cs.rst, cs.rst_ack), (4, 1, 1, 1, 1, 1));
         assert_eq!((e.sides[1].syn_ack, e.sides[1].fin), (1, 1));
         assert!(e.saw_combo(c, SYN) && e.saw_combo(s, SYN | ACK) && !e.saw_combo(s, SYN));
         assert_eq!(cs.bytes, 4 * 40 + 10);
@@ -448,38 +408,23 @@ mod tests {
         let mut e = FlowEntry::default();
         e.start(&FlowKey::default(), Side::Hi, 1);
         let synack = seg(SYN | ACK, 0, 5, 50);
-        assert_eq!(
-            notable_reasons(Some(&e), Side::Hi, &synack),
-            NOTABLE_UNSOLICITED_SYN_ACK
-        );
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &synack), NOTABLE_UNSOLICITED_SYN_ACK);
         e.apply(Side::Hi, &synack);
         let rst = seg(RST | ACK, 23, 0, 128);
-        assert_eq!(
-            notable_reasons(Some(&e), Side::Hi, &rst),
-            NOTABLE_RST | NOTABLE_RST_PAYLOAD
-        );
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &rst), NOTABLE_RST | NOTABLE_RST_PAYLOAD);
         e.apply(Side::Hi, &rst);
         let data = seg(ACK, 5, 9, 50);
-        assert_eq!(
-            notable_reasons(Some(&e), Side::Hi, &data),
-            NOTABLE_DATA_AFTER_RST
-        );
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &data), NOTABLE_DATA_AFTER_RST);
         e.apply(Side::Hi, &data);
         let h = &e.sides[1];
-        assert_eq!(
-            (h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst),
-            (50, 128, 1, 1)
-        );
+        assert_eq!((h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst), (50, 128, 1, 1));
     }
 
     #[test]
     fn invalid_combos_are_counted_and_notable() {
         let mut e = FlowEntry::default();
         for f in [0x00, 0x03, 0x29, 0xff] {
-            assert_ne!(
-                notable_reasons(Some(&e), Side::Lo, &seg(f, 0, 0, 64)) & NOTABLE_INVALID,
-                0
-            );
+            assert_ne!(notable_reasons(Some(&e), Side::Lo, &seg(f, 0, 0, 64)) & NOTABLE_INVALID, 0);
             e.apply(Side::Lo, &seg(f, 0, 0, 64));
         }
         assert_eq!(e.sides[0].invalid, 4);

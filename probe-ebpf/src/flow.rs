@@ -8,9 +8,7 @@
 //! bottom halves off), which is what a per-CPU map would give. A slot held by another flow that is
 //! still live is an insert failure, counted; an idle one is taken over.
 
-use aya_ebpf::helpers::{
-    bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns,
-};
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns};
 use probe_common::{
     counters::{HookCounters, PROTO_TCP},
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
@@ -28,13 +26,7 @@ pub trait PayloadSource {
 
 /// Count one TCP segment: histogram, flow slot, and an event if it is notable.
 #[inline(always)]
-pub fn count_tcp<P: PayloadSource>(
-    src: &P,
-    counters: &mut HookCounters,
-    pkt: &mut TcpPacket,
-    hook: u8,
-    frame_len: usize,
-) {
+pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) {
     counters.protocols[PROTO_TCP] += 1;
     counters.flags[pkt.segment.flags as usize] += 1;
 
@@ -60,16 +52,10 @@ pub fn count_tcp<P: PayloadSource>(
 /// starts it after judging the packet against an empty history), or `None` when another live
 /// flow holds it.
 #[inline(always)]
-fn flow_slot(
-    counters: &mut HookCounters,
-    key: &FlowKey,
-    now: u64,
-) -> Option<&'static mut FlowEntry> {
+fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let index = cpu
-        .wrapping_mul(mask.wrapping_add(1))
-        .wrapping_add(key.hash() as u32 & mask);
+    let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
         counters.flow_insert_failures += 1;
         return None;
@@ -79,8 +65,7 @@ fn flow_slot(
     if entry.key.family != FAMILY_NONE && entry.key.same(key) {
         return Some(entry);
     }
-    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_ns) > config::flow_idle_ns()
-    {
+    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_ns) > config::flow_idle_ns() {
         counters.flow_inserts += 1;
         entry.key.family = FAMILY_NONE;
         return Some(entry);
@@ -144,17 +129,9 @@ fn emit_event<P: PayloadSource>(
         }
         let n = (want as u32) & 0x7f;
         let mut captured = 0u8;
-        if n > 0
-            && n <= EVENT_PAYLOAD_MAX as u32
-            && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n)
-        {
+        if n > 0 && n <= EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n) {
             captured = n as u8;
-        } else if n > EVENT_PAYLOAD_MAX as u32
-            && src.load(
-                pkt.payload_offset as u32,
-                (*ev).payload.as_mut_ptr(),
-                EVENT_PAYLOAD_MAX as u32,
-            )
+        } else if n > EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), EVENT_PAYLOAD_MAX as u32)
         {
             captured = EVENT_PAYLOAD_MAX as u8;
         }

@@ -68,9 +68,7 @@ struct Tc<'a>(&'a TcContext);
 impl PayloadSource for Tc<'_> {
     #[inline(always)]
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
-        unsafe {
-            bpf_skb_load_bytes(self.0.skb.skb.cast_const().cast(), offset, dst.cast(), len) == 0
-        }
+        unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast_const().cast(), offset, dst.cast(), len) == 0 }
     }
 }
 
@@ -102,20 +100,11 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
 #[inline(always)]
 fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
     // SAFETY: per-CPU value, only this CPU touches it while the program runs.
-    HOOK_COUNTERS
-        .get_ptr_mut(hook)
-        .map(|p| unsafe { &mut *p })
-        .ok_or(())
+    HOOK_COUNTERS.get_ptr_mut(hook).map(|p| unsafe { &mut *p }).ok_or(())
 }
 
 #[inline(always)]
-fn handle<P: PayloadSource>(
-    src: &P,
-    counters: &mut HookCounters,
-    pkt: &Cursor,
-    hook: u8,
-    frame_len: usize,
-) {
+fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) {
     match parse::parse(pkt) {
         Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
         Err(NotTcp::Protocol(slot)) => {

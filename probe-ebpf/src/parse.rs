@@ -176,21 +176,8 @@ fn parse_ipv4(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
     let mut dst = [0u8; 16];
     src[..4].copy_from_slice(&ip.src);
     dst[..4].copy_from_slice(&ip.dst);
-    let ep = Endpoints {
-        src,
-        dst,
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V4,
-    };
-    parse_tcp(
-        pkt,
-        offset + ihl,
-        offset + total_len,
-        ep,
-        ip.ttl,
-        total_len as u32,
-    )
+    let ep = Endpoints { src, dst, sport: 0, dport: 0, family: FAMILY_V4 };
+    parse_tcp(pkt, offset + ihl, offset + total_len, ep, ip.ttl, total_len as u32)
 }
 
 #[inline(always)]
@@ -206,16 +193,12 @@ fn parse_ipv6(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next header, then length in 8-octet units not counting the first 8.
-                let ext: &[u8; 2] = pkt
-                    .at(l4)
-                    .ok_or(Error(ParseError::TruncatedIpv6Extension))?;
+                let ext: &[u8; 2] = pkt.at(l4).ok_or(Error(ParseError::TruncatedIpv6Extension))?;
                 next = ext[0];
                 l4 += (ext[1] as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
-                let ext: &[u8; 4] = pkt
-                    .at(l4)
-                    .ok_or(Error(ParseError::TruncatedIpv6Extension))?;
+                let ext: &[u8; 4] = pkt.at(l4).ok_or(Error(ParseError::TruncatedIpv6Extension))?;
                 if be16([ext[2], ext[3]]) & 0xfff8 != 0 {
                     return Err(Error(ParseError::Fragment));
                 }
@@ -228,36 +211,18 @@ fn parse_ipv6(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
             }
         }
     }
-    if !found
-        && matches!(
-            next,
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
-        )
-    {
+    if !found && matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT) {
         return Err(Error(ParseError::TooManyIpv6Extensions));
     }
     if next != IPPROTO_TCP {
         return Err(other_protocol(next));
     }
-    let ep = Endpoints {
-        src: ip.src,
-        dst: ip.dst,
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V6,
-    };
+    let ep = Endpoints { src: ip.src, dst: ip.dst, sport: 0, dport: 0, family: FAMILY_V6 };
     parse_tcp(pkt, l4, ip_end, ep, ip.hop_limit, (payload_len + 40) as u32)
 }
 
 #[inline(always)]
-fn parse_tcp(
-    pkt: &Cursor,
-    offset: usize,
-    ip_end: usize,
-    mut ep: Endpoints,
-    ttl: u8,
-    ip_len: u32,
-) -> Result<TcpPacket, NotTcp> {
+fn parse_tcp(pkt: &Cursor, offset: usize, ip_end: usize, mut ep: Endpoints, ttl: u8, ip_len: u32) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let tcp: &TcpHeader = pkt.at(offset).ok_or(Error(ParseError::TruncatedTcp))?;
     let data_offset = ((tcp.offset_reserved >> 4) as usize) * 4;
@@ -277,10 +242,5 @@ fn parse_tcp(
         ip_len,
         now_ns: 0,
     };
-    Ok(TcpPacket {
-        endpoints: ep,
-        segment,
-        payload_offset,
-        window: be16(tcp.window),
-    })
+    Ok(TcpPacket { endpoints: ep, segment, payload_offset, window: be16(tcp.window) })
 }

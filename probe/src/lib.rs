@@ -18,6 +18,8 @@
 
 pub mod capture;
 pub mod config;
+pub mod detect;
+pub mod alert;
 pub mod engine;
 pub mod events;
 pub mod flows;
@@ -27,6 +29,7 @@ pub mod loader;
 pub mod metrics;
 pub mod netinfo;
 pub mod poller;
+pub mod softtable;
 pub mod summary;
 
 use std::{

@@ -14,9 +14,7 @@ use crate::lab::{HOME_IF, HOME_IP, Lab, in_netns};
 pub const METRICS_ADDR: &str = "127.0.0.1:9750";
 
 pub fn binary() -> PathBuf {
-    std::env::var_os("FLAGPROBE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target/debug/flagprobe"))
+    std::env::var_os("FLAGPROBE_BIN").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("target/debug/flagprobe"))
 }
 
 pub struct Agent {
@@ -53,28 +51,16 @@ impl Agent {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
-        let mut agent = Agent {
-            ns: lab.home.clone(),
-            child: Some(child),
-            stderr_path,
-            stdout_path,
-        };
+        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "agent exited with {status} before serving:\n{}",
-                    agent.stderr()
-                );
+                panic!("agent exited with {status} before serving:\n{}", agent.stderr());
             }
             if agent.get("/healthz").is_some_and(|(code, _)| code == 200) {
                 return agent;
             }
-            assert!(
-                Instant::now() < deadline,
-                "agent never became healthy:\n{}",
-                agent.stderr()
-            );
+            assert!(Instant::now() < deadline, "agent never became healthy:\n{}", agent.stderr());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -117,10 +103,7 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "agent did not stop within 10 s of SIGTERM:\n{}",
-                    self.stderr()
-                );
+                panic!("agent did not stop within 10 s of SIGTERM:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -146,9 +129,6 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
 }

@@ -42,11 +42,7 @@ impl TcpFrame {
     }
 
     pub fn v6(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> TcpFrame {
-        TcpFrame {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            ..TcpFrame::v4([0; 4], sport, [0; 4], dport, flags)
-        }
+        TcpFrame { src: src.parse().unwrap(), dst: dst.parse().unwrap(), ..TcpFrame::v4([0; 4], sport, [0; 4], dport, flags) }
     }
 
     pub fn build(&self) -> Vec<u8> {

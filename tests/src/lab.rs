@@ -19,11 +19,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// Run a command; panic with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -39,15 +35,8 @@ pub struct Lab {
 impl Lab {
     /// A fresh lab with unique namespace names; offloads off so every packet is one wire segment.
     pub fn new() -> Lab {
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let lab = Lab {
-            home: format!("fph-{id}"),
-            peer: format!("fpp-{id}"),
-        };
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}") };
         let (h, p) = (&lab.home, &lab.peer);
         sh(&format!(
             "set -e
@@ -90,12 +79,8 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.home])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.peer])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.home]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.peer]).status();
     }
 }
 
@@ -105,10 +90,7 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 }
 
 /// Like [`in_netns`], without waiting.
-pub fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
+pub fn spawn_in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -17,27 +17,14 @@ use crate::lab::{HOME_IF, Lab, PEER_IF, in_netns};
 /// (direction "in"/"out", flags byte) → packets, as tshark counts them.
 pub fn tshark_flags_by_direction(pcap: &Path, home_ip: &str) -> BTreeMap<(String, u8), u64> {
     let script = crate::shared_dir().join("oracles/flags-by-direction.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(pcap)
-        .arg(home_ip)
-        .output()
-        .expect("running the tshark oracle");
-    assert!(
-        out.status.success(),
-        "oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("bash").arg(&script).arg(pcap).arg(home_ip).output().expect("running the tshark oracle");
+    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut section = "";
     let mut counts = BTreeMap::new();
     for line in text.lines() {
         if let Some(s) = line.strip_prefix("== ") {
-            section = if s.starts_with("count direction") {
-                "dir"
-            } else {
-                ""
-            };
+            section = if s.starts_with("count direction") { "dir" } else { "" };
             continue;
         }
         if section != "dir" {
@@ -58,27 +45,14 @@ fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
         // SAFETY: plain socket calls with valid arguments; the fd is owned right away.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
             let fd = OwnedFd::from_raw_fd(fd);
             let name = std::ffi::CString::new(iface).unwrap();
             let mut sll: libc::sockaddr_ll = std::mem::zeroed();
             sll.sll_family = libc::AF_PACKET as u16;
             sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
-            let rc = libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            );
-            assert_eq!(
-                rc,
-                0,
-                "bind to {iface}: {}",
-                std::io::Error::last_os_error()
-            );
+            let rc = libc::bind(fd.as_raw_fd(), (&raw const sll).cast(), size_of::<libc::sockaddr_ll>() as u32);
+            assert_eq!(rc, 0, "bind to {iface}: {}", std::io::Error::last_os_error());
             fd
         }
     })
@@ -87,12 +61,7 @@ fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
 fn send(fd: &OwnedFd, frame: &[u8]) {
     // SAFETY: a bound packet socket and a valid buffer.
     let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-    assert_eq!(
-        n,
-        frame.len() as isize,
-        "send: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
 }
 
 /// The source address of an Ethernet frame's IP packet.

@@ -22,32 +22,18 @@ const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn probe() -> Probe {
-    let opts = LoadOptions {
-        flow_capacity: 4096,
-        flow_idle_ns: 120_000_000_000,
-        event_rate: 1000,
-    };
+    let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000 };
     loader::load(&tests::ebpf_object(), opts).expect("the object loads and verifies")
 }
 
 fn xdp(p: &mut Probe, frame: &[u8]) -> u32 {
     let prog: &mut Xdp = p.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
-    prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    })
-    .expect("test run")
-    .return_value
+    prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("test run").return_value
 }
 
 fn tc(p: &mut Probe, frame: &[u8]) -> u32 {
     let prog: &mut SchedClassifier = p.ebpf.program_mut(PROG_TC).unwrap().try_into().unwrap();
-    prog.test_run(TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    })
-    .expect("test run")
-    .return_value
+    prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("test run").return_value
 }
 
 fn proto(name: &str) -> usize {
@@ -71,60 +57,26 @@ fn every_header_shape_is_counted_exactly() {
     vlan.vlans = vec![0x8100];
     let mut qinq = TcpFrame::v4(b, 80, a, 40000, RST | ACK);
     qinq.vlans = vec![0x88a8, 0x8100];
-    let frames = [
-        TcpFrame::v4(a, 40000, b, 80, SYN),
-        with_opts,
-        v6_ext,
-        v6_first_frag,
-        vlan,
-        qinq,
-    ];
+    let frames = [TcpFrame::v4(a, 40000, b, 80, SYN), with_opts, v6_ext, v6_first_frag, vlan, qinq];
     for f in &frames {
         assert_eq!(xdp(&mut p, &f.build()), XDP_PASS, "{f:?}");
     }
     let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
-    let expected: &[(u8, u64)] = &[
-        (SYN, 2),
-        (SYN | ACK, 1),
-        (ACK, 1),
-        (FIN | ACK, 1),
-        (RST | ACK, 1),
-    ];
+    let expected: &[(u8, u64)] = &[(SYN, 2), (SYN | ACK, 1), (ACK, 1), (FIN | ACK, 1), (RST | ACK, 1)];
     for f in 0..=255u8 {
-        let want = expected
-            .iter()
-            .find(|(e, _)| *e == f)
-            .map_or(0, |(_, n)| *n);
+        let want = expected.iter().find(|(e, _)| *e == f).map_or(0, |(_, n)| *n);
         assert_eq!(c.flags[f as usize], want, "flags {f:#04x}");
     }
     assert_eq!(c.protocols[proto("tcp")], 6);
-    assert_eq!(
-        c.parse_errors.iter().sum::<u64>(),
-        0,
-        "no parse errors: {:?}",
-        c.parse_errors
-    );
+    assert_eq!(c.parse_errors.iter().sum::<u64>(), 0, "no parse errors: {:?}", c.parse_errors);
 
     // Flow table: the v4 handshake pieces share one flow; the two v6 flows are separate.
     let table = FlowTable::map(&p.ebpf, p.geometry.slots()).unwrap();
     let mut tracker = FlowTracker::new(p.geometry.slots() as usize);
-    let scan = tracker.scan(
-        &table,
-        &"test".into(),
-        probe::poller::coarse_now_ns(),
-        u64::MAX,
-    );
-    assert_eq!(
-        scan.deltas.len(),
-        3,
-        "{:#?}",
-        scan.deltas.iter().map(|d| d.now.key).collect::<Vec<_>>()
-    );
+    let scan = tracker.scan(&table, &"test".into(), probe::poller::coarse_now_ns(), u64::MAX);
+    assert_eq!(scan.deltas.len(), 3, "{:#?}", scan.deltas.iter().map(|d| d.now.key).collect::<Vec<_>>());
     let v4 = scan.deltas.iter().find(|d| d.now.key.family == 4).unwrap();
-    let (lo, hi) = (
-        &v4.now.sides[Side::Lo.index()],
-        &v4.now.sides[Side::Hi.index()],
-    );
+    let (lo, hi) = (&v4.now.sides[Side::Lo.index()], &v4.now.sides[Side::Hi.index()]);
     // 10.0.0.1:40000 is Lo (lower address), the server 10.0.0.2:80 is Hi.
     assert_eq!((lo.packets, lo.syn, lo.fin), (2, 1, 1));
     assert_eq!((hi.packets, hi.syn_ack, hi.rst, hi.rst_ack), (2, 1, 1, 1));
@@ -174,19 +126,12 @@ fn malformed_frames_pass_and_are_counted_by_reason() {
         (fragment, Ok(ParseError::Fragment)),
         (v6_deep.build(), Ok(ParseError::TooManyIpv6Extensions)),
         (v6_frag, Ok(ParseError::Fragment)),
-        (
-            TcpFrame::v6("fd00::1", 1, "fd00::2", 2, SYN).build()[..30].to_vec(),
-            Ok(ParseError::TruncatedIpv6),
-        ),
+        (TcpFrame::v6("fd00::1", 1, "fd00::2", 2, SYN).build()[..30].to_vec(), Ok(ParseError::TruncatedIpv6)),
         (udp, Err("udp")),
         (arp, Err("non_ip")),
     ];
     for (frame, _) in &cases {
-        assert_eq!(
-            xdp(&mut p, frame),
-            XDP_PASS,
-            "a malformed frame must pass: {frame:02x?}"
-        );
+        assert_eq!(xdp(&mut p, frame), XDP_PASS, "a malformed frame must pass: {frame:02x?}");
     }
     let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
     let mut want_errors = [0u64; PARSE_ERROR_NAMES.len()];
@@ -197,16 +142,9 @@ fn malformed_frames_pass_and_are_counted_by_reason() {
             Err(name) => want_protos[proto(name)] += 1,
         }
     }
-    assert_eq!(
-        c.parse_errors, want_errors,
-        "parse errors by reason ({PARSE_ERROR_NAMES:?})"
-    );
+    assert_eq!(c.parse_errors, want_errors, "parse errors by reason ({PARSE_ERROR_NAMES:?})");
     assert_eq!(c.protocols, want_protos);
-    assert_eq!(
-        c.flags.iter().sum::<u64>(),
-        0,
-        "nothing reached the histogram"
-    );
+    assert_eq!(c.flags.iter().sum::<u64>(), 0, "nothing reached the histogram");
 }
 
 #[test]
@@ -216,11 +154,7 @@ fn egress_hook_counts_into_its_own_histogram() {
     }
     let mut p = probe();
     let syn_ack = TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000, SYN | ACK).build();
-    let data = TcpFrame {
-        payload: b"hello".to_vec(),
-        ..TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000, PSH | ACK)
-    }
-    .build();
+    let data = TcpFrame { payload: b"hello".to_vec(), ..TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000, PSH | ACK) }.build();
     assert_eq!(tc(&mut p, &syn_ack), TC_ACT_UNSPEC);
     assert_eq!(tc(&mut p, &data), TC_ACT_UNSPEC);
     let c = read_counters(&p).unwrap();
@@ -251,20 +185,10 @@ fn rst_with_payload_reaches_the_ring_buffer_with_its_text() {
     assert_eq!(rsts.len(), 1, "one RST event");
     let e = rsts[0];
     assert_eq!(e.payload(), b"Go away, we're not home");
-    assert_eq!(
-        e.reasons & (NOTABLE_RST | NOTABLE_RST_PAYLOAD),
-        NOTABLE_RST | NOTABLE_RST_PAYLOAD
-    );
-    assert_eq!(
-        (e.ttl, e.sport, e.dport, e.ack, e.payload_len),
-        (128, 6667, 40000, 1001, 23)
-    );
+    assert_eq!(e.reasons & (NOTABLE_RST | NOTABLE_RST_PAYLOAD), NOTABLE_RST | NOTABLE_RST_PAYLOAD);
+    assert_eq!((e.ttl, e.sport, e.dport, e.ack, e.payload_len), (128, 6667, 40000, 1001, 23));
     // The flow's history as it was before the RST: our SYN, sent on egress.
-    let our_side = if e.flow_before.key.addr_lo[..4] == [10, 77, 0, 2] {
-        Side::Lo
-    } else {
-        Side::Hi
-    };
+    let our_side = if e.flow_before.key.addr_lo[..4] == [10, 77, 0, 2] { Side::Lo } else { Side::Hi };
     assert_eq!(e.flow_before.sides[our_side.index()].syn, 1);
     assert_eq!(e.flow_before.sides[our_side.index()].syn_seq, 1000);
     let c = read_counters(&p).unwrap();
@@ -277,35 +201,14 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
         return;
     }
     // The smallest table: 64 slots per CPU. Test runs stay on one CPU, so 64 slots take 500 flows.
-    let opts = LoadOptions {
-        flow_capacity: 64,
-        flow_idle_ns: 120_000_000_000,
-        event_rate: 1000,
-    };
+    let opts = LoadOptions { flow_capacity: 64, flow_idle_ns: 120_000_000_000, event_rate: 1000 };
     let mut p = loader::load(&tests::ebpf_object(), opts).unwrap();
     for i in 0..500u32 {
-        let f = TcpFrame::v4(
-            [192, 0, 2, (i % 250) as u8 + 1],
-            1024 + i as u16,
-            [10, 0, 0, 2],
-            80,
-            SYN,
-        )
-        .build();
+        let f = TcpFrame::v4([192, 0, 2, (i % 250) as u8 + 1], 1024 + i as u16, [10, 0, 0, 2], 80, SYN).build();
         assert_eq!(xdp(&mut p, &f), XDP_PASS);
     }
     let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
-    assert_eq!(
-        c.flags[SYN as usize], 500,
-        "the histogram never loses a packet"
-    );
-    assert_eq!(
-        c.flow_inserts + c.flow_insert_failures,
-        500,
-        "every new flow is inserted or counted as a failure"
-    );
-    assert!(
-        c.flow_insert_failures >= 500 - 64,
-        "at most 64 slots on this CPU: {c:?}"
-    );
+    assert_eq!(c.flags[SYN as usize], 500, "the histogram never loses a packet");
+    assert_eq!(c.flow_inserts + c.flow_insert_failures, 500, "every new flow is inserted or counted as a failure");
+    assert!(c.flow_insert_failures >= 500 - 64, "at most 64 slots on this CPU: {c:?}");
 }

@@ -29,8 +29,7 @@ fn http_exchange(lab: &Lab) {
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"GET /"));
-        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-            .unwrap();
+        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap();
     });
     ready.wait();
     let client = spawn_in_netns(&lab.peer, || {
@@ -49,11 +48,7 @@ fn closed_ports(lab: &Lab, ports: &[u16]) {
     let ports = ports.to_vec();
     spawn_in_netns(&lab.peer, move || {
         for p in ports {
-            let e = TcpStream::connect_timeout(
-                &format!("{HOME_IP}:{p}").parse().unwrap(),
-                Duration::from_secs(2),
-            )
-            .unwrap_err();
+            let e = TcpStream::connect_timeout(&format!("{HOME_IP}:{p}").parse().unwrap(), Duration::from_secs(2)).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
         }
     })
@@ -94,31 +89,16 @@ impl Capture {
 fn expected_by_hook(pcap: &std::path::Path) -> BTreeMap<(String, u8), u64> {
     oracle::tshark_flags_by_direction(pcap, HOME_IP)
         .into_iter()
-        .map(|((dir, f), n)| {
-            (
-                (
-                    if dir == "in" { "ingress" } else { "egress" }.to_string(),
-                    f,
-                ),
-                n,
-            )
-        })
+        .map(|((dir, f), n)| ((if dir == "in" { "ingress" } else { "egress" }.to_string(), f), n))
         .collect()
 }
 
 /// Program ids the process `pid` holds open, from /proc/PID/fdinfo (`prog_id:` lines).
 fn programs_held_by(pid: u32) -> Vec<u64> {
     let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .flatten()
-    {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
         let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
-        ids.extend(
-            info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:"))
-                .filter_map(|v| v.trim().parse::<u64>().ok()),
-        );
+        ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u64>().ok()));
     }
     ids.sort();
     ids.dedup();
@@ -127,27 +107,16 @@ fn programs_held_by(pid: u32) -> Vec<u64> {
 
 fn live_scenario(mode: &str) {
     let test = format!("live_traffic_{mode}");
-    if !privileged(&test)
-        || !tool(&test, "tcpdump")
-        || !tool(&test, "tshark")
-        || !tool(&test, "hping3")
-        || !tool(&test, "bpftool")
-    {
+    if !privileged(&test) || !tool(&test, "tcpdump") || !tool(&test, "tshark") || !tool(&test, "hping3") || !tool(&test, "bpftool") {
         return;
     }
     let lab = Lab::new();
     let mut agent = Agent::start(&lab, &["--xdp-mode", mode]);
     let attached = lab.exec(&lab.home, &format!("ip -d link show {HOME_IF}"));
     let link = String::from_utf8_lossy(&attached.stdout);
-    let want = if mode == "driver" {
-        "xdp "
-    } else {
-        "xdpgeneric"
-    };
+    let want = if mode == "driver" { "xdp " } else { "xdpgeneric" };
     assert!(link.contains(want), "XDP attached in {mode} mode: {link}");
-    assert!(agent.metrics().contains(&format!(
-        "flagprobe_xdp_mode{{iface=\"{HOME_IF}\",mode=\"{mode}\"}} 1"
-    )));
+    assert!(agent.metrics().contains(&format!("flagprobe_xdp_mode{{iface=\"{HOME_IF}\",mode=\"{mode}\"}} 1")));
 
     // 1. A full HTTP exchange, checked against tcpdump + tshark on the same interface.
     let cap = tcpdump(&lab);
@@ -156,26 +125,11 @@ fn live_scenario(mode: &str) {
     let pcap = cap.finish();
     agent.settle();
     let after = metrics_text::tcp_by_hook(&agent.metrics());
-    let counted: BTreeMap<(String, u8), u64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect();
-    assert_eq!(
-        counted,
-        expected_by_hook(&pcap),
-        "HTTP exchange: flagprobe (left) vs tshark on tcpdump's capture (right)"
-    );
-    assert_eq!(
-        counted.get(&("ingress".into(), 0x02)),
-        Some(&1),
-        "one SYN in"
-    );
-    assert_eq!(
-        counted.get(&("egress".into(), 0x12)),
-        Some(&1),
-        "one SYN/ACK out"
-    );
+    let counted: BTreeMap<(String, u8), u64> =
+        after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect();
+    assert_eq!(counted, expected_by_hook(&pcap), "HTTP exchange: flagprobe (left) vs tshark on tcpdump's capture (right)");
+    assert_eq!(counted.get(&("ingress".into(), 0x02)), Some(&1), "one SYN in");
+    assert_eq!(counted.get(&("egress".into(), 0x12)), Some(&1), "one SYN/ACK out");
 
     // 2. Connects to closed ports: SYN in, RST/ACK out, exactly.
     let m0 = agent.metrics();
@@ -186,48 +140,26 @@ fn live_scenario(mode: &str) {
     assert_eq!(tcp(&m1, "egress", "RA") - tcp(&m0, "egress", "RA"), 3);
 
     // 3. Backscatter: unsolicited SYN/ACKs, each answered by the kernel with a bare RST.
-    lab.exec(
-        &lab.peer,
-        &format!("hping3 -q -c 5 -i u20000 -S -A -p 8080 -s 5000 {HOME_IP} 2>/dev/null; true"),
-    );
+    lab.exec(&lab.peer, &format!("hping3 -q -c 5 -i u20000 -S -A -p 8080 -s 5000 {HOME_IP} 2>/dev/null; true"));
     agent.settle();
     let m2 = agent.metrics();
     assert_eq!(tcp(&m2, "ingress", "SA") - tcp(&m1, "ingress", "SA"), 5);
     assert_eq!(tcp(&m2, "egress", "R") - tcp(&m1, "egress", "R"), 5);
-    assert!(
-        metrics_text::sum(&m2, "flagprobe_events_total", &[]) >= 5.0,
-        "unsolicited SYN/ACKs and RSTs are events"
-    );
-    assert_eq!(
-        metrics_text::sum(&m2, "flagprobe_parse_errors_total", &[]),
-        0.0
-    );
+    assert!(metrics_text::sum(&m2, "flagprobe_events_total", &[]) >= 5.0, "unsolicited SYN/ACKs and RSTs are events");
+    assert_eq!(metrics_text::sum(&m2, "flagprobe_parse_errors_total", &[]), 0.0);
     assert!(metrics_text::sum(&m2, "flagprobe_flows", &[]) >= 5.0);
     let _ = PEER_IP;
 
     // 4. SIGTERM: a clean exit, no program left on the interface or in the kernel.
     let held = programs_held_by(agent.pid());
-    assert!(
-        held.len() >= 2,
-        "the agent holds its XDP and TC programs: {held:?}"
-    );
+    assert!(held.len() >= 2, "the agent holds its XDP and TC programs: {held:?}");
     let (status, log) = agent.stop();
     assert!(status.success(), "exit status {status}: {log}");
-    let link = String::from_utf8_lossy(
-        &lab.exec(&lab.home, &format!("ip -d link show {HOME_IF}"))
-            .stdout,
-    )
-    .to_string();
+    let link = String::from_utf8_lossy(&lab.exec(&lab.home, &format!("ip -d link show {HOME_IF}")).stdout).to_string();
     assert!(!link.contains("xdp"), "XDP left attached: {link}");
     for id in held {
-        let still = Command::new("bpftool")
-            .args(["prog", "show", "id", &id.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            !still.status.success(),
-            "program {id} still loaded after the agent exited"
-        );
+        let still = Command::new("bpftool").args(["prog", "show", "id", &id.to_string()]).output().unwrap();
+        assert!(!still.status.success(), "program {id} still loaded after the agent exited");
     }
 }
 

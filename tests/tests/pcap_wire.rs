@@ -43,40 +43,21 @@ fn scenario_captures_on_the_wire_give_tsharks_counts() {
         return;
     }
     let files = scenarios();
-    assert!(
-        files.len() >= 5,
-        "the shared scenarios are there: {files:?}"
-    );
+    assert!(files.len() >= 5, "the shared scenarios are there: {files:?}");
     for pcap in files {
         let lab = Lab::new();
         let agent = Agent::start(&lab, &[]);
         let (n_in, n_out) = oracle::replay_on_wire(&lab, &pcap, HOME_IP.parse::<IpAddr>().unwrap());
         agent.settle();
         let counted = metrics_text::tcp_by_hook(&agent.metrics());
-        let expected: BTreeMap<(String, u8), u64> =
-            oracle::tshark_flags_by_direction(&pcap, HOME_IP)
-                .into_iter()
-                .map(|((dir, f), n)| {
-                    (
-                        (
-                            if dir == "in" { "ingress" } else { "egress" }.to_string(),
-                            f,
-                        ),
-                        n,
-                    )
-                })
-                .collect();
+        let expected: BTreeMap<(String, u8), u64> = oracle::tshark_flags_by_direction(&pcap, HOME_IP)
+            .into_iter()
+            .map(|((dir, f), n)| ((if dir == "in" { "ingress" } else { "egress" }.to_string(), f), n))
+            .collect();
         let name = pcap.file_stem().unwrap().to_string_lossy().to_string();
-        assert_eq!(
-            counted, expected,
-            "{name}: flagprobe (left) vs tshark (right); sent {n_in} in, {n_out} out"
-        );
+        assert_eq!(counted, expected, "{name}: flagprobe (left) vs tshark (right); sent {n_in} in, {n_out} out");
         for (_, hook, flags, n) in README_TRUTH.iter().filter(|t| t.0 == name) {
-            assert_eq!(
-                counted.get(&(hook.to_string(), *flags)),
-                Some(n),
-                "{name}: README says {hook} {flags:#04x} x{n}"
-            );
+            assert_eq!(counted.get(&(hook.to_string(), *flags)), Some(n), "{name}: README says {hook} {flags:#04x} x{n}");
         }
     }
 }

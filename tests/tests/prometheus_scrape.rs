@@ -17,13 +17,7 @@ const PROM_ADDR: &str = "127.0.0.1:9090";
 
 fn url_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
+        .map(|b| if b.is_ascii_alphanumeric() || b"_-.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
 
@@ -47,12 +41,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
+    check.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
     let out = check.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -68,10 +57,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_metrics() {
     let mut prom = lab
         .command(&lab.home, "prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address={PROM_ADDR}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -96,18 +82,10 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_the_metrics() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let up_answer = in_netns(&lab.home, move || {
-        http_get(PROM_ADDR, &format!("/api/v1/query?query={up}"))
-    });
+    let up_answer = in_netns(&lab.home, move || http_get(PROM_ADDR, &format!("/api/v1/query?query={up}")));
     let _ = prom.kill();
     let _ = prom.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        result.contains(r#""3"]"#),
-        "three SYNs in, as Prometheus saw them: {result}"
-    );
-    assert!(
-        up_answer.is_some_and(|(_, b)| b.contains(r#""1"]"#)),
-        "the scrape target is up"
-    );
+    assert!(result.contains(r#""3"]"#), "three SYNs in, as Prometheus saw them: {result}");
+    assert!(up_answer.is_some_and(|(_, b)| b.contains(r#""1"]"#)), "the scrape target is up");
 }

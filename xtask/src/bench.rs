@@ -12,7 +12,20 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
     let root = build::workspace_root();
     let out = Command::new("cargo")
         .current_dir(&root)
-        .args(["run", "-q", "--release", "-p", "tests", "--bin", "flagprobe-bench", "--", "--repeat", &repeat.to_string(), "--rounds", &rounds.to_string()])
+        .args([
+            "run",
+            "-q",
+            "--release",
+            "-p",
+            "tests",
+            "--bin",
+            "flagprobe-bench",
+            "--",
+            "--repeat",
+            &repeat.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+        ])
         .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
         .output()
         .context("running flagprobe-bench")?;

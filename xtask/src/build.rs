@@ -7,10 +7,7 @@ use anyhow::Result;
 use crate::setup::{NIGHTLY, sh};
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 pub fn ebpf_object() -> PathBuf {
@@ -44,8 +41,7 @@ pub fn all(release: bool) -> Result<()> {
     crate::setup::toolchain()?;
     ebpf()?;
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(workspace_root())
-        .args(["build", "-q", "-p", "probe", "--bin", "flagprobe"]);
+    cmd.current_dir(workspace_root()).args(["build", "-q", "-p", "probe", "--bin", "flagprobe"]);
     if release {
         cmd.arg("--release");
     }
@@ -53,9 +49,5 @@ pub fn all(release: bool) -> Result<()> {
 }
 
 pub fn agent_binary(release: bool) -> PathBuf {
-    workspace_root().join(if release {
-        "target/release/flagprobe"
-    } else {
-        "target/debug/flagprobe"
-    })
+    workspace_root().join(if release { "target/release/flagprobe" } else { "target/debug/flagprobe" })
 }

@@ -9,12 +9,7 @@ use anyhow::{Context, Result, bail};
 pub const NIGHTLY: &str = "nightly-2026-05-20";
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian's LLVM that bpf-linker is built against.
-const LLVM_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "zlib1g-dev",
-    "libzstd-dev",
-];
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
 /// Tools the tests drive: (command to look for, Debian package).
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -25,15 +20,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("ethtool", "ethtool"),
-    ("tcpreplay", "tcpreplay"),
 ];
 
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
 fn is_root() -> bool {
@@ -54,10 +44,7 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 fn python_has_scapy() -> bool {
-    Command::new("python3")
-        .args(["-c", "import scapy.all"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success())
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
@@ -70,63 +57,31 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     eprintln!("xtask: installing {}", packages.join(" "));
     let env = [("DEBIAN_FRONTEND", "noninteractive")];
     sh(Command::new("apt-get").args(["update", "-qq"]).envs(env))?;
-    sh(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .envs(env))
+    sh(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages).envs(env))
 }
 
 fn nightly_ready() -> bool {
-    let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
-        .output();
+    let out = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]).output();
     out.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
 }
 
 fn bpf_linker_ready() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+    Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
 }
 
 /// The eBPF build chain: the pinned nightly with rust-src, bpf-linker built against LLVM 22.
 pub fn toolchain() -> Result<()> {
     if !nightly_ready() {
         eprintln!("xtask: installing {NIGHTLY} with rust-src");
-        sh(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            NIGHTLY,
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
+        sh(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal", "--component", "rust-src"]))?;
     }
     if !bpf_linker_ready() {
-        let missing: Vec<&str> = LLVM_PACKAGES
-            .iter()
-            .copied()
-            .filter(|p| !dpkg_installed(p))
-            .collect();
+        let missing: Vec<&str> = LLVM_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
         apt_install(&missing)?;
-        eprintln!(
-            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
-        );
-        let path = format!(
-            "/usr/lib/llvm-22/bin:{}",
-            std::env::var("PATH").unwrap_or_default()
-        );
+        eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+        let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
         sh(Command::new("cargo")
-            .args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--locked",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-            ])
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features", "--features", "llvm-22"])
             .env("PATH", path))?;
     }
     Ok(())
@@ -141,11 +96,7 @@ fn dpkg_installed(package: &str) -> bool {
 
 /// The tools the privileged tests drive.
 pub fn test_tools() -> Result<()> {
-    let mut missing: Vec<&str> = TEST_TOOLS
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, p)| *p)
-        .collect();
+    let mut missing: Vec<&str> = TEST_TOOLS.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, p)| *p).collect();
     if !python_has_scapy() {
         missing.push("python3-scapy");
     }

@@ -13,7 +13,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = build::workspace_root();
     sh(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        // Default members: probe-ebpf only builds for the bpf target.
+        .args(["test"])
         .args(args)
         .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
         .env("FLAGPROBE_BIN", build::agent_binary(false))

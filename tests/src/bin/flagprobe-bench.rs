@@ -73,7 +73,13 @@ fn test_run(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> (u32, u32) {
         batch_size: u32,
         _pad: u32,
     }
-    let mut a = TestRun { prog_fd: fd.as_raw_fd() as u32, data_size_in: frame.len() as u32, data_in: frame.as_ptr() as u64, repeat, ..Default::default() };
+    let mut a = TestRun {
+        prog_fd: fd.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat,
+        ..Default::default()
+    };
     // SAFETY: a correctly sized attr; the frame outlives the call.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut a as *mut TestRun, size_of::<TestRun>()) };
     assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
@@ -94,7 +100,9 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u32| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let arg = |name: &str, default: u32| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
     let repeat = arg("--repeat", 1_000_000);
     let rounds = arg("--rounds", 15);
     // Pin to one CPU so the per-CPU partition and caches stay put.
@@ -155,7 +163,12 @@ fn main() {
         er.push(te / 4096.0);
         dr.push((tp - te) / 4096.0);
     }
-    rows.push(Row { frame: "new-flow-v4 (spoofed flood, 4096/round)", prog: median(&mut pr), empty: median(&mut er), diff: median(&mut dr) });
+    rows.push(Row {
+        frame: "new-flow-v4 (spoofed flood, 4096/round)",
+        prog: median(&mut pr),
+        empty: median(&mut er),
+        diff: median(&mut dr),
+    });
 
     println!("| frame | flagprobe ns | empty XDP ns | diff ns | ratio |");
     println!("|---|---:|---:|---:|---:|");
@@ -164,5 +177,9 @@ fn main() {
     }
     let ack = rows.iter().find(|r| r.frame == "ack-v4-established").unwrap();
     println!();
-    println!("summary: ack-v4-established {:+.1} ns over empty XDP; new flow {:+.1} ns; repeat {repeat}, {rounds} rounds, flow table {DEFAULT_FLOW_CAPACITY} slots", ack.diff, rows.last().unwrap().diff);
+    println!(
+        "summary: ack-v4-established {:+.1} ns over empty XDP; new flow {:+.1} ns; repeat {repeat}, {rounds} rounds, flow table {DEFAULT_FLOW_CAPACITY} slots",
+        ack.diff,
+        rows.last().unwrap().diff
+    );
 }

@@ -1,0 +1,197 @@
+//! Backscatter, RST kind: resets arriving on connections this host never opened. Someone sent
+//! packets to the remote with our address forged (SYNs to its closed ports, say), and its RSTs come
+//! to us. Aggregated per remote.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Detector, FlowView,
+    window::{CappedSet, PerMinute, Windowed},
+};
+use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub enabled: bool,
+    pub window_secs: u64,
+    pub min_packets: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { enabled: true, window_secs: 60, min_packets: 1 }
+    }
+}
+
+struct Remote {
+    iface: String,
+    first_ns: u64,
+    last_ns: u64,
+    packets: u64,
+    rst_ack: u64,
+    flows: u64,
+    local_ports: CappedSet<u16>,
+    local_addrs: CappedSet<IpAddr>,
+    remote_ports: CappedSet<u16>,
+    rate: PerMinute,
+}
+
+pub struct BackscatterRst {
+    config: Config,
+    remotes: Windowed<IpAddr, Remote>,
+    packets_seen: u64,
+}
+
+impl BackscatterRst {
+    pub fn new(config: Config) -> Self {
+        let window = config.window_secs * 1_000_000_000;
+        BackscatterRst { config, remotes: Windowed::new(window, 10_000), packets_seen: 0 }
+    }
+
+    pub fn packets_seen(&self) -> u64 {
+        self.packets_seen
+    }
+}
+
+impl Detector for BackscatterRst {
+    fn name(&self) -> &'static str {
+        "backscatter_rst"
+    }
+
+    fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
+        if !self.config.enabled {
+            return vec![];
+        }
+        let mut touched = Vec::new();
+        for f in flows {
+            let (r, r0) = f.side(f.remote());
+            let (l, _) = f.side(f.local);
+            let new = r.rst - r0.rst;
+            // We took part in this connection: its resets are a normal ending, not backscatter.
+            if new == 0 || l.packets > 0 {
+                continue;
+            }
+            self.packets_seen += new as u64;
+            let remote = f.remote_addr();
+            let e = self.remotes.touch(remote, now_ns, || Remote {
+                iface: f.iface.to_string(),
+                first_ns: f.first_seen(),
+                last_ns: 0,
+                packets: 0,
+                rst_ack: 0,
+                flows: 0,
+                local_ports: CappedSet::new(4096),
+                local_addrs: CappedSet::new(64),
+                remote_ports: CappedSet::new(64),
+                rate: PerMinute::default(),
+            });
+            e.first_ns = e.first_ns.min(f.first_seen());
+            e.last_ns = e.last_ns.max(f.last_seen());
+            e.packets += new as u64;
+            e.rst_ack += (r.rst_ack - r0.rst_ack) as u64;
+            e.flows += u64::from(r0.rst == 0);
+            e.local_ports.insert(f.local_port());
+            e.local_addrs.insert(f.local_addr());
+            e.remote_ports.insert(f.remote_port());
+            e.rate.add(f.last_seen(), new as u64);
+            if !touched.contains(&remote) {
+                touched.push(remote);
+            }
+        }
+        let mut alerts = Vec::new();
+        for remote in touched {
+            let Some(e) = self.remotes.get(&remote) else { continue };
+            if e.packets >= self.config.min_packets {
+                alerts.push(render(remote, e, now_ns));
+            }
+        }
+        alerts
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        self.remotes.expire(now_ns);
+    }
+}
+
+fn render(remote: IpAddr, e: &Remote, now_ns: u64) -> Alert {
+    let ours: Vec<String> = e.local_addrs.iter().map(|a| a.to_string()).collect();
+    let rports: Vec<u16> = e.remote_ports.iter().copied().collect();
+    let service = if rports.len() == 1 { format!("{remote}:{}", rports[0]) } else { remote.to_string() };
+    let summary = format!(
+        "Backscatter: {service} sent {} RSTs on {} connections this host never opened; someone forged our address towards it",
+        e.packets, e.flows
+    );
+    let explanation = format!(
+        "A RST ends a connection, but this host ({}) sent nothing on any of these connections. The usual reason is \
+         backscatter: someone sent packets to {remote} (for example SYNs to closed ports, or packets a firewall rejects) \
+         with our address forged as the source, and {remote} answered the address it saw. This host is a bystander, not \
+         compromised; {remote} is the one being hit.",
+        ours.join(", ")
+    );
+    let evidence = json!({
+        "kind": "rst",
+        "remote": remote,
+        "remote_ports": rports,
+        "local_addresses": ours,
+        "local_ports_distinct": e.local_ports.len() as u64 + e.local_ports.overflow,
+        "rst_with_ack": e.rst_ack,
+        "bare_rst": e.packets - e.rst_ack,
+        "peak_packets_per_minute": e.rate.peak,
+        "flags_seen": { "remote": if e.rst_ack > 0 { vec!["RA"] } else { vec!["R"] }, "local": Vec::<&str>::new() },
+    });
+    AlertDraft {
+        detector: "backscatter_rst",
+        severity: Severity::Low,
+        verdict: "backscatter",
+        host_role: HostRole::Bystander,
+        key: remote.to_string(),
+        iface: e.iface.clone(),
+        src: Some((remote, (rports.len() == 1).then(|| rports[0]))),
+        dest: e.local_addrs.iter().next().map(|a| (*a, None)),
+        first_seen_ns: e.first_ns,
+        last_seen_ns: e.last_ns,
+        packets: e.packets,
+        flows: e.flows,
+    }
+    .build(now_ns, summary, explanation, evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::flags::{ACK, RST, SYN};
+
+    use super::*;
+    use crate::detect::testkit::{S, Script, pkt};
+
+    #[test]
+    fn resets_for_connections_we_never_opened_are_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterRst::new(Config::default());
+        for i in 0..10u16 {
+            s.send(5 * S + i as u64, pkt("203.0.113.50", 8081, "10.0.0.2", 20000 + i, RST | ACK));
+        }
+        let alerts = s.poll(&mut d, 6 * S);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].verdict, alerts[0].packets, alerts[0].flows), ("backscatter", 10, 10));
+        assert_eq!(alerts[0].evidence["rst_with_ack"], 10);
+    }
+
+    #[test]
+    fn a_refused_connect_of_ours_is_not_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterRst::new(Config::default());
+        s.send(S, pkt("10.0.0.2", 40000, "192.0.2.1", 81, SYN));
+        s.send(S + 1, pkt("192.0.2.1", 81, "10.0.0.2", 40000, RST | ACK));
+        assert!(s.poll(&mut d, 2 * S).is_empty());
+        // Nor is a reset that ends an established connection of ours.
+        s.send(3 * S, pkt("10.0.0.2", 40001, "192.0.2.1", 80, SYN));
+        s.send(3 * S + 1, pkt("192.0.2.1", 80, "10.0.0.2", 40001, SYN | ACK));
+        s.send(3 * S + 2, pkt("10.0.0.2", 40001, "192.0.2.1", 80, ACK));
+        s.send(3 * S + 3, pkt("192.0.2.1", 80, "10.0.0.2", 40001, RST));
+        assert!(s.poll(&mut d, 4 * S).is_empty());
+    }
+}

@@ -1,0 +1,198 @@
+//! Flag combinations no correct TCP stack sends: SYN+FIN, SYN+RST, FIN+RST, NULL, XMAS (FIN+PSH+URG),
+//! all flags, FIN without ACK, and the other ACK-less oddities. Read off each side's exact set of
+//! combinations, so every one is named, whichever direction it went.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use probe_common::flags::{self, InvalidKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Detector, FlowView,
+    window::{CappedSet, Windowed},
+};
+use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub enabled: bool,
+    pub window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { enabled: true, window_secs: 300 }
+    }
+}
+
+struct Sender {
+    iface: String,
+    outbound: bool,
+    first_ns: u64,
+    last_ns: u64,
+    packets: u64,
+    flows: u64,
+    combos: BTreeSet<u8>,
+    targets: CappedSet<(IpAddr, u16)>,
+}
+
+pub struct InvalidFlags {
+    config: Config,
+    senders: Windowed<IpAddr, Sender>,
+}
+
+impl InvalidFlags {
+    pub fn new(config: Config) -> Self {
+        let w = config.window_secs * 1_000_000_000;
+        InvalidFlags { config, senders: Windowed::new(w, 10_000) }
+    }
+}
+
+fn why(kind: InvalidKind) -> &'static str {
+    match kind {
+        InvalidKind::Null => "no flag at all (NULL, Nmap -sN)",
+        InvalidKind::Xmas => "FIN+PSH+URG (XMAS, Nmap -sX)",
+        InvalidKind::AllFlags => "every flag set",
+        InvalidKind::SynFin => "SYN and FIN together: open and close at once",
+        InvalidKind::SynRst => "SYN and RST together",
+        InvalidKind::FinRst => "FIN and RST together",
+        InvalidKind::FinNoAck => "FIN without ACK (Nmap -sF)",
+        InvalidKind::NoAck => "a segment without ACK that is neither SYN nor RST",
+    }
+}
+
+impl Detector for InvalidFlags {
+    fn name(&self) -> &'static str {
+        "invalid_flags"
+    }
+
+    fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
+        if !self.config.enabled {
+            return vec![];
+        }
+        let mut touched = Vec::new();
+        for f in flows {
+            for side in [f.remote(), f.local] {
+                let (s, s0) = f.side(side);
+                let new = s.invalid - s0.invalid;
+                if new == 0 {
+                    continue;
+                }
+                let outbound = side == f.local;
+                let (addr, peer) = if outbound { (f.local_addr(), (f.remote_addr(), f.remote_port())) } else { (f.remote_addr(), (f.local_addr(), f.local_port())) };
+                let t = self.senders.touch(addr, now_ns, || Sender {
+                    iface: f.iface.to_string(),
+                    outbound,
+                    first_ns: f.first_seen(),
+                    last_ns: 0,
+                    packets: 0,
+                    flows: 0,
+                    combos: BTreeSet::new(),
+                    targets: CappedSet::new(4096),
+                });
+                t.last_ns = t.last_ns.max(f.last_seen());
+                t.packets += new as u64;
+                t.flows += u64::from(s0.invalid == 0);
+                t.targets.insert(peer);
+                for byte in 0..=255u8 {
+                    if flags::is_invalid(byte) && s.combos[(byte >> 6) as usize] & (1 << (byte & 63)) != 0 {
+                        t.combos.insert(byte);
+                    }
+                }
+                touched.push(addr);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        touched.into_iter().filter_map(|a| self.senders.get(&a).map(|t| render(a, t, now_ns))).collect()
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        self.senders.expire(now_ns);
+    }
+}
+
+fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
+    let kinds: Vec<String> = t
+        .combos
+        .iter()
+        .map(|&b| format!("{} (0x{b:02x}): {}", flags::letters(b), why(flags::invalid_kind(b).unwrap_or(InvalidKind::NoAck))))
+        .collect();
+    let names: Vec<&str> = t.combos.iter().filter_map(|&b| flags::invalid_kind(b)).map(InvalidKind::name).collect::<BTreeSet<_>>().into_iter().collect();
+    let summary = format!(
+        "{} {sender} sent {} TCP segments with flag combinations no correct stack sends ({})",
+        if t.outbound { "Our host" } else { "Remote" },
+        t.packets,
+        names.join(", ")
+    );
+    let explanation = if t.outbound {
+        format!(
+            "Our host {sender} sent segments whose flags no operating system's TCP stack produces: {}. Such packets are \
+             crafted by hand — by a scanner, a fuzzer, or malware probing others. Find the process on {sender} that sends \
+             raw packets.",
+            kinds.join("; ")
+        )
+    } else {
+        format!(
+            "{sender} sent segments whose flags no operating system's TCP stack produces: {}. They are crafted to map our \
+             ports past simple filters or to fingerprint our operating system from how it answers. Our host is the target; \
+             our kernel's answers (RSTs from closed ports) are normal. Drop such combinations at the edge if you can.",
+            kinds.join("; ")
+        )
+    };
+    let combos: Vec<String> = t.combos.iter().map(|b| format!("0x{b:02x}")).collect();
+    AlertDraft {
+        detector: "invalid_flags",
+        severity: if t.outbound { Severity::High } else { Severity::Medium },
+        verdict: "invalid-flags",
+        host_role: if t.outbound { HostRole::PossiblyCompromised } else { HostRole::Victim },
+        key: sender.to_string(),
+        iface: t.iface.clone(),
+        src: Some((sender, None)),
+        dest: (t.targets.len() == 1).then(|| t.targets.iter().next().map(|(a, p)| (*a, Some(*p)))).flatten(),
+        first_seen_ns: t.first_ns,
+        last_seen_ns: t.last_ns,
+        packets: t.packets,
+        flows: t.flows,
+    }
+    .build(now_ns, summary, explanation, json!({ "combinations": combos, "kinds": names, "targets": t.targets.len() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
+
+    use super::*;
+    use crate::detect::testkit::{S, Script, pkt};
+
+    #[test]
+    fn every_odd_combination_is_named() {
+        let mut s = Script::new();
+        let mut d = InvalidFlags::new(Config::default());
+        for f in [0x03u8, 0x06, 0x2b, 0x29, 0x00, 0xff, 0x01, 0x20] {
+            s.send(S, pkt("192.0.2.9", 1234, "10.0.0.2", 80, f));
+        }
+        let alerts = s.poll(&mut d, 2 * S);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].packets, 8);
+        let kinds: Vec<&str> = alerts[0].evidence["kinds"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for k in ["syn-fin", "syn-rst", "xmas", "null", "all-flags", "fin-without-ack", "no-ack"] {
+            assert!(kinds.contains(&k), "{k} in {kinds:?}");
+        }
+        assert_eq!(alerts[0].host_role, HostRole::Victim);
+    }
+
+    #[test]
+    fn normal_connections_are_not_invalid() {
+        let mut s = Script::new();
+        let mut d = InvalidFlags::new(Config::default());
+        let (us, them) = (("10.0.0.2", 40000), ("192.0.2.1", 80));
+        for (from_us, f) in [(true, SYN), (false, SYN | ACK), (true, ACK), (true, PSH | ACK), (false, FIN | ACK), (true, RST | ACK), (true, URG | ACK)] {
+            let ((src, sp), (dst, dp)) = if from_us { (us, them) } else { (them, us) };
+            s.send(S, pkt(src, sp, dst, dp, f));
+        }
+        assert!(s.poll(&mut d, 2 * S).is_empty());
+    }
+}

@@ -1,0 +1,242 @@
+//! Forged resets, after Weaver, Sommer and Paxson ("Detecting Forged TCP Reset Packets", NDSS 2009)
+//! and Zeek/Suricata: an on-path injector can write a RST but cannot silence the real host, and its
+//! packets rarely share the real host's distance or sequence numbers. Four signs, each judged on one
+//! packet against the flow's history as it was just before it (the ring-buffer event carries it):
+//! - two RSTs from one sender within 2 s whose sequence numbers differ by more than 2 (RST_SEQ_CHANGE);
+//! - a RST whose TTL / hop limit differs from what that sender used earlier in the flow;
+//! - the RST's sender still sending after its RST (and with another TTL than the RST);
+//! - a RST/ACK answering our SYN whose ack is not that SYN's sequence number + 1.
+//!
+//! Only resets towards us are judged: a forged RST that tears down our connection comes from outside.
+
+use probe_common::{
+    flags::{ACK, RST},
+    flow::{NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Detector, EventView};
+use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub enabled: bool,
+    /// Two RSTs this close (ms) must carry (nearly) the same sequence number.
+    pub seq_change_window_ms: u64,
+    /// ... differing by at most this much.
+    pub seq_change_tolerance: u32,
+    /// TTL differences up to this are ignored (0: any difference counts).
+    pub ttl_tolerance: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 0 }
+    }
+}
+
+pub struct RstInjection {
+    config: Config,
+}
+
+impl RstInjection {
+    pub fn new(config: Config) -> Self {
+        RstInjection { config }
+    }
+}
+
+/// Signed distance between two sequence numbers (mod 2^32).
+fn seq_distance(a: u32, b: u32) -> u32 {
+    (a.wrapping_sub(b) as i32).unsigned_abs()
+}
+
+impl Detector for RstInjection {
+    fn name(&self) -> &'static str {
+        "rst_injection"
+    }
+
+    fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
+        let e = ev.event;
+        if !self.config.enabled || ev.from_local || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
+            return vec![];
+        }
+        let (sender, receiver) = ev.sides();
+        let before = &e.flow_before;
+        let s = &before.sides[sender.index()];
+        let ours = &before.sides[receiver.index()];
+        let is_rst = e.flags & RST != 0;
+        let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
+        let mut signs: Vec<String> = Vec::new();
+        if is_rst && s.rst > 0 {
+            let gap_ms = (e.ts_ns.saturating_sub(s.last_rst_ns)) / 1_000_000;
+            let dist = seq_distance(e.seq, s.last_rst_seq);
+            if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance {
+                signs.push(format!(
+                    "RST_SEQ_CHANGE: a second RST {gap_ms} ms after the first, with sequence number {} instead of {} (off by {dist})",
+                    e.seq, s.last_rst_seq
+                ));
+            }
+        }
+        if is_rst && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
+            signs.push(format!("the RST arrived with TTL {} while this sender's earlier packets had TTL {}", e.ttl, s.first_ttl));
+        }
+        if !is_rst && s.rst > 0 && e.reasons & NOTABLE_AFTER_RST != 0 {
+            let mut sign = format!(
+                "the sender kept sending after its own RST ({} with {} payload bytes)",
+                probe_common::flags::letters(e.flags),
+                e.payload_len
+            );
+            if ttl_differs(e.ttl, s.last_rst_ttl) {
+                sign.push_str(&format!(", and with TTL {} where its RST had {}", e.ttl, s.last_rst_ttl));
+            }
+            signs.push(sign);
+        }
+        if !is_rst && s.rst == 0 && e.payload_len > 0 && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
+            signs.push(format!(
+                "a data segment arrived with TTL {} while this sender's earlier packets had TTL {}: another machine on the path may be writing into the connection",
+                e.ttl, s.first_ttl
+            ));
+        }
+        let answers_our_syn = ours.syn > 0 && s.packets == 0;
+        if is_rst && e.flags & ACK != 0 && answers_our_syn && e.ack != ours.syn_seq.wrapping_add(1) {
+            signs.push(format!(
+                "the RST/ACK answers our SYN (seq {}) with ack {} instead of {}",
+                ours.syn_seq,
+                e.ack,
+                ours.syn_seq.wrapping_add(1)
+            ));
+        }
+        if signs.is_empty() {
+            return vec![];
+        }
+        let (src, dst) = (ev.src(), ev.dst());
+        let summary = format!("Possibly forged TCP reset/injection on {src}:{} -> {dst}:{}: {}", e.sport, e.dport, signs[0]);
+        let explanation = format!(
+            "Something other than {src} may be writing into this connection: an on-path device (a censor, an intrusion-\
+             prevention box, or an attacker) can forge RSTs or data with {src}'s address, but it rarely matches the real \
+             host's distance (TTL) or sequence numbers, and it cannot stop the real host from answering. What we saw: {}. \
+             Our connection may have been torn down or tampered with by a third party; compare with a capture from the \
+             other end, and check for middleboxes on the path.",
+            signs.join("; ")
+        );
+        let evidence = json!({
+            "signs": signs,
+            "flags": probe_common::flags::letters(e.flags).to_string(),
+            "ttl": e.ttl,
+            "sender_first_ttl": s.first_ttl,
+            "sender_previous_rst": { "count": s.rst, "seq": s.last_rst_seq, "ttl": s.last_rst_ttl },
+            "seq": e.seq,
+            "ack": e.ack,
+            "our_syn_seq": ours.syn_seq,
+            "payload_len": e.payload_len,
+        });
+        let draft = AlertDraft {
+            detector: "rst_injection",
+            severity: Severity::High,
+            verdict: "injection-suspected",
+            host_role: HostRole::Victim,
+            key: format!("{src}:{}|{dst}:{}", e.sport, e.dport),
+            iface: ev.iface.to_string(),
+            src: Some((src, Some(e.sport))),
+            dest: Some((dst, Some(e.dport))),
+            first_seen_ns: (before.first_ns as i64 + ev.clock_offset_ns).max(0) as u64,
+            last_seen_ns: ev.at_ns,
+            packets: 1,
+            flows: 1,
+        };
+        vec![draft.build(ev.at_ns, summary, explanation, evidence)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::flags::{PSH, SYN};
+
+    use super::*;
+    use crate::detect::testkit::{S, Script, pkt};
+
+    fn handshake(s: &mut Script) {
+        s.send(S, pkt("10.0.0.2", 40000, "192.0.2.1", 80, SYN));
+        let mut sa = pkt("192.0.2.1", 80, "10.0.0.2", 40000, SYN | ACK);
+        sa.ttl = 50;
+        sa.seq = 5000;
+        sa.ack = 1001;
+        s.send(S + 1, sa);
+        s.send(S + 2, pkt("10.0.0.2", 40000, "192.0.2.1", 80, ACK));
+    }
+
+    #[test]
+    fn rst_with_another_ttl_is_suspect() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+        rst.ttl = 61;
+        rst.seq = 5001;
+        s.send(2 * S, rst);
+        let alerts = s.events_to(&mut d);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].verdict, "injection-suspected");
+        assert!(alerts[0].summary.contains("TTL 61"), "{}", alerts[0].summary);
+    }
+
+    #[test]
+    fn two_rsts_with_distant_sequence_numbers_are_suspect() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        for (t, seq) in [(2 * S, 5001), (2 * S + S / 2, 9_000_000)] {
+            let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+            rst.ttl = 50;
+            rst.seq = seq;
+            s.send(t, rst);
+        }
+        let alerts = s.events_to(&mut d);
+        assert_eq!(alerts.len(), 1, "only the second RST is suspect");
+        assert!(alerts[0].summary.contains("RST_SEQ_CHANGE"));
+    }
+
+    #[test]
+    fn rst_ack_with_the_wrong_ack_and_a_later_synack_are_suspect() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        s.send(S, pkt("10.0.0.2", 2527, "192.0.2.3", 6649, SYN));
+        let mut rst = pkt("192.0.2.3", 6649, "10.0.0.2", 2527, RST | ACK);
+        rst.ttl = 46;
+        rst.seq = 0;
+        rst.ack = 1000; // the SYN's own seq, not +1
+        s.send(S + 1, rst);
+        let mut sa = pkt("192.0.2.3", 6649, "10.0.0.2", 2527, SYN | ACK);
+        sa.ttl = 49;
+        sa.ack = 1001;
+        s.send(2 * S, sa);
+        let alerts = s.events_to(&mut d);
+        assert_eq!(alerts.len(), 2, "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
+        assert!(alerts[0].summary.contains("ack 1000 instead of 1001"));
+        assert!(alerts[1].summary.contains("after its own RST"));
+        assert!(alerts[1].explanation.contains("TTL 49 where its RST had 46"));
+    }
+
+    #[test]
+    fn ordinary_refusals_and_closes_are_not_suspect() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        // Refused connect: RST/ACK with ack = SYN + 1.
+        s.send(S, pkt("10.0.0.2", 40001, "192.0.2.1", 81, SYN));
+        let mut ra = pkt("192.0.2.1", 81, "10.0.0.2", 40001, RST | ACK);
+        ra.ack = 1001;
+        s.send(S + 1, ra);
+        // Established, data, then a RST with the same TTL.
+        handshake(&mut s);
+        let mut data = pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK);
+        data.ttl = 50;
+        data.payload = b"hello";
+        s.send(3 * S, data);
+        let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+        rst.ttl = 50;
+        s.send(4 * S, rst);
+        assert!(s.events_to(&mut d).is_empty());
+    }
+}

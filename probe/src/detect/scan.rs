@@ -1,0 +1,238 @@
+//! Port and host scans: one source sending probes — SYN, FIN, NULL, XMAS or bare ACK — to many ports
+//! or hosts of ours. The probe type is read off the exact flag combinations the source sent on each
+//! flow it opened, and named in the alert.
+
+use std::net::IpAddr;
+
+use probe_common::flags::{ACK, FIN, PSH, URG};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    Detector, FlowView,
+    window::{CappedSet, Windowed},
+};
+use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub enabled: bool,
+    pub window_secs: u64,
+    /// Distinct (host, port) pairs of ours one source must probe.
+    pub min_ports: usize,
+    /// ... or distinct hosts of ours.
+    pub min_hosts: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Probe {
+    Syn,
+    Fin,
+    Null,
+    Xmas,
+    Ack,
+}
+
+impl Probe {
+    fn name(self) -> &'static str {
+        match self {
+            Probe::Syn => "SYN",
+            Probe::Fin => "FIN",
+            Probe::Null => "NULL",
+            Probe::Xmas => "XMAS",
+            Probe::Ack => "ACK",
+        }
+    }
+    fn meaning(self) -> &'static str {
+        match self {
+            Probe::Syn => "half-open SYN probes: a SYN per port, never completing the handshake (Nmap -sS); open ports answer SYN/ACK, closed ones RST",
+            Probe::Fin => "FIN probes (Nmap -sF): a bare FIN that closed ports answer with RST and open ports ignore, meant to slip past simple filters",
+            Probe::Null => "NULL probes (Nmap -sN): segments with no flag set at all, which no TCP stack sends, to map ports past filters",
+            Probe::Xmas => "XMAS probes (Nmap -sX): FIN+PSH+URG \"lit up like a Christmas tree\", to map ports past filters",
+            Probe::Ack => "ACK probes (Nmap -sA): bare ACKs for connections that do not exist, to map which ports a firewall filters",
+        }
+    }
+}
+
+/// What kind of probe the remote sent on this flow, if it looks like one.
+fn classify(f: &FlowView<'_>) -> Option<Probe> {
+    if !f.remote_initiated() {
+        return None;
+    }
+    let (r, _) = f.side(f.remote());
+    let only = |flags: u8| r.combos.iter().enumerate().all(|(w, bits)| *bits == if w == (flags >> 6) as usize { 1u64 << (flags & 63) } else { 0 });
+    if r.syn > 0 && r.data == 0 && r.pure_ack == 0 && r.fin == 0 {
+        Some(Probe::Syn)
+    } else if only(FIN) {
+        Some(Probe::Fin)
+    } else if only(0) {
+        Some(Probe::Null)
+    } else if only(FIN | PSH | URG) {
+        Some(Probe::Xmas)
+    } else if only(ACK) && r.data == 0 && f.side(f.local).0.syn_ack == 0 {
+        Some(Probe::Ack)
+    } else {
+        None
+    }
+}
+
+struct Tally {
+    iface: String,
+    first_ns: u64,
+    last_ns: u64,
+    packets: u64,
+    targets: CappedSet<(IpAddr, u16)>,
+    hosts: CappedSet<IpAddr>,
+    answered_open: u64,
+}
+
+pub struct Scan {
+    config: Config,
+    tallies: Windowed<(IpAddr, Probe), Tally>,
+}
+
+impl Scan {
+    pub fn new(config: Config) -> Self {
+        let w = config.window_secs * 1_000_000_000;
+        Scan { config, tallies: Windowed::new(w, 20_000) }
+    }
+}
+
+impl Detector for Scan {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+
+    fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
+        if !self.config.enabled {
+            return vec![];
+        }
+        let mut touched = Vec::new();
+        for f in flows {
+            let Some(probe) = classify(f) else { continue };
+            let (r, r0) = f.side(f.remote());
+            let (l, l0) = f.side(f.local);
+            let t = self.tallies.touch((f.remote_addr(), probe), now_ns, || Tally {
+                iface: f.iface.to_string(),
+                first_ns: f.first_seen(),
+                last_ns: 0,
+                packets: 0,
+                targets: CappedSet::new(65_536),
+                hosts: CappedSet::new(4096),
+                answered_open: 0,
+            });
+            t.last_ns = t.last_ns.max(f.last_seen());
+            t.packets += (r.packets - r0.packets) as u64;
+            t.targets.insert((f.local_addr(), f.local_port()));
+            t.hosts.insert(f.local_addr());
+            t.answered_open += u64::from(l.syn_ack > l0.syn_ack);
+            touched.push((f.remote_addr(), probe));
+        }
+        touched.sort();
+        touched.dedup();
+        let mut alerts = Vec::new();
+        for (src, probe) in touched {
+            let Some(t) = self.tallies.get(&(src, probe)) else { continue };
+            if t.targets.len() >= self.config.min_ports || t.hosts.len() >= self.config.min_hosts {
+                alerts.push(render(src, probe, t, now_ns));
+            }
+        }
+        alerts
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        self.tallies.expire(now_ns);
+    }
+}
+
+fn render(src: IpAddr, probe: Probe, t: &Tally, now_ns: u64) -> Alert {
+    let ports = t.targets.len() as u64 + t.targets.overflow;
+    let hosts = t.hosts.len();
+    let summary = format!("{} scan from {src}: {ports} ports on {hosts} of our hosts probed", probe.name());
+    let explanation = format!(
+        "{src} sent {}: {ports} (host, port) targets of ours in the window. This is reconnaissance — someone mapping what \
+         we run, by hand or as an automated Internet-wide sweep. {} of the probed ports answered as open. Our host is the \
+         target, not the culprit; make sure only the services you mean to expose are reachable, and block {src} if it keeps on.",
+        probe.meaning(),
+        t.answered_open
+    );
+    let sample: Vec<String> = t.targets.iter().take(20).map(|(a, p)| format!("{a}:{p}")).collect();
+    AlertDraft {
+        detector: "scan",
+        severity: Severity::Medium,
+        verdict: "scan",
+        host_role: HostRole::Victim,
+        key: format!("{src}|{}", probe.name()),
+        iface: t.iface.clone(),
+        src: Some((src, None)),
+        dest: (hosts == 1).then(|| t.hosts.iter().next().map(|a| (*a, None))).flatten(),
+        first_seen_ns: t.first_ns,
+        last_seen_ns: t.last_ns,
+        packets: t.packets,
+        flows: ports,
+    }
+    .build(
+        now_ns,
+        summary,
+        explanation,
+        json!({ "probe": probe.name(), "ports": ports, "hosts": hosts, "open_answers": t.answered_open, "sample": sample }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::flags::{RST, SYN};
+
+    use super::*;
+    use crate::detect::testkit::{S, Script, pkt};
+
+    #[test]
+    fn syn_probes_to_many_ports_are_a_syn_scan() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for p in 1..=20u16 {
+            s.send(S, pkt("192.0.2.66", 61000, "10.0.0.2", p, SYN));
+            s.send(S, pkt("10.0.0.2", p, "192.0.2.66", 61000, RST | ACK));
+        }
+        let alerts = s.poll(&mut d, 2 * S);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!((alerts[0].verdict, alerts[0].evidence["probe"].as_str()), ("scan", Some("SYN")));
+        assert_eq!(alerts[0].flows, 20);
+    }
+
+    #[test]
+    fn xmas_and_null_probes_are_named() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for p in 1..=16u16 {
+            s.send(S, pkt("192.0.2.77", 40000, "10.0.0.2", p, FIN | PSH | URG));
+            s.send(S, pkt("192.0.2.78", 40000, "10.0.0.2", p, 0));
+        }
+        let mut probes: Vec<String> = s.poll(&mut d, 2 * S).iter().map(|a| a.evidence["probe"].as_str().unwrap().to_string()).collect();
+        probes.sort();
+        assert_eq!(probes, ["NULL", "XMAS"]);
+    }
+
+    #[test]
+    fn a_few_closed_ports_and_normal_clients_are_not_a_scan() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for p in [81, 82, 83] {
+            s.send(S, pkt("192.0.2.1", 40000 + p, "10.0.0.2", p, SYN));
+            s.send(S, pkt("10.0.0.2", p, "192.0.2.1", 40000 + p, RST | ACK));
+        }
+        for i in 0..30u16 {
+            s.send(S, pkt("192.0.2.2", 50000 + i, "10.0.0.2", 443, SYN));
+            s.send(S, pkt("10.0.0.2", 443, "192.0.2.2", 50000 + i, SYN | ACK));
+            s.send(S, pkt("192.0.2.2", 50000 + i, "10.0.0.2", 443, ACK));
+        }
+        assert!(s.poll(&mut d, 2 * S).is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! Bounded per-key aggregates that forget what is older than a window: the memory every
+//! aggregating detector shares, capped so a flood of distinct keys cannot grow it without end.
+
+use std::{collections::HashMap, hash::Hash};
+
+/// Aggregates by key, each stamped with when it was last touched.
+pub struct Windowed<K, V> {
+    entries: HashMap<K, (u64, V)>,
+    window_ns: u64,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Windowed<K, V> {
+    pub fn new(window_ns: u64, max_keys: usize) -> Self {
+        Windowed { entries: HashMap::new(), window_ns, max_keys }
+    }
+
+    /// The aggregate for `key`, created with `init` if new (or if it had expired).
+    pub fn touch(&mut self, key: K, now_ns: u64, init: impl FnOnce() -> V) -> &mut V {
+        if self.entries.len() >= self.max_keys && !self.entries.contains_key(&key) {
+            self.expire(now_ns);
+            if self.entries.len() >= self.max_keys {
+                // Still full: drop the stalest to make room.
+                if let Some(stalest) = self.entries.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
+                    self.entries.remove(&stalest);
+                }
+            }
+        }
+        let window = self.window_ns;
+        let stale = self.entries.get(&key).is_some_and(|(t, _)| now_ns.saturating_sub(*t) > window);
+        if stale {
+            self.entries.remove(&key);
+        }
+        let e = self.entries.entry(key).or_insert_with(|| (now_ns, init()));
+        e.0 = now_ns;
+        &mut e.1
+    }
+
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(_, v)| v)
+    }
+
+    pub fn expire(&mut self, now_ns: u64) {
+        let window = self.window_ns;
+        self.entries.retain(|_, (t, _)| now_ns.saturating_sub(*t) <= window);
+    }
+
+}
+
+/// A set that stops growing at `cap` but keeps counting (distinct ports, hosts, ...).
+#[derive(Debug, Clone)]
+pub struct CappedSet<T> {
+    items: std::collections::BTreeSet<T>,
+    cap: usize,
+    /// Insertions refused because the set was full (a lower bound on what was missed).
+    pub overflow: u64,
+}
+
+impl<T: Ord> CappedSet<T> {
+    pub fn new(cap: usize) -> Self {
+        CappedSet { items: Default::default(), cap, overflow: 0 }
+    }
+    pub fn insert(&mut self, v: T) {
+        if self.items.len() < self.cap {
+            self.items.insert(v);
+        } else if !self.items.contains(&v) {
+            self.overflow += 1;
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+}
+
+/// Packets per minute, for the peak rate CAIDA-style attack records report.
+#[derive(Debug, Clone, Default)]
+pub struct PerMinute {
+    minute: u64,
+    count: u64,
+    pub peak: u64,
+}
+
+impl PerMinute {
+    pub fn add(&mut self, at_ns: u64, n: u64) {
+        let m = at_ns / 60_000_000_000;
+        if m != self.minute {
+            self.minute = m;
+            self.count = 0;
+        }
+        self.count += n;
+        self.peak = self.peak.max(self.count);
+    }
+}
