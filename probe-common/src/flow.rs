@@ -411,10 +411,10 @@ mod tests {
         assert_eq!(notable_reasons(Some(&e), Side::Hi, &synack), NOTABLE_UNSOLICITED_SYN_ACK);
         e.apply(Side::Hi, &synack);
         let rst = seg(RST | ACK, 23, 0, 128);
-        assert_eq!(notable_reasons(Some(&e), Side::Hi, &rst), NOTABLE_RST | NOTABLE_RST_PAYLOAD);
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &rst), NOTABLE_RST | NOTABLE_RST_PAYLOAD | NOTABLE_TTL_CHANGE);
         e.apply(Side::Hi, &rst);
         let data = seg(ACK, 5, 9, 50);
-        assert_eq!(notable_reasons(Some(&e), Side::Hi, &data), NOTABLE_DATA_AFTER_RST);
+        assert_eq!(notable_reasons(Some(&e), Side::Hi, &data), NOTABLE_AFTER_RST);
         e.apply(Side::Hi, &data);
         let h = &e.sides[1];
         assert_eq!((h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst), (50, 128, 1, 1));

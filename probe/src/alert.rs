@@ -318,7 +318,23 @@ mod tests {
     fn json_line_has_the_eve_fields() {
         let a = alert("a", 1_700_000_000, 3);
         let v: serde_json::Value = serde_json::from_str(&a.to_json_line()).unwrap();
-        for field in ["timestamp", "event_type", "detector", "severity", "verdict", "summary", "explanation", "src_ip", "dest_port", "iface", "first_seen", "last_seen", "packets", "flows", "evidence"] {
+        for field in [
+            "timestamp",
+            "event_type",
+            "detector",
+            "severity",
+            "verdict",
+            "summary",
+            "explanation",
+            "src_ip",
+            "dest_port",
+            "iface",
+            "first_seen",
+            "last_seen",
+            "packets",
+            "flows",
+            "evidence",
+        ] {
             assert!(v.get(field).is_some(), "{field} missing");
         }
         assert_eq!(v["event_type"], "alert");

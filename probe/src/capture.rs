@@ -18,10 +18,7 @@ pub struct Frame {
 pub enum CaptureError {
     /// The file could not be opened.
     #[error("{path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    Open { path: String, source: std::io::Error },
     /// Not a pcap or pcapng file.
     #[error("{path}: not a pcap or pcapng file")]
     NotACapture { path: String },
@@ -30,11 +27,7 @@ pub enum CaptureError {
     Truncated { path: String, offset: u64 },
     /// A record does not parse.
     #[error("{path}: corrupt record at byte offset {offset}: {problem}")]
-    Corrupt {
-        path: String,
-        offset: u64,
-        problem: String,
-    },
+    Corrupt { path: String, offset: u64, problem: String },
 }
 
 /// A streaming reader; iterate it for frames.
@@ -51,27 +44,14 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 impl CaptureReader {
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let name = path.display().to_string();
-        let open_err = |source| CaptureError::Open {
-            path: name.clone(),
-            source,
-        };
+        let open_err = |source| CaptureError::Open { path: name.clone(), source };
         let mut file = File::open(path).map_err(open_err)?;
         let mut magic = [0u8; 2];
         let gz = file.read_exact(&mut magic).is_ok() && magic == GZIP_MAGIC;
         let file = File::open(path).map_err(open_err)?;
-        let source: Box<dyn Read + Send> = if gz {
-            Box::new(flate2::read::GzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        let inner = pcap_parser::create_reader(1 << 20, source)
-            .map_err(|_| CaptureError::NotACapture { path: name.clone() })?;
-        Ok(CaptureReader {
-            path: name,
-            inner,
-            interfaces: Vec::new(),
-            done: false,
-        })
+        let source: Box<dyn Read + Send> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+        let inner = pcap_parser::create_reader(1 << 20, source).map_err(|_| CaptureError::NotACapture { path: name.clone() })?;
+        Ok(CaptureReader { path: name, inner, interfaces: Vec::new(), done: false })
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
@@ -81,36 +61,21 @@ impl CaptureReader {
                 Ok((len, block)) => {
                     let frame = match block {
                         PcapBlockOwned::LegacyHeader(h) => {
-                            let nanos =
-                                h.magic_number == 0xa1b2_3c4d || h.magic_number == 0x4d3c_b2a1;
-                            self.interfaces =
-                                vec![(h.network, if nanos { 1_000_000_000 } else { 1_000_000 }, 0)];
+                            let nanos = h.magic_number == 0xa1b2_3c4d || h.magic_number == 0x4d3c_b2a1;
+                            self.interfaces = vec![(h.network, if nanos { 1_000_000_000 } else { 1_000_000 }, 0)];
                             None
                         }
                         PcapBlockOwned::Legacy(b) => {
-                            let (lt, res, _) = self.interfaces.first().copied().unwrap_or((
-                                Linktype::ETHERNET,
-                                1_000_000,
-                                0,
-                            ));
-                            let ts_ns = b.ts_sec as u64 * 1_000_000_000
-                                + b.ts_usec as u64 * (1_000_000_000 / res);
-                            Some(Frame {
-                                ts_ns,
-                                link_type: lt,
-                                data: b.data[..(b.caplen as usize).min(b.data.len())].to_vec(),
-                            })
+                            let (lt, res, _) = self.interfaces.first().copied().unwrap_or((Linktype::ETHERNET, 1_000_000, 0));
+                            let ts_ns = b.ts_sec as u64 * 1_000_000_000 + b.ts_usec as u64 * (1_000_000_000 / res);
+                            Some(Frame { ts_ns, link_type: lt, data: b.data[..(b.caplen as usize).min(b.data.len())].to_vec() })
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                             self.interfaces.clear();
                             None
                         }
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            self.interfaces.push((
-                                idb.linktype,
-                                idb.ts_resolution().unwrap_or(1_000_000),
-                                idb.ts_offset(),
-                            ));
+                            self.interfaces.push((idb.linktype, idb.ts_resolution().unwrap_or(1_000_000), idb.ts_offset()));
                             None
                         }
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
@@ -118,28 +83,18 @@ impl CaptureReader {
                                 .interfaces
                                 .get(epb.if_id as usize)
                                 .copied()
-                                .ok_or_else(|| {
-                                corrupt(&self.path, offset, "packet names an undeclared interface")
-                            })?;
+                                .ok_or_else(|| corrupt(&self.path, offset, "packet names an undeclared interface"))?;
                             let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                            let ts_ns = (units as u128 * 1_000_000_000 / res.max(1) as u128) as u64
-                                + (off.max(0) as u64) * 1_000_000_000;
-                            Some(Frame {
-                                ts_ns,
-                                link_type: lt,
-                                data: epb.data[..(epb.caplen as usize).min(epb.data.len())]
-                                    .to_vec(),
-                            })
+                            let ts_ns = (units as u128 * 1_000_000_000 / res.max(1) as u128) as u64 + (off.max(0) as u64) * 1_000_000_000;
+                            Some(Frame { ts_ns, link_type: lt, data: epb.data[..(epb.caplen as usize).min(epb.data.len())].to_vec() })
                         }
                         PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                            let (lt, _, _) = self.interfaces.first().copied().ok_or_else(|| {
-                                corrupt(&self.path, offset, "packet before any interface")
-                            })?;
-                            Some(Frame {
-                                ts_ns: 0,
-                                link_type: lt,
-                                data: spb.data.to_vec(),
-                            })
+                            let (lt, _, _) = self
+                                .interfaces
+                                .first()
+                                .copied()
+                                .ok_or_else(|| corrupt(&self.path, offset, "packet before any interface"))?;
+                            Some(Frame { ts_ns: 0, link_type: lt, data: spb.data.to_vec() })
                         }
                         PcapBlockOwned::NG(_) => None,
                     };
@@ -155,20 +110,12 @@ impl CaptureReader {
                         let problem = format!("{e:?}");
                         return Err(corrupt(&self.path, offset, &problem));
                     }
-                    if self.inner.position() == before
-                        && matches!(self.inner.next(), Err(PcapError::Incomplete(_)))
-                    {
-                        return Err(CaptureError::Truncated {
-                            path: self.path.clone(),
-                            offset,
-                        });
+                    if self.inner.position() == before && matches!(self.inner.next(), Err(PcapError::Incomplete(_))) {
+                        return Err(CaptureError::Truncated { path: self.path.clone(), offset });
                     }
                 }
                 Err(PcapError::UnexpectedEof) => {
-                    return Err(CaptureError::Truncated {
-                        path: self.path.clone(),
-                        offset,
-                    });
+                    return Err(CaptureError::Truncated { path: self.path.clone(), offset });
                 }
                 Err(e) => {
                     let problem = format!("{e:?}");
@@ -180,11 +127,7 @@ impl CaptureReader {
 }
 
 fn corrupt(path: &str, offset: u64, problem: &str) -> CaptureError {
-    CaptureError::Corrupt {
-        path: path.to_string(),
-        offset,
-        problem: problem.to_string(),
-    }
+    CaptureError::Corrupt { path: path.to_string(), offset, problem: problem.to_string() }
 }
 
 impl Iterator for CaptureReader {

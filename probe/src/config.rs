@@ -5,14 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::netinfo;
+use crate::{alert::TerminalFormat, detect::DetectorsConfig, netinfo};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "flagprobe",
-    version,
-    about = "Why did this TCP reset happen? TCP flag classifier for edge gateways (eBPF/XDP)"
-)]
+#[command(name = "flagprobe", version, about = "Why did this TCP reset happen? TCP flag classifier for edge gateways (eBPF/XDP)")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +63,37 @@ pub struct RunArgs {
     /// The eBPF object to load instead of the one built into the binary.
     #[arg(long)]
     pub ebpf_object: Option<PathBuf>,
+    /// Append alerts as JSON lines to this file (never truncated).
+    #[arg(long = "alerts")]
+    pub alerts_path: Option<PathBuf>,
+    /// Alerts on stdout: readable text on a terminal, JSON lines otherwise (auto), or as chosen.
+    #[arg(long, value_enum, default_value_t = AlertFormatArg::Auto)]
+    pub alert_format: AlertFormatArg,
+    /// One alert per detector and key per this window; later changes come as one updated line.
+    #[arg(long, default_value = "60s")]
+    pub alert_window: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AlertFormatArg {
+    #[default]
+    Auto,
+    Text,
+    Json,
+    Off,
+}
+
+impl AlertFormatArg {
+    /// `auto` → text on a terminal, JSON lines otherwise.
+    pub fn resolve(self) -> TerminalFormat {
+        use std::io::IsTerminal;
+        match self {
+            AlertFormatArg::Auto if std::io::stdout().is_terminal() => TerminalFormat::Text,
+            AlertFormatArg::Auto | AlertFormatArg::Json => TerminalFormat::Json,
+            AlertFormatArg::Text => TerminalFormat::Text,
+            AlertFormatArg::Off => TerminalFormat::Off,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,41 +116,32 @@ pub struct Config {
     pub event_rate: u64,
     pub summary_interval: Option<Duration>,
     pub ebpf_object: Option<PathBuf>,
+    pub alerts_path: Option<PathBuf>,
+    pub alert_format: TerminalFormat,
+    pub alert_window: Duration,
+    pub detectors: DetectorsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A field's value does not parse or is out of range.
     #[error("invalid {field}: {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { field: &'static str, problem: String },
     /// A default could not be worked out from the system.
     #[error("cannot choose a default for {field}: {problem}")]
-    NoDefault {
-        field: &'static str,
-        problem: String,
-    },
+    NoDefault { field: &'static str, problem: String },
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        problem: problem.into(),
-    }
+    ConfigError::Invalid { field, problem: problem.into() }
 }
 
 /// `1s`, `250ms`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 1s or 500ms"))?;
+    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration like 1s or 500ms"))?;
     let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1e3,
@@ -131,9 +149,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
-            ));
+            return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)"));
         }
     };
     if !secs.is_finite() || secs < 0.0 {
@@ -145,14 +161,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl RunArgs {
     /// Validate, filling defaults from the system (default-route interface, local addresses).
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let metrics_addr = self.metrics_addr.parse().map_err(|_| {
-            invalid(
-                "metrics-addr",
-                format!("`{}` is not an address:port", self.metrics_addr),
-            )
-        })?;
-        let poll_interval =
-            parse_duration(&self.poll_interval).map_err(|p| invalid("poll-interval", p))?;
+        let metrics_addr =
+            self.metrics_addr.parse().map_err(|_| invalid("metrics-addr", format!("`{}` is not an address:port", self.metrics_addr)))?;
+        let poll_interval = parse_duration(&self.poll_interval).map_err(|p| invalid("poll-interval", p))?;
         if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
             return Err(invalid("poll-interval", "must be between 10ms and 1h"));
         }
@@ -160,13 +171,10 @@ impl RunArgs {
         if flow_idle < Duration::from_secs(1) {
             return Err(invalid("flow-idle", "must be at least 1s"));
         }
-        let summary =
-            parse_duration(&self.summary_interval).map_err(|p| invalid("summary-interval", p))?;
+        let summary = parse_duration(&self.summary_interval).map_err(|p| invalid("summary-interval", p))?;
+        let alert_window = parse_duration(&self.alert_window).map_err(|p| invalid("alert-window", p))?;
         if !(1024..=1 << 26).contains(&self.flow_capacity) {
-            return Err(invalid(
-                "flow-capacity",
-                format!("{} is outside 1024..=67108864", self.flow_capacity),
-            ));
+            return Err(invalid("flow-capacity", format!("{} is outside 1024..=67108864", self.flow_capacity)));
         }
         if self.event_rate == 0 || self.event_rate > 10_000_000 {
             return Err(invalid("event-rate", "must be between 1 and 10000000"));
@@ -176,25 +184,16 @@ impl RunArgs {
             home_nets.push(parse_net(text).map_err(|p| invalid("home-net", p))?);
         }
         if home_nets.is_empty() {
-            home_nets = netinfo::local_addresses().map_err(|e| ConfigError::NoDefault {
-                field: "home-net",
-                problem: e.to_string(),
-            })?;
+            home_nets = netinfo::local_addresses().map_err(|e| ConfigError::NoDefault { field: "home-net", problem: e.to_string() })?;
         }
         let mut ifaces = self.ifaces.clone();
         for name in &ifaces {
             if name.is_empty() || name.len() > 15 || name.contains('/') {
-                return Err(invalid(
-                    "iface",
-                    format!("`{name}` is not an interface name"),
-                ));
+                return Err(invalid("iface", format!("`{name}` is not an interface name")));
             }
         }
         if ifaces.is_empty() {
-            let name = netinfo::default_route_iface().map_err(|e| ConfigError::NoDefault {
-                field: "iface",
-                problem: e.to_string(),
-            })?;
+            let name = netinfo::default_route_iface().map_err(|e| ConfigError::NoDefault { field: "iface", problem: e.to_string() })?;
             ifaces.push(name);
         }
         ifaces.dedup();
@@ -214,6 +213,10 @@ impl RunArgs {
             event_rate: self.event_rate,
             summary_interval: (!summary.is_zero()).then_some(summary),
             ebpf_object: self.ebpf_object,
+            alerts_path: self.alerts_path,
+            alert_format: self.alert_format.resolve(),
+            alert_window,
+            detectors: DetectorsConfig::default(),
         })
     }
 }
@@ -223,9 +226,7 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    text.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("`{text}` is not a CIDR like 192.0.2.0/24"))
+    text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("`{text}` is not a CIDR like 192.0.2.0/24"))
 }
 
 #[cfg(test)]
@@ -233,14 +234,7 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec![
-            "flagprobe",
-            "run",
-            "--iface",
-            "eth9",
-            "--home-net",
-            "10.0.0.0/8",
-        ];
+        let mut argv = vec!["flagprobe", "run", "--iface", "eth9", "--home-net", "10.0.0.0/8"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => a,
@@ -269,38 +263,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = args(&["--poll-interval", "soon"])
-            .into_config()
-            .unwrap_err()
-            .to_string();
+        let e = args(&["--poll-interval", "soon"]).into_config().unwrap_err().to_string();
         assert!(e.starts_with("invalid poll-interval:"), "{e}");
-        let e = args(&["--metrics-addr", "nowhere"])
-            .into_config()
-            .unwrap_err()
-            .to_string();
+        let e = args(&["--metrics-addr", "nowhere"]).into_config().unwrap_err().to_string();
         assert!(e.starts_with("invalid metrics-addr:"), "{e}");
-        let e = args(&["--home-net", "10.0.0.0/33"])
-            .into_config()
-            .unwrap_err()
-            .to_string();
+        let e = args(&["--home-net", "10.0.0.0/33"]).into_config().unwrap_err().to_string();
         assert!(e.starts_with("invalid home-net:"), "{e}");
-        let e = args(&["--flow-capacity", "12"])
-            .into_config()
-            .unwrap_err()
-            .to_string();
+        let e = args(&["--flow-capacity", "12"]).into_config().unwrap_err().to_string();
         assert!(e.starts_with("invalid flow-capacity:"), "{e}");
         assert!(Cli::try_parse_from(["flagprobe", "run", "--xdp-mode", "turbo"]).is_err());
     }
 
     #[test]
     fn bare_address_is_a_host_net() {
-        assert_eq!(
-            parse_net("192.0.2.7").unwrap(),
-            "192.0.2.7/32".parse::<IpNet>().unwrap()
-        );
-        assert_eq!(
-            parse_net("192.0.2.7/24").unwrap(),
-            "192.0.2.0/24".parse::<IpNet>().unwrap()
-        );
+        assert_eq!(parse_net("192.0.2.7").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
+        assert_eq!(parse_net("192.0.2.7/24").unwrap(), "192.0.2.0/24".parse::<IpNet>().unwrap());
     }
 }

@@ -11,7 +11,14 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::{events::IfaceEvent, http::Health, metrics::Metrics, poller::IfacePoller, summary};
+use crate::{
+    events::IfaceEvent,
+    http::Health,
+    judge::{self, Judge},
+    metrics::Metrics,
+    poller::IfacePoller,
+    summary,
+};
 
 pub struct Engine {
     pub pollers: Vec<IfacePoller>,
@@ -20,6 +27,7 @@ pub struct Engine {
     pub health: Arc<Health>,
     pub poll_interval: Duration,
     pub summary_interval: Option<Duration>,
+    pub judge: Judge,
 }
 
 impl Engine {
@@ -34,11 +42,12 @@ impl Engine {
             // Wake at least every 100 ms so a shutdown is prompt.
             let wait = next_poll.min(Instant::now() + Duration::from_millis(100));
             match self.events.recv_deadline(wait) {
-                Ok(_event) => {}
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(50))
+                Ok(ev) => {
+                    let iface = self.pollers[ev.iface_index].iface.clone();
+                    self.judge.event(&iface, &ev.event, judge::monotonic_to_wall_offset());
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
             if Instant::now() >= next_poll {
                 self.poll_all(&mut latest);
@@ -54,6 +63,13 @@ impl Engine {
                 next_summary = self.summary_interval.map(|d| at + d);
             }
         }
+        // Events already read, then a last look at the flows, then every pending alert update.
+        while let Ok(ev) = self.events.try_recv() {
+            let iface = self.pollers[ev.iface_index].iface.clone();
+            self.judge.event(&iface, &ev.event, judge::monotonic_to_wall_offset());
+        }
+        self.poll_all(&mut latest);
+        self.judge.finish();
     }
 
     fn poll_all(&mut self, latest: &mut [Option<(String, u64)>]) {
@@ -61,16 +77,7 @@ impl Engine {
         for (i, p) in self.pollers.iter_mut().enumerate() {
             match p.poll(&self.metrics) {
                 Ok(out) => {
-                    latest[i] = Some((
-                        summary::line(
-                            &p.iface,
-                            p.xdp_mode,
-                            &out.counters,
-                            out.live_flows,
-                            p.capacity(),
-                        ),
-                        out.live_flows,
-                    ));
+                    latest[i] = Some((summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()), out.live_flows));
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
             }

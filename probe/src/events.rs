@@ -40,31 +40,23 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("events-{iface}"))
-        .spawn(move || {
-            let received = metrics.events_received.with_label_values(&[&iface]);
-            let dropped = metrics
-                .events_dropped
-                .with_label_values(&[&iface, "agent_queue_full"]);
-            let mut pfd = libc::pollfd {
-                fd: ring.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            while !stop.load(Ordering::Relaxed) {
-                // SAFETY: one valid pollfd; the timeout bounds how long a shutdown waits.
-                unsafe { libc::poll(&mut pfd, 1, 100) };
-                while let Some(item) = ring.next() {
-                    let Some(event) = decode(&item) else { continue };
-                    drop(item);
-                    received.inc();
-                    match tx.try_send(IfaceEvent { iface_index, event }) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => dropped.inc(),
-                        Err(TrySendError::Disconnected(_)) => return,
-                    }
+    std::thread::Builder::new().name(format!("events-{iface}")).spawn(move || {
+        let received = metrics.events_received.with_label_values(&[&iface]);
+        let dropped = metrics.events_dropped.with_label_values(&[&iface, "agent_queue_full"]);
+        let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: one valid pollfd; the timeout bounds how long a shutdown waits.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            while let Some(item) = ring.next() {
+                let Some(event) = decode(&item) else { continue };
+                drop(item);
+                received.inc();
+                match tx.try_send(IfaceEvent { iface_index, event }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => dropped.inc(),
+                    Err(TrySendError::Disconnected(_)) => return,
                 }
             }
-        })
+        }
+    })
 }

@@ -91,10 +91,7 @@ fn same_flow(a: &FlowEntry, b: &FlowEntry) -> bool {
 
 impl FlowTracker {
     pub fn new(slots: usize) -> Self {
-        FlowTracker {
-            shadow: vec![FlowEntry::default(); slots],
-            slots_of: HashMap::new(),
-        }
+        FlowTracker { shadow: vec![FlowEntry::default(); slots], slots_of: HashMap::new() }
     }
 
     fn merged(&self, key: &FlowKey) -> FlowEntry {
@@ -119,20 +116,17 @@ impl FlowTracker {
             }
         }
         let mut seen = std::collections::HashSet::with_capacity(changed.len());
-        let touched: Vec<FlowKey> = changed
-            .iter()
-            .filter(|(_, e)| seen.insert(e.key))
-            .map(|(_, e)| e.key)
-            .collect();
+        let touched: Vec<FlowKey> = changed.iter().filter(|(_, e)| seen.insert(e.key)).map(|(_, e)| e.key).collect();
         let before: Vec<FlowEntry> = touched.iter().map(|k| self.merged(k)).collect();
         for (slot, e) in changed {
             let old = self.shadow[slot as usize];
-            if old.key.family != FAMILY_NONE && !same_flow(&old, &e) {
-                if let Some(v) = self.slots_of.get_mut(&old.key) {
-                    v.retain(|&s| s != slot);
-                    if v.is_empty() {
-                        self.slots_of.remove(&old.key);
-                    }
+            if old.key.family != FAMILY_NONE
+                && !same_flow(&old, &e)
+                && let Some(v) = self.slots_of.get_mut(&old.key)
+            {
+                v.retain(|&s| s != slot);
+                if v.is_empty() {
+                    self.slots_of.remove(&old.key);
                 }
             }
             let v = self.slots_of.entry(e.key).or_default();
@@ -141,21 +135,12 @@ impl FlowTracker {
             }
             self.shadow[slot as usize] = e;
         }
-        let live =
-            |slot: &u32| now_ns.saturating_sub(self.shadow[*slot as usize].last_ns) <= idle_ns;
-        let live_flows = self
-            .slots_of
-            .values()
-            .filter(|slots| slots.iter().any(live))
-            .count() as u64;
+        let live = |slot: &u32| now_ns.saturating_sub(self.shadow[*slot as usize].last_ns) <= idle_ns;
+        let live_flows = self.slots_of.values().filter(|slots| slots.iter().any(live)).count() as u64;
         let deltas = touched
             .into_iter()
             .zip(before)
-            .map(|(key, before)| FlowDelta {
-                iface: iface.clone(),
-                now: self.merged(&key),
-                before,
-            })
+            .map(|(key, before)| FlowDelta { iface: iface.clone(), now: self.merged(&key), before })
             .collect();
         Scan { deltas, live_flows }
     }
@@ -167,26 +152,12 @@ mod tests {
     use probe_common::flow::{Endpoints, FAMILY_V4, Segment, Side};
 
     fn entry(first_ns: u64, side: Side, flags: u8, packets: u32) -> FlowEntry {
-        let ep = Endpoints {
-            src: [1; 16],
-            dst: [2; 16],
-            sport: 1,
-            dport: 2,
-            family: FAMILY_V4,
-        };
+        let ep = Endpoints { src: [1; 16], dst: [2; 16], sport: 1, dport: 2, family: FAMILY_V4 };
         let (key, _) = FlowKey::canonical(&ep);
         let mut e = FlowEntry::default();
         e.start(&key, side, first_ns);
         for n in 0..packets {
-            e.apply(
-                side,
-                &Segment {
-                    flags,
-                    ttl: 64,
-                    now_ns: first_ns + n as u64,
-                    ..Default::default()
-                },
-            );
+            e.apply(side, &Segment { flags, ttl: 64, now_ns: first_ns + n as u64, ..Default::default() });
         }
         e
     }
@@ -197,10 +168,7 @@ mod tests {
         let b = entry(50, Side::Hi, 0x12, 2);
         merge(&mut a, &b);
         assert_eq!((a.first_ns, a.initiator), (50, Side::Hi as u8));
-        assert_eq!(
-            (a.sides[0].syn, a.sides[1].syn_ack, a.sides[1].packets),
-            (1, 2, 2)
-        );
+        assert_eq!((a.sides[0].syn, a.sides[1].syn_ack, a.sides[1].packets), (1, 2, 2));
         assert!(a.saw_combo(Side::Lo, 0x02) && a.saw_combo(Side::Hi, 0x12));
     }
 }

@@ -39,26 +39,12 @@ impl FlowTable {
         let bytes = (slots as usize * size_of::<FlowEntry>()).next_multiple_of(page);
         let fd = data.fd().as_fd().as_raw_fd();
         // SAFETY: a read-only shared mapping of a map fd; the kernel checks size and flags.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(FlowTableError::Mmap(std::io::Error::last_os_error()));
         }
-        let base = NonNull::new(ptr.cast::<FlowEntry>())
-            .ok_or(FlowTableError::Mmap(std::io::ErrorKind::InvalidData.into()))?;
-        Ok(FlowTable {
-            base,
-            slots: slots as usize,
-            bytes,
-        })
+        let base = NonNull::new(ptr.cast::<FlowEntry>()).ok_or(FlowTableError::Mmap(std::io::ErrorKind::InvalidData.into()))?;
+        Ok(FlowTable { base, slots: slots as usize, bytes })
     }
 
     pub fn slots(&self) -> usize {

@@ -1,5 +1,5 @@
-//! The HTTP endpoints: `/metrics` (Prometheus text format) and `/healthz` (200 while polls keep
-//! happening, 503 when the engine has stalled).
+//! The HTTP endpoints: `/metrics` (Prometheus text format), `/alerts` (recent alerts as JSON) and
+//! `/healthz` (200 while polls keep happening, 503 when the engine has stalled).
 
 use std::{
     sync::{
@@ -12,7 +12,7 @@ use std::{
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::{alert::AlertSinks, metrics::Metrics};
 
 /// Shared with the engine: when it last finished a poll.
 pub struct Health {
@@ -27,38 +27,32 @@ impl Health {
 }
 
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    sinks: Arc<AlertSinks>,
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, sinks: Arc<AlertSinks>) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/alerts", get(alerts_handler))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState { metrics, health, sinks });
     axum::serve(listener, app).await
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+/// The most recent alerts (up to 1000), oldest first, as a JSON array.
+async fn alerts_handler(State(s): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], s.sinks.recent_json())
 }
 
 async fn health_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -67,9 +61,6 @@ async fn health_handler(State(s): State<AppState>) -> impl IntoResponse {
     if last != 0 && unix_ms().saturating_sub(last) <= allowed {
         (StatusCode::OK, "ok\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stalled: no poll finished recently\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "stalled: no poll finished recently\n")
     }
 }

@@ -11,20 +11,25 @@
 //! - [`events`]: the ring-buffer reader thread, events → a bounded channel.
 //! - [`engine`]: the loop that polls and consumes events; owns the probes.
 //! - [`metrics`]: every exported metric, declared once.
-//! - [`http`]: `/metrics` and `/healthz`.
+//! - [`http`]: `/metrics`, `/healthz` and `/alerts`.
+//! - [`detect`]: the detectors, one file each, pure.
+//! - [`alert`]: alerts, their renderings, dedup and sinks.
+//! - [`judge`]: flows and events → detectors → dedup → sinks (live and replay).
+//! - [`softtable`]: the kernel's per-packet logic over a hash map (replay, tests).
 //! - [`summary`]: the live terminal line.
 //!
 //! [`run`] is the whole agent with an injected shutdown future, so tests and `main` share it.
 
+pub mod alert;
 pub mod capture;
 pub mod config;
 pub mod detect;
-pub mod alert;
 pub mod engine;
 pub mod events;
 pub mod flows;
 pub mod flowtable;
 pub mod http;
+pub mod judge;
 pub mod loader;
 pub mod metrics;
 pub mod netinfo;
@@ -57,10 +62,10 @@ pub enum RunError {
     Poll(#[from] poller::PollError),
     /// The metrics address could not be bound.
     #[error("binding the metrics address {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    /// The alerts file could not be opened for appending.
+    #[error("opening the alerts file {}: {source}", path.display())]
+    Alerts { path: std::path::PathBuf, source: std::io::Error },
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
@@ -75,23 +80,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         flow_idle_ns: config.flow_idle.as_nanos() as u64,
         event_rate: config.event_rate,
     };
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.metrics_addr,
-            source,
-        })?;
+    let listener =
+        tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
 
     let mut pollers = Vec::new();
     for iface in &config.ifaces {
         let mut probe = loader::load(&object, options)?;
         let mode = probe.attach(iface, config.xdp_mode)?;
-        tracing::info!(
-            iface,
-            xdp_mode = mode,
-            flow_slots = probe.geometry.slots(),
-            "attached: XDP on ingress, TC on egress"
-        );
+        tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
         let poller = IfacePoller::new(iface, mode, probe)?;
         metrics.init_iface(iface, poller.capacity() as u64, mode);
         pollers.push(poller);
@@ -103,24 +99,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut readers = Vec::new();
     for (i, p) in pollers.iter_mut().enumerate() {
         let ring = p.take_events()?;
-        readers.push(
-            events::spawn(
-                p.iface.clone(),
-                i,
-                ring,
-                tx.clone(),
-                stop.clone(),
-                metrics.clone(),
-            )
-            .map_err(RunError::Thread)?,
-        );
+        readers.push(events::spawn(p.iface.clone(), i, ring, tx.clone(), stop.clone(), metrics.clone()).map_err(RunError::Thread)?);
     }
     drop(tx);
 
-    let health = Arc::new(Health {
-        last_poll_unix_ms: AtomicU64::new(0),
-        poll_interval: config.poll_interval,
-    });
+    let health = Arc::new(Health { last_poll_unix_ms: AtomicU64::new(0), poll_interval: config.poll_interval });
+    let sinks = Arc::new(
+        alert::AlertSinks::new(config.alert_format, config.alerts_path.as_deref())
+            .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
+    );
+    let judge = judge::Judge::new(
+        &config.detectors,
+        detect::HomeNets(config.home_nets.clone()),
+        config.alert_window,
+        sinks.clone(),
+        metrics.clone(),
+    );
     let engine = Engine {
         pollers,
         events: rx,
@@ -128,13 +122,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health: health.clone(),
         poll_interval: config.poll_interval,
         summary_interval: config.summary_interval,
+        judge,
     };
     let engine_stop = stop.clone();
-    let engine = std::thread::Builder::new()
-        .name("engine".into())
-        .spawn(move || engine.run(&engine_stop))
-        .map_err(RunError::Thread)?;
-    let server = tokio::spawn(http::serve(listener, metrics, health));
+    let engine = std::thread::Builder::new().name("engine".into()).spawn(move || engine.run(&engine_stop)).map_err(RunError::Thread)?;
+    let server = tokio::spawn(http::serve(listener, metrics, health, sinks));
 
     shutdown.await;
     tracing::info!("shutting down: detaching programs");

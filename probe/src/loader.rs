@@ -7,10 +7,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
 };
-use probe_common::maps::{
-    EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_IDLE_NS, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS,
-    PROG_TC, PROG_XDP,
-};
+use probe_common::maps::{EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_IDLE_NS, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP};
 
 use crate::config::XdpMode;
 
@@ -20,16 +17,11 @@ static EMBEDDED_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagpr
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// No object was embedded at build time and none was given.
-    #[error(
-        "this flagprobe was built without its eBPF object: build it with `cargo xtask build`, or pass --ebpf-object"
-    )]
+    #[error("this flagprobe was built without its eBPF object: build it with `cargo xtask build`, or pass --ebpf-object")]
     NoObject,
     /// Reading `--ebpf-object` failed.
     #[error("reading eBPF object {path}: {source}")]
-    ReadObject {
-        path: String,
-        source: std::io::Error,
-    },
+    ReadObject { path: String, source: std::io::Error },
     /// The kernel refused the object (verifier, permissions, missing feature).
     #[error("loading the eBPF object: {0} (are you root, with CAP_BPF and CAP_NET_ADMIN?)")]
     Load(#[from] aya::EbpfError),
@@ -51,12 +43,7 @@ fn short(e: &dyn std::fmt::Display) -> String {
     if lines.len() <= 30 {
         return text;
     }
-    format!(
-        "{}\n  [... {} verifier lines ...]\n{}",
-        lines[..3].join("\n"),
-        lines.len() - 15,
-        lines[lines.len() - 12..].join("\n")
-    )
+    format!("{}\n  [... {} verifier lines ...]\n{}", lines[..3].join("\n"), lines.len() - 15, lines[lines.len() - 12..].join("\n"))
 }
 
 /// Sizes and limits fixed at load time.
@@ -78,10 +65,7 @@ pub struct FlowGeometry {
 impl FlowGeometry {
     pub fn for_capacity(capacity: u32, cpus: u32) -> Self {
         let per_cpu = capacity.div_ceil(cpus.max(1)).max(64).next_power_of_two();
-        FlowGeometry {
-            cpus,
-            slots_per_cpu: per_cpu,
-        }
+        FlowGeometry { cpus, slots_per_cpu: per_cpu }
     }
     pub fn slots(&self) -> u32 {
         self.cpus * self.slots_per_cpu
@@ -98,10 +82,7 @@ pub struct Probe {
 /// The object to load: `--ebpf-object` or the embedded one.
 pub fn object_bytes(path: Option<&Path>) -> Result<Vec<u8>, LoadError> {
     match path {
-        Some(p) => std::fs::read(p).map_err(|source| LoadError::ReadObject {
-            path: p.display().to_string(),
-            source,
-        }),
+        Some(p) => std::fs::read(p).map_err(|source| LoadError::ReadObject { path: p.display().to_string(), source }),
         None if EMBEDDED_OBJECT.is_empty() => Err(LoadError::NoObject),
         None => Ok(EMBEDDED_OBJECT.to_vec()),
     }
@@ -123,20 +104,10 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
         ebpf.map(name).ok_or(LoadError::Missing(name))?;
     }
     let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?;
-    xdp.load().map_err(|source| LoadError::Program {
-        what: format!("loading {PROG_XDP}"),
-        source,
-    })?;
+    xdp.load().map_err(|source| LoadError::Program { what: format!("loading {PROG_XDP}"), source })?;
     let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
-    tc.load().map_err(|source| LoadError::Program {
-        what: format!("loading {PROG_TC}"),
-        source,
-    })?;
-    Ok(Probe {
-        ebpf,
-        geometry,
-        options,
-    })
+    tc.load().map_err(|source| LoadError::Program { what: format!("loading {PROG_TC}"), source })?;
+    Ok(Probe { ebpf, geometry, options })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
@@ -144,10 +115,7 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     let prog = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
-    prog.try_into().map_err(|source| LoadError::Program {
-        what: format!("{name} has the wrong type"),
-        source,
-    })
+    prog.try_into().map_err(|source| LoadError::Program { what: format!("{name} has the wrong type"), source })
 }
 
 impl Probe {
@@ -171,10 +139,7 @@ impl Probe {
         // Kernels >= 6.6 attach through tcx and need no qdisc; older ones want clsact.
         let _ = aya::programs::tc::qdisc_add_clsact(iface);
         tc.attach(iface, TcAttachType::Egress)
-            .map_err(|source| LoadError::Program {
-                what: format!("attaching TC egress to {iface}"),
-                source,
-            })?;
+            .map_err(|source| LoadError::Program { what: format!("attaching TC egress to {iface}"), source })?;
         Ok(used)
     }
 }

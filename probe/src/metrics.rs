@@ -6,10 +6,7 @@ use probe_common::{
     counters::{HOOK_NAMES, HookCounters, PARSE_ERROR_NAMES, PROTO_NAMES},
     flags,
 };
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -26,21 +23,22 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     pub poll_duration: Histogram,
     pub xdp_mode: IntGaugeVec,
+    pub alerts: IntCounterVec,
+    pub backscatter_packets: IntCounterVec,
+    pub rst_payload_packets: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub up_since: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once");
+    r.register(Box::new(c.clone())).expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone()))
-        .expect("metric registered once");
+    r.register(Box::new(g.clone())).expect("metric registered once");
     g
 }
 
@@ -54,24 +52,13 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         let poll_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "flagprobe_poll_duration_seconds",
-                "Time to read the kernel maps and process one poll.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
+            HistogramOpts::new("flagprobe_poll_duration_seconds", "Time to read the kernel maps and process one poll.")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .expect("valid metric");
-        r.register(Box::new(poll_duration.clone()))
-            .expect("metric registered once");
-        let up_since = IntGauge::new(
-            "flagprobe_start_time_seconds",
-            "Unix time the agent started.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(up_since.clone()))
-            .expect("metric registered once");
+        r.register(Box::new(poll_duration.clone())).expect("metric registered once");
+        let up_since = IntGauge::new("flagprobe_start_time_seconds", "Unix time the agent started.").expect("valid metric");
+        r.register(Box::new(up_since.clone())).expect("metric registered once");
         let m = Metrics {
             tcp_packets: counter(
                 &r,
@@ -79,48 +66,18 @@ impl Metrics {
                 "TCP packets by exact flags byte (Snort letters S F R P A U E C; 0 = none).",
                 &["iface", "hook", "flags"],
             ),
-            packets: counter(
-                &r,
-                "flagprobe_packets_total",
-                "Packets by protocol.",
-                &["iface", "hook", "protocol"],
-            ),
-            parse_errors: counter(
-                &r,
-                "flagprobe_parse_errors_total",
-                "Packets passed unparsed, by reason.",
-                &["iface", "reason"],
-            ),
-            flows: gauge(
-                &r,
-                "flagprobe_flows",
-                "Flow-table slots holding a flow seen within the idle timeout.",
-                &["iface"],
-            ),
-            flow_table_capacity: gauge(
-                &r,
-                "flagprobe_flow_table_capacity",
-                "Flow-table slots.",
-                &["iface"],
-            ),
-            flow_inserts: counter(
-                &r,
-                "flagprobe_flow_inserts_total",
-                "New flows given a slot.",
-                &["iface"],
-            ),
+            packets: counter(&r, "flagprobe_packets_total", "Packets by protocol.", &["iface", "hook", "protocol"]),
+            parse_errors: counter(&r, "flagprobe_parse_errors_total", "Packets passed unparsed, by reason.", &["iface", "reason"]),
+            flows: gauge(&r, "flagprobe_flows", "Flow-table slots holding a flow seen within the idle timeout.", &["iface"]),
+            flow_table_capacity: gauge(&r, "flagprobe_flow_table_capacity", "Flow-table slots.", &["iface"]),
+            flow_inserts: counter(&r, "flagprobe_flow_inserts_total", "New flows given a slot.", &["iface"]),
             flow_insert_failures: counter(
                 &r,
                 "flagprobe_flow_insert_failures_total",
                 "New flows not tracked: their slot held another live flow.",
                 &["iface"],
             ),
-            events: counter(
-                &r,
-                "flagprobe_events_total",
-                "Notable packets sent to the agent through the ring buffer.",
-                &["iface"],
-            ),
+            events: counter(&r, "flagprobe_events_total", "Notable packets sent to the agent through the ring buffer.", &["iface"]),
             events_suppressed: counter(
                 &r,
                 "flagprobe_events_suppressed_total",
@@ -133,77 +90,56 @@ impl Metrics {
                 "Notable packets lost: ring buffer full, or the agent's queue full.",
                 &["iface", "reason"],
             ),
-            events_received: counter(
+            events_received: counter(&r, "flagprobe_events_received_total", "Ring-buffer events the agent read.", &["iface"]),
+            alerts: counter(
                 &r,
-                "flagprobe_events_received_total",
-                "Ring-buffer events the agent read.",
-                &["iface"],
+                "flagprobe_alerts_total",
+                "Alert lines written (first alerts and their updates).",
+                &["detector", "severity"],
             ),
-            xdp_mode: gauge(
+            backscatter_packets: counter(
                 &r,
-                "flagprobe_xdp_mode",
-                "1 for the XDP mode in effect per interface.",
-                &["iface", "mode"],
+                "flagprobe_backscatter_packets_total",
+                "Backscatter packets: unsolicited SYN/ACKs and RSTs for connections we never opened.",
+                &["kind"],
             ),
-            build_info: gauge(
+            rst_payload_packets: counter(
                 &r,
-                "flagprobe_build_info",
-                "Always 1; labels say which build runs.",
-                &["version"],
+                "flagprobe_rst_payload_packets_total",
+                "RSTs carrying a reset-cause text, by matched signature (none: no match).",
+                &["signature"],
             ),
+            xdp_mode: gauge(&r, "flagprobe_xdp_mode", "1 for the XDP mode in effect per interface.", &["iface", "mode"]),
+            build_info: gauge(&r, "flagprobe_build_info", "Always 1; labels say which build runs.", &["version"]),
             poll_duration,
             up_since,
             registry: r,
         };
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for kind in ["syn-ack", "rst"] {
+            m.backscatter_packets.with_label_values(&[kind]);
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         m.up_since.set(now as i64);
         m
     }
 
     /// Add what the kernel counted between `before` and `now` (both summed over CPUs) for one hook.
-    pub fn add_hook_counters(
-        &self,
-        iface: &str,
-        hook: usize,
-        before: &HookCounters,
-        now: &HookCounters,
-    ) {
+    pub fn add_hook_counters(&self, iface: &str, hook: usize, before: &HookCounters, now: &HookCounters) {
         let hook_name = HOOK_NAMES[hook];
         for (f, (a, b)) in before.flags.iter().zip(now.flags.iter()).enumerate() {
             if b > a {
-                self.tcp_packets
-                    .with_label_values(&[iface, hook_name, flags::letters(f as u8).as_str()])
-                    .inc_by(b - a);
+                self.tcp_packets.with_label_values(&[iface, hook_name, flags::letters(f as u8).as_str()]).inc_by(b - a);
             }
         }
-        for (p, (a, b)) in before
-            .protocols
-            .iter()
-            .zip(now.protocols.iter())
-            .enumerate()
-        {
+        for (p, (a, b)) in before.protocols.iter().zip(now.protocols.iter()).enumerate() {
             if b > a {
-                self.packets
-                    .with_label_values(&[iface, hook_name, PROTO_NAMES[p]])
-                    .inc_by(b - a);
+                self.packets.with_label_values(&[iface, hook_name, PROTO_NAMES[p]]).inc_by(b - a);
             }
         }
-        for (r, (a, b)) in before
-            .parse_errors
-            .iter()
-            .zip(now.parse_errors.iter())
-            .enumerate()
-        {
+        for (r, (a, b)) in before.parse_errors.iter().zip(now.parse_errors.iter()).enumerate() {
             if b > a {
-                self.parse_errors
-                    .with_label_values(&[iface, PARSE_ERROR_NAMES[r]])
-                    .inc_by(b - a);
+                self.parse_errors.with_label_values(&[iface, PARSE_ERROR_NAMES[r]]).inc_by(b - a);
             }
         }
         let add = |c: &IntCounterVec, labels: &[&str], a: u64, b: u64| {
@@ -211,48 +147,20 @@ impl Metrics {
                 c.with_label_values(labels).inc_by(b - a);
             }
         };
-        add(
-            &self.flow_inserts,
-            &[iface],
-            before.flow_inserts,
-            now.flow_inserts,
-        );
-        add(
-            &self.flow_insert_failures,
-            &[iface],
-            before.flow_insert_failures,
-            now.flow_insert_failures,
-        );
+        add(&self.flow_inserts, &[iface], before.flow_inserts, now.flow_inserts);
+        add(&self.flow_insert_failures, &[iface], before.flow_insert_failures, now.flow_insert_failures);
         add(&self.events, &[iface], before.events, now.events);
-        add(
-            &self.events_suppressed,
-            &[iface],
-            before.events_suppressed,
-            now.events_suppressed,
-        );
-        add(
-            &self.events_dropped,
-            &[iface, "ringbuf_full"],
-            before.events_ringbuf_full,
-            now.events_ringbuf_full,
-        );
+        add(&self.events_suppressed, &[iface], before.events_suppressed, now.events_suppressed);
+        add(&self.events_dropped, &[iface, "ringbuf_full"], before.events_ringbuf_full, now.events_ringbuf_full);
     }
 
     /// Make the per-interface series exist from the start, at zero, so rates and alerts work before
     /// the first packet.
     pub fn init_iface(&self, iface: &str, capacity: u64, xdp_mode: &str) {
-        self.flow_table_capacity
-            .with_label_values(&[iface])
-            .set(capacity as i64);
+        self.flow_table_capacity.with_label_values(&[iface]).set(capacity as i64);
         self.flows.with_label_values(&[iface]).set(0);
         self.xdp_mode.with_label_values(&[iface, xdp_mode]).set(1);
-        for c in [
-            &self.flow_inserts,
-            &self.flow_insert_failures,
-            &self.events,
-            &self.events_suppressed,
-            &self.events_received,
-        ] {
+        for c in [&self.flow_inserts, &self.flow_insert_failures, &self.events, &self.events_suppressed, &self.events_received] {
             c.with_label_values(&[iface]);
         }
         for reason in ["ringbuf_full", "agent_queue_full"] {
@@ -260,12 +168,19 @@ impl Metrics {
         }
     }
 
+    /// Detector tallies: (metric, label, n) from `Detector::take_tallies`.
+    pub fn add_tally(&self, metric: &str, label: &str, n: u64) {
+        match metric {
+            crate::detect::TALLY_BACKSCATTER => self.backscatter_packets.with_label_values(&[label]).inc_by(n),
+            crate::detect::TALLY_RST_PAYLOAD => self.rst_payload_packets.with_label_values(&[label]).inc_by(n),
+            _ => tracing::debug!(metric, "unknown detector tally"),
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding never fails");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding never fails");
         String::from_utf8(buf).unwrap_or_default()
     }
 }

@@ -29,19 +29,12 @@ pub fn default_route_iface() -> io::Result<String> {
     if let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") {
         for l in text.lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() == 10
-                && f[0] == "00000000000000000000000000000000"
-                && f[1] == "00"
-                && f[9] != "lo"
-            {
+            if f.len() == 10 && f[0] == "00000000000000000000000000000000" && f[1] == "00" && f[9] != "lo" {
                 return Ok(f[9].to_string());
             }
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        "no default route; pass --iface",
-    ))
+    Err(io::Error::new(io::ErrorKind::NotFound, "no default route; pass --iface"))
 }
 
 /// Every address assigned to this host (loopback excluded), each as a host route.
@@ -82,10 +75,7 @@ pub fn local_addresses() -> io::Result<Vec<IpNet>> {
     }
     unsafe { libc::freeifaddrs(head) };
     if out.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "this host has no addresses; pass --home-net",
-        ));
+        return Err(io::Error::new(io::ErrorKind::NotFound, "this host has no addresses; pass --home-net"));
     }
     Ok(out)
 }

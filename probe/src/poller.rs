@@ -20,10 +20,7 @@ use crate::{
 pub enum PollError {
     /// Reading a map failed.
     #[error("reading {map}: {source}")]
-    Map {
-        map: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { map: &'static str, source: aya::maps::MapError },
     /// The object lacks a map.
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
@@ -50,10 +47,7 @@ pub struct IfacePoller {
 
 /// The kernel's coarse monotonic clock, which stamps flow first/last seen.
 pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -61,23 +55,12 @@ pub fn coarse_now_ns() -> u64 {
 
 /// The hook counters of a loaded probe, summed over CPUs.
 pub fn read_counters(probe: &Probe) -> Result<[HookCounters; HOOKS as usize], PollError> {
-    let map = probe
-        .ebpf
-        .map(HOOK_COUNTERS)
-        .ok_or(PollError::Missing(HOOK_COUNTERS))?;
+    let map = probe.ebpf.map(HOOK_COUNTERS).ok_or(PollError::Missing(HOOK_COUNTERS))?;
     let array: PerCpuArray<&MapData, HookCounters> =
-        PerCpuArray::try_from(map).map_err(|source| PollError::Map {
-            map: HOOK_COUNTERS,
-            source,
-        })?;
+        PerCpuArray::try_from(map).map_err(|source| PollError::Map { map: HOOK_COUNTERS, source })?;
     let mut out = [HookCounters::default(); HOOKS as usize];
     for (hook, total) in out.iter_mut().enumerate() {
-        let values = array
-            .get(&(hook as u32), 0)
-            .map_err(|source| PollError::Map {
-                map: HOOK_COUNTERS,
-                source,
-            })?;
+        let values = array.get(&(hook as u32), 0).map_err(|source| PollError::Map { map: HOOK_COUNTERS, source })?;
         for cpu in values.iter() {
             total.add(cpu);
         }
@@ -105,15 +88,8 @@ impl IfacePoller {
 
     /// Take the ring buffer for a reader thread.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, PollError> {
-        let map: Map = self
-            .probe
-            .ebpf
-            .take_map(EVENTS)
-            .ok_or(PollError::Missing(EVENTS))?;
-        RingBuf::try_from(map).map_err(|source| PollError::Map {
-            map: EVENTS,
-            source,
-        })
+        let map: Map = self.probe.ebpf.take_map(EVENTS).ok_or(PollError::Missing(EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| PollError::Map { map: EVENTS, source })
     }
 
     pub fn poll(&mut self, metrics: &Metrics) -> Result<PollOutput, PollError> {
@@ -122,20 +98,8 @@ impl IfacePoller {
             metrics.add_hook_counters(&self.iface, hook, before, now);
         }
         self.last = counters;
-        let scan = self.tracker.scan(
-            &self.table,
-            &self.iface,
-            coarse_now_ns(),
-            self.probe.options.flow_idle_ns,
-        );
-        metrics
-            .flows
-            .with_label_values(&[&self.iface])
-            .set(scan.live_flows as i64);
-        Ok(PollOutput {
-            counters,
-            deltas: scan.deltas,
-            live_flows: scan.live_flows,
-        })
+        let scan = self.tracker.scan(&self.table, &self.iface, coarse_now_ns(), self.probe.options.flow_idle_ns);
+        metrics.flows.with_label_values(&[&self.iface]).set(scan.live_flows as i64);
+        Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows })
     }
 }

@@ -8,24 +8,10 @@ use probe_common::{
 
 /// `S 12, SA 3, A 1.2k` — the `top` most frequent combinations.
 pub fn top_flags(c: &HookCounters, top: usize) -> String {
-    let mut v: Vec<(u64, u8)> = c
-        .flags
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(f, n)| (*n, f as u8))
-        .collect();
+    let mut v: Vec<(u64, u8)> = c.flags.iter().enumerate().filter(|(_, n)| **n > 0).map(|(f, n)| (*n, f as u8)).collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let parts: Vec<String> = v
-        .iter()
-        .take(top)
-        .map(|(n, f)| format!("{} {}", flags::letters(*f), human(*n)))
-        .collect();
-    if parts.is_empty() {
-        "-".to_string()
-    } else {
-        parts.join(", ")
-    }
+    let parts: Vec<String> = v.iter().take(top).map(|(n, f)| format!("{} {}", flags::letters(*f), human(*n))).collect();
+    if parts.is_empty() { "-".to_string() } else { parts.join(", ") }
 }
 
 fn human(n: u64) -> String {
@@ -39,27 +25,11 @@ fn human(n: u64) -> String {
 /// Share of TCP packets with RST set, in percent.
 fn rst_share(c: &HookCounters) -> f64 {
     let tcp = c.protocols[PROTO_TCP];
-    let rst: u64 = c
-        .flags
-        .iter()
-        .enumerate()
-        .filter(|(f, _)| *f as u8 & flags::RST != 0)
-        .map(|(_, n)| n)
-        .sum();
-    if tcp == 0 {
-        0.0
-    } else {
-        100.0 * rst as f64 / tcp as f64
-    }
+    let rst: u64 = c.flags.iter().enumerate().filter(|(f, _)| *f as u8 & flags::RST != 0).map(|(_, n)| n).sum();
+    if tcp == 0 { 0.0 } else { 100.0 * rst as f64 / tcp as f64 }
 }
 
-pub fn line(
-    iface: &str,
-    mode: &str,
-    c: &[HookCounters; 2],
-    live_flows: u64,
-    capacity: u32,
-) -> String {
+pub fn line(iface: &str, mode: &str, c: &[HookCounters; 2], live_flows: u64, capacity: u32) -> String {
     let (i, e) = (&c[HOOK_INGRESS as usize], &c[HOOK_EGRESS as usize]);
     format!(
         "{iface} [{mode}] in: {} tcp ({}; RST {:.1}%) | out: {} tcp ({}; RST {:.1}%) | flows {live_flows}/{capacity}, insert failures {} | events {} (suppressed {}, ring full {})",

@@ -51,10 +51,6 @@ impl BackscatterRst {
         let window = config.window_secs * 1_000_000_000;
         BackscatterRst { config, remotes: Windowed::new(window, 10_000), packets_seen: 0 }
     }
-
-    pub fn packets_seen(&self) -> u64 {
-        self.packets_seen
-    }
 }
 
 impl Detector for BackscatterRst {
@@ -114,6 +110,11 @@ impl Detector for BackscatterRst {
 
     fn expire(&mut self, now_ns: u64) {
         self.remotes.expire(now_ns);
+    }
+
+    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
+        let n = std::mem::take(&mut self.packets_seen);
+        if n == 0 { vec![] } else { vec![(super::TALLY_BACKSCATTER, "rst".into(), n)] }
     }
 }
 

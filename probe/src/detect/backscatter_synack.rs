@@ -53,11 +53,6 @@ impl BackscatterSynAck {
         let window = config.window_secs * 1_000_000_000;
         BackscatterSynAck { config, victims: Windowed::new(window, 10_000), packets_seen: 0 }
     }
-
-    /// SYN/ACKs counted so far (for `flagprobe_backscatter_packets_total{kind="syn-ack"}`).
-    pub fn packets_seen(&self) -> u64 {
-        self.packets_seen
-    }
 }
 
 impl Detector for BackscatterSynAck {
@@ -118,6 +113,11 @@ impl Detector for BackscatterSynAck {
 
     fn expire(&mut self, now_ns: u64) {
         self.victims.expire(now_ns);
+    }
+
+    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
+        let n = std::mem::take(&mut self.packets_seen);
+        if n == 0 { vec![] } else { vec![(super::TALLY_BACKSCATTER, "syn-ack".into(), n)] }
     }
 }
 
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(a.evidence["our_rst_answers"], 10);
         assert_eq!(a.evidence["local_ports_distinct"], 10);
         assert!(a.explanation.contains("not compromised"));
-        assert_eq!(d.packets_seen(), 10);
+        assert_eq!(d.take_tallies(), vec![(crate::detect::TALLY_BACKSCATTER, "syn-ack".to_string(), 10)]);
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl Detector for InvalidFlags {
                     continue;
                 }
                 let outbound = side == f.local;
-                let (addr, peer) = if outbound { (f.local_addr(), (f.remote_addr(), f.remote_port())) } else { (f.remote_addr(), (f.local_addr(), f.local_port())) };
+                let (addr, peer) = if outbound {
+                    (f.local_addr(), (f.remote_addr(), f.remote_port()))
+                } else {
+                    (f.remote_addr(), (f.local_addr(), f.local_port()))
+                };
                 let t = self.senders.touch(addr, now_ns, || Sender {
                     iface: f.iface.to_string(),
                     outbound,
@@ -120,7 +124,8 @@ fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
         .iter()
         .map(|&b| format!("{} (0x{b:02x}): {}", flags::letters(b), why(flags::invalid_kind(b).unwrap_or(InvalidKind::NoAck))))
         .collect();
-    let names: Vec<&str> = t.combos.iter().filter_map(|&b| flags::invalid_kind(b)).map(InvalidKind::name).collect::<BTreeSet<_>>().into_iter().collect();
+    let names: Vec<&str> =
+        t.combos.iter().filter_map(|&b| flags::invalid_kind(b)).map(InvalidKind::name).collect::<BTreeSet<_>>().into_iter().collect();
     let summary = format!(
         "{} {sender} sent {} TCP segments with flag combinations no correct stack sends ({})",
         if t.outbound { "Our host" } else { "Remote" },
@@ -189,7 +194,9 @@ mod tests {
         let mut s = Script::new();
         let mut d = InvalidFlags::new(Config::default());
         let (us, them) = (("10.0.0.2", 40000), ("192.0.2.1", 80));
-        for (from_us, f) in [(true, SYN), (false, SYN | ACK), (true, ACK), (true, PSH | ACK), (false, FIN | ACK), (true, RST | ACK), (true, URG | ACK)] {
+        for (from_us, f) in
+            [(true, SYN), (false, SYN | ACK), (true, ACK), (true, PSH | ACK), (false, FIN | ACK), (true, RST | ACK), (true, URG | ACK)]
+        {
             let ((src, sp), (dst, dp)) = if from_us { (us, them) } else { (them, us) };
             s.send(S, pkt(src, sp, dst, dp, f));
         }

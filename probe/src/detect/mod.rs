@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use probe_common::{
     event::PacketEvent,
-    flow::{FAMILY_V4, FlowEntry, FlowKey, SideStats, Side},
+    flow::{FAMILY_V4, FlowEntry, FlowKey, Side, SideStats},
 };
 use serde::Deserialize;
 
@@ -136,7 +136,16 @@ pub trait Detector: Send {
     }
     /// Forget state older than the detector's window (called every poll).
     fn expire(&mut self, _now_ns: u64) {}
+    /// Counts for detector-level metrics since the last call: (metric, label value, n).
+    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
+        Vec::new()
+    }
 }
+
+/// `flagprobe_backscatter_packets_total{kind}`.
+pub const TALLY_BACKSCATTER: &str = "backscatter_packets";
+/// `flagprobe_rst_payload_packets_total{signature}`.
+pub const TALLY_RST_PAYLOAD: &str = "rst_payload_packets";
 
 /// Thresholds and switches for every detector.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -195,6 +195,10 @@ impl Detector for RstPayload {
     fn expire(&mut self, now_ns: u64) {
         self.records.expire(now_ns);
     }
+
+    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
+        std::mem::take(&mut self.tallies).into_iter().map(|(name, n)| (super::TALLY_RST_PAYLOAD, name, n)).collect()
+    }
 }
 
 #[cfg(test)]

@@ -52,8 +52,12 @@ impl Probe {
     }
     fn meaning(self) -> &'static str {
         match self {
-            Probe::Syn => "half-open SYN probes: a SYN per port, never completing the handshake (Nmap -sS); open ports answer SYN/ACK, closed ones RST",
-            Probe::Fin => "FIN probes (Nmap -sF): a bare FIN that closed ports answer with RST and open ports ignore, meant to slip past simple filters",
+            Probe::Syn => {
+                "half-open SYN probes: a SYN per port, never completing the handshake (Nmap -sS); open ports answer SYN/ACK, closed ones RST"
+            }
+            Probe::Fin => {
+                "FIN probes (Nmap -sF): a bare FIN that closed ports answer with RST and open ports ignore, meant to slip past simple filters"
+            }
             Probe::Null => "NULL probes (Nmap -sN): segments with no flag set at all, which no TCP stack sends, to map ports past filters",
             Probe::Xmas => "XMAS probes (Nmap -sX): FIN+PSH+URG \"lit up like a Christmas tree\", to map ports past filters",
             Probe::Ack => "ACK probes (Nmap -sA): bare ACKs for connections that do not exist, to map which ports a firewall filters",
@@ -67,7 +71,8 @@ fn classify(f: &FlowView<'_>) -> Option<Probe> {
         return None;
     }
     let (r, _) = f.side(f.remote());
-    let only = |flags: u8| r.combos.iter().enumerate().all(|(w, bits)| *bits == if w == (flags >> 6) as usize { 1u64 << (flags & 63) } else { 0 });
+    let only =
+        |flags: u8| r.combos.iter().enumerate().all(|(w, bits)| *bits == if w == (flags >> 6) as usize { 1u64 << (flags & 63) } else { 0 });
     if r.syn > 0 && r.data == 0 && r.pure_ack == 0 && r.fin == 0 {
         Some(Probe::Syn)
     } else if only(FIN) {

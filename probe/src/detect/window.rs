@@ -44,7 +44,6 @@ impl<K: Hash + Eq + Clone, V> Windowed<K, V> {
         let window = self.window_ns;
         self.entries.retain(|_, (t, _)| now_ns.saturating_sub(*t) <= window);
     }
-
 }
 
 /// A set that stops growing at `cap` but keeps counting (distinct ports, hosts, ...).
