@@ -74,14 +74,18 @@ impl Engine {
 
     fn poll_all(&mut self, latest: &mut [Option<(String, u64)>]) {
         let timer = self.metrics.poll_duration.start_timer();
+        let offset = judge::monotonic_to_wall_offset();
+        let now = judge::wall_now_ns();
         for (i, p) in self.pollers.iter_mut().enumerate() {
             match p.poll(&self.metrics) {
                 Ok(out) => {
                     latest[i] = Some((summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()), out.live_flows));
+                    self.judge.flows(now, &out.deltas, offset);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
             }
         }
+        self.judge.tick(now);
         timer.observe_duration();
         self.health.mark_poll();
     }

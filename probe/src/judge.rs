@@ -67,6 +67,7 @@ impl Judge {
                 Some(FlowView { iface: &d.iface, now: &d.now, before: &d.before, local, clock_offset_ns })
             })
             .collect();
+        tracing::debug!(deltas = deltas.len(), ours = views.len(), "flows changed");
         let mut alerts = Vec::new();
         for d in &mut self.detectors {
             alerts.extend(d.observe_flows(now_ns, &views));

@@ -44,7 +44,7 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 }
 
 fn python_has_scapy() -> bool {
-    Command::new("python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success())
+    Command::new("/usr/bin/python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success())
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {

@@ -67,8 +67,9 @@ impl Detector for BackscatterRst {
             let (r, r0) = f.side(f.remote());
             let (l, _) = f.side(f.local);
             let new = r.rst - r0.rst;
-            // We took part in this connection: its resets are a normal ending, not backscatter.
-            if new == 0 || l.packets > 0 {
+            // We took part in this connection: its resets are a normal ending, not backscatter. And a
+            // sender of invalid combinations (SYN+RST, all flags) is crafting probes, not answering.
+            if new == 0 || l.packets > 0 || r.invalid > 0 {
                 continue;
             }
             self.packets_seen += new as u64;
@@ -179,6 +180,15 @@ mod tests {
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].verdict, alerts[0].packets, alerts[0].flows), ("backscatter", 10, 10));
         assert_eq!(alerts[0].evidence["rst_with_ack"], 10);
+    }
+
+    #[test]
+    fn crafted_probes_with_rst_set_are_not_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterRst::new(Config::default());
+        s.send(S, pkt("192.0.2.1", 1000, "10.0.0.2", 80, SYN | RST));
+        s.send(S, pkt("192.0.2.1", 1001, "10.0.0.2", 80, 0xff));
+        assert!(s.poll(&mut d, 2 * S).is_empty());
     }
 
     #[test]
