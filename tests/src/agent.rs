@@ -22,36 +22,36 @@ pub struct Agent {
     child: Option<Child>,
     pub stderr_path: PathBuf,
     pub stdout_path: PathBuf,
+    /// The `--alerts` JSON-lines file.
+    pub alerts_path: PathBuf,
 }
 
 impl Agent {
     /// Start `flagprobe run` in the lab's home namespace on its veth, home net = 10.77.0.2, with
     /// `extra` arguments; wait until /healthz answers.
     pub fn start(lab: &Lab, extra: &[&str]) -> Agent {
+        Self::start_with_home(lab, &format!("{HOME_IP}/32"), extra)
+    }
+
+    /// Like [`Agent::start`] with another home network (for captures of other hosts).
+    pub fn start_with_home(lab: &Lab, home_net: &str, extra: &[&str]) -> Agent {
         let dir = std::env::temp_dir();
         let stderr_path = dir.join(format!("{}-agent.err", lab.home));
         let stdout_path = dir.join(format!("{}-agent.out", lab.home));
+        let alerts_path = dir.join(format!("{}-alerts.jsonl", lab.home));
+        let _ = std::fs::remove_file(&alerts_path);
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.home])
             .arg(binary())
-            .args([
-                "run",
-                "--iface",
-                HOME_IF,
-                "--home-net",
-                &format!("{HOME_IP}/32"),
-                "--metrics-addr",
-                METRICS_ADDR,
-                "--poll-interval",
-                "200ms",
-            ])
+            .args(["run", "--iface", HOME_IF, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms", "--alert-format", "json"])
+            .args(["--alerts", &alerts_path.display().to_string(), "--home-net", home_net])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
-        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path };
+        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path, alerts_path };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
@@ -68,6 +68,15 @@ impl Agent {
     /// The agent's pid (`ip netns exec` execs it in place).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Every alert line written so far (stop the agent first to include the final updates).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.alerts_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is JSON ({e}): {l}")))
+            .collect()
     }
 
     pub fn stderr(&self) -> String {

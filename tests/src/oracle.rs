@@ -77,11 +77,28 @@ pub fn source_ip(frame: &[u8]) -> Option<IpAddr> {
 /// Send every frame of `pcap` on the wire, in order: the home address's frames out of the home
 /// interface, the rest in from the peer. Returns (in, out) frame counts.
 pub fn replay_on_wire(lab: &Lab, pcap: &Path, home_ip: IpAddr) -> (usize, usize) {
+    replay(lab, pcap, home_ip, false)
+}
+
+/// Like [`replay_on_wire`], keeping the capture's own gaps between frames (each capped at 3 s), for
+/// detectors that reason about time (two RSTs within 2 s, ...).
+pub fn replay_on_wire_timed(lab: &Lab, pcap: &Path, home_ip: IpAddr) -> (usize, usize) {
+    replay(lab, pcap, home_ip, true)
+}
+
+fn replay(lab: &Lab, pcap: &Path, home_ip: IpAddr, timed: bool) -> (usize, usize) {
     let home = packet_socket(&lab.home, HOME_IF);
     let peer = packet_socket(&lab.peer, PEER_IF);
     let (mut n_in, mut n_out) = (0, 0);
+    let mut last_ts = None;
     for frame in probe::capture::CaptureReader::open(pcap).expect("readable capture") {
         let frame = frame.expect("well-formed capture");
+        let gap = match last_ts {
+            Some(t) if timed => Duration::from_nanos(frame.ts_ns.saturating_sub(t)).min(Duration::from_secs(3)),
+            _ => Duration::from_millis(2),
+        };
+        last_ts = Some(frame.ts_ns);
+        std::thread::sleep(gap);
         if source_ip(&frame.data) == Some(home_ip) {
             send(&home, &frame.data);
             n_out += 1;
@@ -89,7 +106,6 @@ pub fn replay_on_wire(lab: &Lab, pcap: &Path, home_ip: IpAddr) -> (usize, usize)
             send(&peer, &frame.data);
             n_in += 1;
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
     (n_in, n_out)
 }
