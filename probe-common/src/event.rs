@@ -38,7 +38,9 @@ pub struct PacketEvent {
     pub tracked: u8,
     /// How many of `payload`'s bytes are valid.
     pub captured_len: u8,
-    pub _pad: [u8; 7],
+    /// The CPU that saw the packet: `flow_before` is that CPU's partition of the flow table only.
+    pub cpu: u16,
+    pub _pad: [u8; 5],
     pub payload: [u8; EVENT_PAYLOAD_MAX],
 }
 const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 + 8 + 8 + 8 + 64);

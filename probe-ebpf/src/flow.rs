@@ -35,10 +35,11 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     pkt.segment.hook = hook;
     let (key, side) = FlowKey::canonical(&pkt.endpoints);
 
-    let entry = flow_slot(counters, &key, now);
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let entry = flow_slot(counters, &key, now, cpu);
     let reasons = notable_reasons(entry.as_deref(), side, &pkt.segment);
     if reasons != 0 {
-        emit_event(src, counters, entry.as_deref(), pkt, reasons, frame_len);
+        emit_event(src, counters, entry.as_deref(), pkt, reasons, frame_len, cpu);
     }
     if let Some(entry) = entry {
         if entry.key.family == FAMILY_NONE {
@@ -52,9 +53,8 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
 /// starts it after judging the packet against an empty history), or `None` when another live
 /// flow holds it.
 #[inline(always)]
-fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64) -> Option<&'static mut FlowEntry> {
+fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
-    let cpu = unsafe { bpf_get_smp_processor_id() };
     let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
         counters.flow_insert_failures += 1;
@@ -82,6 +82,7 @@ fn emit_event<P: PayloadSource>(
     pkt: &TcpPacket,
     reasons: u8,
     frame_len: usize,
+    cpu: u32,
 ) {
     if !counters.take_event_token(pkt.segment.now_ns, config::event_rate()) {
         return;
@@ -121,7 +122,8 @@ fn emit_event<P: PayloadSource>(
         (*ev).flags = seg.flags;
         (*ev).ttl = seg.ttl;
         (*ev).reasons = reasons;
-        (*ev)._pad = [0; 7];
+        (*ev).cpu = cpu as u16;
+        (*ev)._pad = [0; 5];
         let in_frame = frame_len.saturating_sub(pkt.payload_offset);
         let mut want = seg.payload_len as usize;
         if want > in_frame {

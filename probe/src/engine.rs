@@ -42,10 +42,7 @@ impl Engine {
             // Wake at least every 100 ms so a shutdown is prompt.
             let wait = next_poll.min(Instant::now() + Duration::from_millis(100));
             match self.events.recv_deadline(wait) {
-                Ok(ev) => {
-                    let iface = self.pollers[ev.iface_index].iface.clone();
-                    self.judge.event(&iface, &ev.event, judge::monotonic_to_wall_offset());
-                }
+                Ok(ev) => self.judge_event(ev),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -65,11 +62,18 @@ impl Engine {
         }
         // Events already read, then a last look at the flows, then every pending alert update.
         while let Ok(ev) = self.events.try_recv() {
-            let iface = self.pollers[ev.iface_index].iface.clone();
-            self.judge.event(&iface, &ev.event, judge::monotonic_to_wall_offset());
+            self.judge_event(ev);
         }
         self.poll_all(&mut latest);
         self.judge.finish();
+    }
+
+    fn judge_event(&mut self, ev: IfaceEvent) {
+        let IfaceEvent { iface_index, mut event } = ev;
+        let poller = &self.pollers[iface_index];
+        poller.complete_history(&mut event);
+        let iface = poller.iface.clone();
+        self.judge.event(&iface, &event, judge::monotonic_to_wall_offset());
     }
 
     fn poll_all(&mut self, latest: &mut [Option<(String, u64)>]) {

@@ -8,7 +8,10 @@ use std::{
 };
 
 use aya::{Ebpf, maps::Map};
-use probe_common::{flow::FlowEntry, maps::FLOWS};
+use probe_common::{
+    flow::{FlowEntry, FlowKey},
+    maps::FLOWS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowTableError {
@@ -49,6 +52,17 @@ impl FlowTable {
 
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// Every partition's copy of `key`'s flow except `skip_cpu`'s, from the kernel's slot formula.
+    pub fn copies_of(&self, key: &FlowKey, slots_per_cpu: u32, skip_cpu: u32) -> Vec<FlowEntry> {
+        let cpus = self.slots as u32 / slots_per_cpu.max(1);
+        let offset = key.hash() as u32 & (slots_per_cpu - 1);
+        (0..cpus)
+            .filter(|&cpu| cpu != skip_cpu)
+            .map(|cpu| self.read((cpu * slots_per_cpu + offset) as usize))
+            .filter(|e| e.key.family != probe_common::flow::FAMILY_NONE && e.key == *key)
+            .collect()
     }
 
     /// When slot `i` last saw a packet (0: never) — one cache line, for the cheap "changed?" scan.

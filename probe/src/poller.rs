@@ -6,11 +6,13 @@ use std::sync::Arc;
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use probe_common::{
     counters::{HOOKS, HookCounters},
+    event::PacketEvent,
+    flow::FlowKey,
     maps::{EVENTS, HOOK_COUNTERS},
 };
 
 use crate::{
-    flows::{FlowDelta, FlowTracker},
+    flows::{FlowDelta, FlowTracker, merge},
     flowtable::{FlowTable, FlowTableError},
     loader::Probe,
     metrics::Metrics,
@@ -90,6 +92,15 @@ impl IfacePoller {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, PollError> {
         let map: Map = self.probe.ebpf.take_map(EVENTS).ok_or(PollError::Missing(EVENTS))?;
         RingBuf::try_from(map).map_err(|source| PollError::Map { map: EVENTS, source })
+    }
+
+    /// The flow's history before `ev`, over all CPUs: the event carries its own CPU's partition;
+    /// the other partitions (egress often runs on another CPU than ingress) are read in place.
+    pub fn complete_history(&self, ev: &mut PacketEvent) {
+        let (key, _) = FlowKey::canonical(&ev.endpoints());
+        for other in self.table.copies_of(&key, self.probe.geometry.slots_per_cpu, ev.cpu as u32) {
+            merge(&mut ev.flow_before, &other);
+        }
     }
 
     pub fn poll(&mut self, metrics: &Metrics) -> Result<PollOutput, PollError> {

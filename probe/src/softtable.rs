@@ -64,7 +64,8 @@ impl SoftTable {
                 reasons,
                 tracked: EVENT_TRACKED,
                 captured_len: 0,
-                _pad: [0; 7],
+                cpu: 0,
+                _pad: [0; 5],
                 payload: [0; EVENT_PAYLOAD_MAX],
             };
             let n = payload.len().min(EVENT_PAYLOAD_MAX).min(seg.payload_len as usize);

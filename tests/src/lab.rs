@@ -30,13 +30,18 @@ pub fn sh(script: &str) -> Output {
 pub struct Lab {
     pub home: String,
     pub peer: String,
+    /// A third party behind the peer (see [`Lab::add_third_party`]).
+    pub third: Option<String>,
 }
+
+/// The third party's own address; it forges others'.
+pub const THIRD_IP: &str = "10.78.0.2";
 
 impl Lab {
     /// A fresh lab with unique namespace names; offloads off so every packet is one wire segment.
     pub fn new() -> Lab {
         let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}") };
+        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}"), third: None };
         let (h, p) = (&lab.home, &lab.peer);
         sh(&format!(
             "set -e
@@ -51,11 +56,30 @@ impl Lab {
             ip -n {p} addr add 198.51.100.1/24 dev {PEER_IF}
             ip -n {p} addr add 203.0.113.1/24 dev {PEER_IF}
             ip -n {h} link set {HOME_IF} up; ip -n {p} link set {PEER_IF} up
-            ip -n {h} route add 198.51.100.0/24 via {PEER_IP}; ip -n {h} route add 203.0.113.0/24 via {PEER_IP}
+            ip -n {h} route add default via {PEER_IP}
             ip netns exec {h} ethtool -K {HOME_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
             ip netns exec {p} ethtool -K {PEER_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true"
         ));
         lab
+    }
+
+    /// A third namespace behind the peer, which routes for it and lets it forge the peer's own
+    /// address (accept_local, no reverse-path filter): an on-path injector's view of the home host.
+    pub fn add_third_party(&mut self) -> String {
+        let t = self.home.replacen("fph-", "fpt-", 1);
+        let p = &self.peer;
+        sh(&format!(
+            "set -e
+            ip netns add {t}
+            ip link add fp-third netns {t} type veth peer name fp-tp netns {p}
+            ip -n {t} link set lo up; ip -n {t} link set fp-third up; ip -n {p} link set fp-tp up
+            ip -n {t} addr add {THIRD_IP}/24 dev fp-third; ip -n {p} addr add 10.78.0.1/24 dev fp-tp
+            ip -n {t} route add default via 10.78.0.1
+            ip netns exec {p} sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+              net.ipv4.conf.all.accept_local=1 net.ipv4.conf.fp-tp.accept_local=1 net.ipv4.conf.fp-tp.rp_filter=0"
+        ));
+        self.third = Some(t.clone());
+        t
     }
 
     /// Run `script` with `sh -c` inside namespace `ns`.
@@ -79,6 +103,9 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(t) = &self.third {
+            let _ = Command::new("ip").args(["netns", "del", t]).status();
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.home]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.peer]).status();
     }

@@ -78,7 +78,8 @@ fn tcpdump(lab: &Lab) -> Capture {
 
 impl Capture {
     fn finish(mut self) -> std::path::PathBuf {
-        std::thread::sleep(Duration::from_millis(300));
+        // Let the connection's last ACKs land first (the suite runs many labs at once).
+        std::thread::sleep(Duration::from_millis(1500));
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         self.path
