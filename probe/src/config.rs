@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces, count, and serve metrics until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Replay captures through the same flow logic and detectors (offline, or --kernel).
+    Replay(crate::replay::ReplayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -238,6 +240,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => a,
+            Command::Replay(_) => unreachable!("run was parsed"),
         }
     }
 

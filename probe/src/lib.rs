@@ -16,6 +16,7 @@
 //! - [`alert`]: alerts, their renderings, dedup and sinks.
 //! - [`judge`]: flows and events → detectors → dedup → sinks (live and replay).
 //! - [`softtable`]: the kernel's per-packet logic over a hash map (replay, tests).
+//! - [`replay`]: `flagprobe replay`, captures through the same logic and detectors.
 //! - [`summary`]: the live terminal line.
 //!
 //! [`run`] is the whole agent with an injected shutdown future, so tests and `main` share it.
@@ -34,6 +35,7 @@ pub mod loader;
 pub mod metrics;
 pub mod netinfo;
 pub mod poller;
+pub mod replay;
 pub mod softtable;
 pub mod summary;
 

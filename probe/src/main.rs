@@ -12,6 +12,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Replay(args) => match probe::replay::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flagprobe: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             let config = match args.into_config() {
                 Ok(c) => c,

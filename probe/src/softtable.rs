@@ -98,10 +98,15 @@ impl SoftTable {
         self.flows.values()
     }
 
-    /// Forget flows idle since before `cutoff_ns` (bounded memory on long captures).
-    pub fn expire(&mut self, cutoff_ns: u64) {
-        self.flows.retain(|_, e| e.last_ns >= cutoff_ns);
-        self.at_last_take.retain(|k, _| self.flows.contains_key(k));
+    /// Forget flows idle since before `cutoff_ns` and return them (bounded memory on long captures).
+    pub fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry> {
+        let gone: Vec<FlowKey> = self.flows.iter().filter(|(_, e)| e.last_ns < cutoff_ns).map(|(k, _)| *k).collect();
+        let out = gone.iter().filter_map(|k| self.flows.remove(k)).collect();
+        for k in &gone {
+            self.at_last_take.remove(k);
+            self.changed.remove(k);
+        }
+        out
     }
 
     pub fn len(&self) -> usize {

@@ -69,8 +69,9 @@ impl Detector for BackscatterSynAck {
             let (r, r0) = f.side(f.remote());
             let (l, l0) = f.side(f.local);
             let new = r.syn_ack - r0.syn_ack;
-            // Solicited: we sent a SYN on this connection.
-            if new == 0 || l.syn > 0 {
+            let new_rsts = l.rst - l0.rst;
+            // Solicited: we sent a SYN on this connection. Our RST may land a poll after its SYN/ACK.
+            if r.syn_ack == 0 || l.syn > 0 || (new == 0 && new_rsts == 0) {
                 continue;
             }
             self.packets_seen += new as u64;
@@ -91,7 +92,7 @@ impl Detector for BackscatterSynAck {
             v.last_ns = v.last_ns.max(f.last_seen());
             v.packets += new as u64;
             v.flows += u64::from(r0.syn_ack == 0);
-            v.our_rsts += (l.rst - l0.rst) as u64;
+            v.our_rsts += new_rsts as u64;
             v.local_ports.insert(f.local_port());
             v.local_addrs.insert(f.local_addr());
             v.victim_ports.insert(f.remote_port());
@@ -191,6 +192,17 @@ mod tests {
         assert_eq!(a.evidence["local_ports_distinct"], 10);
         assert!(a.explanation.contains("not compromised"));
         assert_eq!(d.take_tallies(), vec![(crate::detect::TALLY_BACKSCATTER, "syn-ack".to_string(), 10)]);
+    }
+
+    #[test]
+    fn our_rst_in_the_next_poll_still_counts_as_our_answer() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        s.send(S, pkt("198.51.100.7", 443, "10.0.0.2", 30000, SYN | ACK));
+        assert_eq!(s.poll(&mut d, S + 1)[0].evidence["our_rst_answers"], 0);
+        s.send(S + 2, pkt("10.0.0.2", 30000, "198.51.100.7", 443, RST));
+        let a = s.poll(&mut d, S + 3);
+        assert_eq!((a[0].packets, a[0].flows, a[0].evidence["our_rst_answers"].as_u64()), (1, 1, Some(1)));
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! `flagprobe replay`: captures through the same flow logic and detectors as `flagprobe run`, with
+//! packet timestamps as the clock, so a capture gets the alerts the live traffic would have got.
+//! `--kernel` sends every frame through the real programs instead (BPF_PROG_TEST_RUN) and reads
+//! the maps with the live poller — one switch that shows kernel and userspace agree.
+
+mod backend;
+pub mod decode;
+pub mod report;
+
+use std::{
+    collections::HashMap,
+    io::{BufWriter, IsTerminal, Write},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::{Args, ValueEnum};
+use ipnet::IpNet;
+
+use self::{
+    backend::{Backend, KernelBackend, SoftBackend},
+    decode::Decoded,
+    report::Report,
+};
+use crate::{
+    alert::{AlertSinks, TerminalFormat},
+    capture::{CaptureError, CaptureReader},
+    config::parse_net,
+    detect::{DetectorsConfig, HomeNets, addr},
+    judge::Judge,
+    metrics::Metrics,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ReplayArgs {
+    /// pcap or pcapng files (gzip-compressed too), replayed in order as one stream.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// A network of ours (repeatable). Default: the busiest address of the first packets, said aloud.
+    #[arg(long = "home-net")]
+    pub home_nets: Vec<String>,
+    /// Where alerts go: `-` for stdout (in --format), or a file for JSON lines.
+    #[arg(long, default_value = "-")]
+    pub alerts: String,
+    /// How stdout shows alerts and the summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write the final metrics in Prometheus text format here.
+    #[arg(long)]
+    pub metrics_out: Option<PathBuf>,
+    /// Write one JSON line per flow, with its per-side counts, here.
+    #[arg(long)]
+    pub flows_out: Option<PathBuf>,
+    /// Run every frame through the real kernel programs (root).
+    #[arg(long)]
+    pub kernel: bool,
+    /// The eBPF object for --kernel instead of the built-in one.
+    #[arg(long)]
+    pub ebpf_object: Option<PathBuf>,
+    /// A flow quiet this long (capture time) is reported and forgotten.
+    #[arg(long, default_value = "120s")]
+    pub flow_idle: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A flag's value is wrong.
+    #[error("invalid {field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    /// An output file could not be written.
+    #[error("{path}: {source}")]
+    Output { path: String, source: std::io::Error },
+    /// --kernel could not load the programs.
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+    /// A capture could not be read to its end; what was read before was reported.
+    #[error("{0}")]
+    Capture(String),
+}
+
+/// Polls of the flow table happen every second of capture time, as live.
+const POLL_NS: u64 = 1_000_000_000;
+/// How many frames the home guess looks at.
+const HOME_GUESS_FRAMES: usize = 10_000;
+
+/// The busiest address among the first TCP packets, and why.
+fn guess_home(files: &[PathBuf]) -> Option<(IpAddr, String)> {
+    let mut counts: HashMap<IpAddr, (u64, usize)> = HashMap::new();
+    let mut tcp = 0u64;
+    let mut seen = 0;
+    'files: for f in files {
+        let Ok(reader) = CaptureReader::open(f) else { continue };
+        for frame in reader {
+            let Ok(frame) = frame else { break };
+            seen += 1;
+            if seen > HOME_GUESS_FRAMES {
+                break 'files;
+            }
+            if let Ok(Decoded::Tcp { endpoints: e, .. }) = decode::decode(frame.link_type, &frame.data) {
+                tcp += 1;
+                for a in [addr(e.src, e.family), addr(e.dst, e.family)] {
+                    let order = counts.len();
+                    counts.entry(a).or_insert((0, order)).0 += 1;
+                }
+            }
+        }
+    }
+    let (ip, (n, _)) = counts.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))?;
+    Some((ip, format!("no --home-net given: treating {ip} as ours, the busiest address (in {n} of the first {tcp} TCP packets)")))
+}
+
+fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {
+    std::fs::File::create(path).map(BufWriter::new).map_err(|source| ReplayError::Output { path: path.display().to_string(), source })
+}
+
+/// Replay; returns Err only after the report for everything read has been written.
+pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
+    let idle = crate::config::parse_duration(&args.flow_idle).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
+    let mut home_nets: Vec<IpNet> = Vec::new();
+    for h in &args.home_nets {
+        home_nets.push(parse_net(h).map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?);
+    }
+    if home_nets.is_empty() {
+        match guess_home(&args.files) {
+            Some((ip, why)) => {
+                eprintln!("flagprobe: {why}");
+                home_nets.push(IpNet::from(ip));
+            }
+            None => eprintln!("flagprobe: no --home-net given and no TCP packet to guess from: nothing counts as ours"),
+        }
+    }
+    let home_text = home_nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+    let home = HomeNets(home_nets);
+
+    let (terminal, alerts_file) = match args.alerts.as_str() {
+        "-" => (if args.format == Format::Json { TerminalFormat::Json } else { TerminalFormat::Text }, None),
+        path => (TerminalFormat::Off, Some(PathBuf::from(path))),
+    };
+    let sinks = Arc::new(
+        AlertSinks::new(terminal, alerts_file.as_deref()).map_err(|source| ReplayError::Output { path: args.alerts.clone(), source })?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    // Replay dedups within its own clock: one line per key per minute of capture time.
+    let mut judge = Judge::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
+    let mut backend: Box<dyn Backend> = if args.kernel {
+        let object = crate::loader::object_bytes(args.ebpf_object.as_deref())?;
+        Box::new(KernelBackend::new(&object)?)
+    } else {
+        Box::new(SoftBackend::default())
+    };
+    let mut flows_out = match &args.flows_out {
+        Some(p) => Some(create(p)?),
+        None => None,
+    };
+
+    let iface: Arc<str> = Arc::from("replay");
+    let mut report = Report::default();
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut next_poll: Option<u64> = None;
+    let mut last_ts = 0u64;
+    let mut failure: Option<String> = None;
+    for file in &args.files {
+        let name = file.display().to_string();
+        let reader = match CaptureReader::open(file) {
+            Ok(r) => r,
+            Err(e) => {
+                report.files.push((name, Some(e.to_string())));
+                failure.get_or_insert(e.to_string());
+                continue;
+            }
+        };
+        let mut error = None;
+        for frame in reader {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            report.frames += 1;
+            last_ts = last_ts.max(frame.ts_ns);
+            let hook = match decode::decode(frame.link_type, &frame.data) {
+                Ok(Decoded::Tcp { endpoints: e, .. }) => u8::from(home.contains(addr(e.src, e.family))),
+                Ok(_) => 0,
+                Err(unsupported) => {
+                    error = Some(CaptureError::Corrupt { path: name.clone(), offset: 0, problem: unsupported.to_string() });
+                    break;
+                }
+            };
+            let events = match backend.feed(&frame, hook) {
+                Ok(ev) => ev,
+                Err(unsupported) => {
+                    error = Some(CaptureError::Corrupt { path: name.clone(), offset: 0, problem: unsupported.to_string() });
+                    break;
+                }
+            };
+            let offset = backend.clock_offset();
+            for ev in &events {
+                judge.event(&iface, ev, offset);
+            }
+            let due = next_poll.get_or_insert(frame.ts_ns + POLL_NS);
+            if frame.ts_ns >= *due {
+                *due = frame.ts_ns + POLL_NS;
+                poll(&mut *backend, &mut judge, &iface, frame.ts_ns);
+                for e in backend.expire(frame.ts_ns.saturating_sub(idle.as_nanos() as u64)) {
+                    report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write), backend.clock_offset());
+                }
+            }
+            if progress && last_progress.elapsed() > Duration::from_millis(250) {
+                last_progress = Instant::now();
+                eprint!("\r{name}: {} frames", report.frames);
+            }
+        }
+        if progress {
+            eprint!("\r\x1b[K");
+        }
+        let text = error.as_ref().map(|e| e.to_string());
+        if let Some(t) = &text {
+            failure.get_or_insert(t.clone());
+        }
+        report.files.push((name, text));
+    }
+    poll(&mut *backend, &mut judge, &iface, last_ts);
+    judge.finish();
+    let offset = backend.clock_offset();
+    for e in backend.flows() {
+        report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write), offset);
+    }
+    if let (Some(w), Some(p)) = (flows_out.as_mut(), &args.flows_out) {
+        w.flush().map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
+    }
+    let counters = backend.counters();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(p) = &args.metrics_out {
+        let zero = Default::default();
+        for (hook, c) in counters.iter().enumerate() {
+            metrics.add_hook_counters(&iface, hook, &zero, c);
+        }
+        std::fs::write(p, metrics.render()).map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = match args.format {
+        Format::Json => writeln!(out, "{}", report.to_json(&counters, &judge.written, &home_text, seconds)),
+        Format::Text => write!(out, "{}", report.to_text(&counters, &judge.written, &home_text, seconds)),
+    };
+    let _ = out.flush();
+    match failure {
+        Some(f) => Err(ReplayError::Capture(f)),
+        None => Ok(()),
+    }
+}
+
+fn poll(backend: &mut dyn Backend, judge: &mut Judge, iface: &Arc<str>, now_ns: u64) {
+    let deltas = backend.take_deltas(iface);
+    judge.flows(now_ns, &deltas, backend.clock_offset());
+    judge.tick(now_ns);
+}
