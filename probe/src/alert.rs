@@ -230,24 +230,37 @@ pub enum TerminalFormat {
 
 /// Where alerts go: stdout, an appended JSON-lines file, and the recent list for `/alerts`.
 pub struct AlertSinks {
-    terminal: TerminalFormat,
-    file: Option<Mutex<std::fs::File>>,
+    outputs: Mutex<Outputs>,
     recent: Mutex<VecDeque<Alert>>,
     recent_max: usize,
+}
+
+struct Outputs {
+    terminal: TerminalFormat,
+    file: Option<std::fs::File>,
+}
+
+fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(p)
 }
 
 impl AlertSinks {
     /// `file` is opened for appending (created if missing, never truncated).
     pub fn new(terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<Self> {
-        let file = match file {
-            Some(p) => Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?)),
-            None => None,
-        };
-        Ok(AlertSinks { terminal, file, recent: Mutex::new(VecDeque::new()), recent_max: 1000 })
+        let file = file.map(open_append).transpose()?;
+        Ok(AlertSinks { outputs: Mutex::new(Outputs { terminal, file }), recent: Mutex::new(VecDeque::new()), recent_max: 1000 })
+    }
+
+    /// Switch outputs (a reload): the new file is opened first, so a failure changes nothing.
+    pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<()> {
+        let file = file.map(open_append).transpose()?;
+        *self.outputs.lock().unwrap_or_else(|e| e.into_inner()) = Outputs { terminal, file };
+        Ok(())
     }
 
     pub fn emit(&self, alert: &Alert) {
-        match self.terminal {
+        let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        match outputs.terminal {
             TerminalFormat::Text => {
                 let _ = std::io::stdout().lock().write_all(alert.to_text().as_bytes());
             }
@@ -258,8 +271,7 @@ impl AlertSinks {
             }
             TerminalFormat::Off => {}
         }
-        if let Some(f) = &self.file {
-            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = outputs.file.as_mut() {
             if let Err(e) = writeln!(f, "{}", alert.to_json_line()) {
                 tracing::warn!(error = %e, "writing the alerts file");
             }

@@ -42,6 +42,12 @@ pub struct CaptureReader {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 impl CaptureReader {
+    /// Read a capture from memory or any reader; `name` stands for the file in errors.
+    pub fn from_reader(name: &str, source: Box<dyn Read + Send>) -> Result<Self, CaptureError> {
+        let inner = pcap_parser::create_reader(1 << 20, source).map_err(|_| CaptureError::NotACapture { path: name.to_string() })?;
+        Ok(CaptureReader { path: name.to_string(), inner, interfaces: Vec::new(), done: false })
+    }
+
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let name = path.display().to_string();
         let open_err = |source| CaptureError::Open { path: name.clone(), source };

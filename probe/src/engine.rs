@@ -12,6 +12,8 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::{
+    alert::AlertSinks,
+    config::Config,
     events::IfaceEvent,
     http::Health,
     judge::{self, Judge},
@@ -28,6 +30,11 @@ pub struct Engine {
     pub poll_interval: Duration,
     pub summary_interval: Option<Duration>,
     pub judge: Judge,
+    pub sinks: Arc<AlertSinks>,
+    /// The configuration in effect; a reload re-reads its file under its command line.
+    pub config: Config,
+    /// One message per SIGHUP.
+    pub reload: Receiver<()>,
 }
 
 impl Engine {
@@ -45,6 +52,9 @@ impl Engine {
                 Ok(ev) => self.judge_event(ev),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+            }
+            if self.reload.try_recv().is_ok() {
+                self.reload_config();
             }
             if Instant::now() >= next_poll {
                 self.poll_all(&mut latest);
@@ -66,6 +76,40 @@ impl Engine {
         }
         self.poll_all(&mut latest);
         self.judge.finish();
+    }
+
+    /// Re-read the config file under the original command line; apply it only if it validates.
+    fn reload_config(&mut self) {
+        let outcome = self.config.cli.clone().into_config().and_then(|new| {
+            self.sinks
+                .reconfigure(new.alert_format.resolve(), new.alerts_path.as_deref())
+                .map_err(|e| crate::config::invalid("alerts", e.to_string()))?;
+            Ok(new)
+        });
+        match outcome {
+            Ok(new) => {
+                let changed = crate::reload::changed(&self.config, &new);
+                let restart = crate::reload::needs_restart(&self.config, &new);
+                self.judge.reconfigure(&new.detectors, new.alert_window);
+                tracing::info!(?changed, "configuration reloaded from {:?}", new.source);
+                if !restart.is_empty() {
+                    tracing::warn!(settings = ?restart, "changed in the file but only applied at the next restart");
+                }
+                // Keep what needs a restart as it runs now, so later reloads compare against reality.
+                let mut applied = self.config.clone();
+                applied.detectors = new.detectors;
+                applied.alert_window = new.alert_window;
+                applied.alerts_path = new.alerts_path;
+                applied.alert_format = new.alert_format;
+                applied.source = new.source;
+                self.config = applied;
+                self.metrics.config_reloads.with_label_values(&["success"]).inc();
+            }
+            Err(e) => {
+                tracing::error!("reload failed, keeping the last good configuration: {e}");
+                self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+            }
+        }
     }
 
     fn judge_event(&mut self, ev: IfaceEvent) {

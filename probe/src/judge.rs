@@ -35,6 +35,13 @@ impl Judge {
         Judge { detectors: detect::all(config), home, dedup: Deduper::new(window), sinks, metrics, written: vec![], keep_written: false }
     }
 
+    /// New detector settings (a reload): detectors start afresh; pending alert updates are written first.
+    pub fn reconfigure(&mut self, config: &DetectorsConfig, window: std::time::Duration) {
+        self.finish();
+        self.detectors = detect::all(config);
+        self.dedup = Deduper::new(window);
+    }
+
     /// Keep a copy of every alert written (replay reports them at the end).
     pub fn keep_written(mut self) -> Self {
         self.keep_written = true;

@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`capture`]: pcap/pcapng (gzip too) as a stream of frames.
-//! - [`config`]: command line → one validated [`config::Config`]; errors name the field.
+//! - [`config`]: command line + config file → one validated [`config::Config`]; errors name the field.
+//! - [`config_file`]: the TOML file: its keys, loading, and the `check-config` rendering.
+//! - [`reload`]: what SIGHUP may change in place and what needs a restart.
 //! - [`netinfo`]: the host's default-route interface and own addresses (the defaults).
 //! - [`loader`]: load the object with this run's sizes, attach XDP + TC, detach on drop.
 //! - [`flowtable`]: the kernel's flow table mapped into memory, read in place.
@@ -24,6 +26,7 @@
 pub mod alert;
 pub mod capture;
 pub mod config;
+pub mod config_file;
 pub mod detect;
 pub mod engine;
 pub mod events;
@@ -35,6 +38,7 @@ pub mod loader;
 pub mod metrics;
 pub mod netinfo;
 pub mod poller;
+pub mod reload;
 pub mod replay;
 pub mod softtable;
 pub mod summary;
@@ -74,7 +78,8 @@ pub enum RunError {
 }
 
 /// Run the agent until `shutdown` resolves; then detach everything and return.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+/// `reload` delivers one message per SIGHUP.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: crossbeam_channel::Receiver<()>) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let object = loader::object_bytes(config.ebpf_object.as_deref())?;
     let options = LoadOptions {
@@ -107,7 +112,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let health = Arc::new(Health { last_poll_unix_ms: AtomicU64::new(0), poll_interval: config.poll_interval });
     let sinks = Arc::new(
-        alert::AlertSinks::new(config.alert_format, config.alerts_path.as_deref())
+        alert::AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
             .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
     );
     let judge = judge::Judge::new(
@@ -125,6 +130,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         poll_interval: config.poll_interval,
         summary_interval: config.summary_interval,
         judge,
+        sinks: sinks.clone(),
+        config: config.clone(),
+        reload,
     };
     let engine_stop = stop.clone();
     let engine = std::thread::Builder::new().name("engine".into()).spawn(move || engine.run(&engine_stop)).map_err(RunError::Thread)?;

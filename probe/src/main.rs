@@ -12,6 +12,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::CheckConfig { path } => {
+            let path = path.unwrap_or_else(|| probe::config::DEFAULT_CONFIG_PATH.into());
+            let args = probe::config::RunArgs { config: Some(path.clone()), ..Default::default() };
+            match args.into_config() {
+                Ok(c) => {
+                    println!(
+                        "# {}: valid. Effective configuration (defaults filled in):\n{}",
+                        path.display(),
+                        probe::config_file::render(&c)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flagprobe: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Replay(args) => match probe::replay::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -34,7 +52,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(probe::run(config, shutdown_signal())) {
+            let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+            runtime.spawn(forward_sighup(reload_tx));
+            match runtime.block_on(probe::run(config, shutdown_signal(), reload_rx)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flagprobe: {e}");
@@ -52,5 +72,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Each SIGHUP becomes a reload request for the engine.
+async fn forward_sighup(tx: crossbeam_channel::Sender<()>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        if tx.send(()).is_err() {
+            return;
+        }
     }
 }

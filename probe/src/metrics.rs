@@ -24,6 +24,7 @@ pub struct Metrics {
     pub poll_duration: Histogram,
     pub xdp_mode: IntGaugeVec,
     pub alerts: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
     pub rst_payload_packets: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -91,6 +92,7 @@ impl Metrics {
                 &["iface", "reason"],
             ),
             events_received: counter(&r, "flagprobe_events_received_total", "Ring-buffer events the agent read.", &["iface"]),
+            config_reloads: counter(&r, "flagprobe_config_reloads_total", "SIGHUP reloads by result (success, failure).", &["result"]),
             alerts: counter(
                 &r,
                 "flagprobe_alerts_total",
@@ -116,6 +118,9 @@ impl Metrics {
             registry: r,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for result in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
         for kind in ["syn-ack", "rst"] {
             m.backscatter_packets.with_label_values(&[kind]);
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -35,6 +36,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the capture → decode → flow → detector path with cargo-fuzz for a while.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Measure the kernel program's per-packet cost against an empty XDP program; writes BENCHMARKS.md.
     Bench {
         /// BPF_PROG_TEST_RUN repeat count per measurement.
@@ -54,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { args } => test::run(&args),
         Cmd::Bench { repeat, rounds } => bench::run(repeat, rounds),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
     }
 }

@@ -22,7 +22,7 @@ use probe_common::{
     event::PacketEvent,
     flow::{FAMILY_V4, FlowEntry, FlowKey, Side, SideStats},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
 
@@ -148,8 +148,8 @@ pub const TALLY_BACKSCATTER: &str = "backscatter_packets";
 pub const TALLY_RST_PAYLOAD: &str = "rst_payload_packets";
 
 /// Thresholds and switches for every detector.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorsConfig {
     pub backscatter_synack: backscatter_synack::Config,
     pub backscatter_rst: backscatter_rst::Config,
@@ -159,6 +159,50 @@ pub struct DetectorsConfig {
     pub scan: scan::Config,
     pub invalid_flags: invalid_flags::Config,
     pub syn_flood: syn_flood::Config,
+}
+
+impl DetectorsConfig {
+    /// What serde cannot check: values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        use crate::config::invalid;
+        for (i, s) in self.rst_payload.signatures.iter().enumerate() {
+            if s.pattern.is_empty() {
+                return Err(invalid(format!("detectors.rst-payload.signatures[{i}].pattern"), "must not be empty"));
+            }
+            if s.name.is_empty() || s.name.len() > 64 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(
+                    format!("detectors.rst-payload.signatures[{i}].name"),
+                    "use 1-64 letters, digits, - or _ (it becomes a metric label)",
+                ));
+            }
+        }
+        let windows = [
+            ("backscatter-synack.window-secs", self.backscatter_synack.window_secs),
+            ("backscatter-rst.window-secs", self.backscatter_rst.window_secs),
+            ("rst-payload.window-secs", self.rst_payload.window_secs),
+            ("rst-storm.window-secs", self.rst_storm.window_secs),
+            ("scan.window-secs", self.scan.window_secs),
+            ("invalid-flags.window-secs", self.invalid_flags.window_secs),
+            ("syn-flood.window-secs", self.syn_flood.window_secs),
+        ];
+        for (name, secs) in windows {
+            if secs == 0 || secs > 86_400 {
+                return Err(invalid(format!("detectors.{name}"), "must be between 1 and 86400 seconds"));
+            }
+        }
+        for (name, v) in [
+            ("rst-storm.min-ports", self.rst_storm.min_ports),
+            ("rst-storm.min-remotes", self.rst_storm.min_remotes),
+            ("scan.min-ports", self.scan.min_ports),
+            ("scan.min-hosts", self.scan.min_hosts),
+            ("syn-flood.min-half-open", self.syn_flood.min_half_open),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("detectors.{name}"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The detectors, in a stable order.

@@ -13,14 +13,14 @@ use probe_common::{
     flags::{ACK, RST},
     flow::{NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Detector, EventView};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
     /// Two RSTs this close (ms) must carry (nearly) the same sequence number.

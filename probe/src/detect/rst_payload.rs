@@ -5,14 +5,14 @@
 use std::net::IpAddr;
 
 use probe_common::flow::NOTABLE_RST_PAYLOAD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Detector, EventView, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Signature {
     /// Short name, also the `signature` label of `flagprobe_rst_payload_packets_total`.
     pub name: String,
@@ -23,8 +23,8 @@ pub struct Signature {
     pub explanation: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
     /// Use the built-in signatures (before the configured ones).

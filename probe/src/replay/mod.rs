@@ -261,6 +261,38 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     }
 }
 
+/// The whole userspace path — capture parsing, header decoding, the flow logic and every detector —
+/// over bytes in memory, with no output. For fuzzing: it must never panic, whatever the bytes.
+/// Returns the frames read.
+pub fn exercise(bytes: &[u8]) -> u64 {
+    let Ok(reader) = CaptureReader::from_reader("input", Box::new(std::io::Cursor::new(bytes.to_vec()))) else { return 0 };
+    let home = HomeNets(vec!["10.0.0.0/8".parse().expect("valid net")]);
+    let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
+    let mut judge = Judge::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
+    let mut backend = SoftBackend::default();
+    let iface: Arc<str> = Arc::from("fuzz");
+    let mut frames = 0;
+    for frame in reader.take(100_000) {
+        let Ok(frame) = frame else { break };
+        frames += 1;
+        let hook = match decode::decode(frame.link_type, &frame.data) {
+            Ok(Decoded::Tcp { endpoints: e, .. }) => u8::from(home.contains(addr(e.src, e.family))),
+            Ok(_) => 0,
+            Err(_) => break,
+        };
+        let Ok(events) = backend.feed(&frame, hook) else { break };
+        for ev in &events {
+            judge.event(&iface, ev, 0);
+        }
+        if frames % 64 == 0 {
+            poll(&mut backend, &mut judge, &iface, frame.ts_ns);
+        }
+    }
+    poll(&mut backend, &mut judge, &iface, u64::MAX / 4);
+    judge.finish();
+    frames
+}
+
 fn poll(backend: &mut dyn Backend, judge: &mut Judge, iface: &Arc<str>, now_ns: u64) {
     let deltas = backend.take_deltas(iface);
     judge.flows(now_ns, &deltas, backend.clock_offset());

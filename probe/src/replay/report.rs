@@ -31,7 +31,7 @@ pub fn outcome(e: &FlowEntry) -> &'static str {
     let init = Side::from_index(e.initiator);
     let (a, b) = (&e.sides[init.index()], &e.sides[init.other().index()]);
     let handshake = a.syn > 0 && b.syn_ack > 0;
-    if a.syn == 0 && a.syn_ack > 0 || (a.packets == a.rst && a.syn == 0) {
+    if a.syn == 0 && (a.syn_ack > 0 || a.packets == a.rst) {
         "unsolicited"
     } else if a.syn > 0 && b.packets == 0 {
         "unanswered"

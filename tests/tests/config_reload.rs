@@ -1,0 +1,80 @@
+//! The config file in operation: a bad file stops the agent before anything is attached, with one
+//! line naming the field; SIGHUP applies a good change, and keeps the last good configuration when
+//! the new file is bad — counted either way.
+
+use std::process::Command;
+
+use tests::{
+    agent::{Agent, binary},
+    lab::{HOME_IF, Lab},
+    metrics_text, privileged,
+};
+
+fn reloads(agent: &Agent, result: &str) -> f64 {
+    metrics_text::sum(&agent.metrics(), "flagprobe_config_reloads_total", &[("result", result)])
+}
+
+fn hup(agent: &Agent) {
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_millis(600));
+}
+
+#[test]
+fn a_bad_config_file_stops_the_agent_before_attaching() {
+    if !privileged("a_bad_config_file_stops_the_agent_before_attaching") {
+        return;
+    }
+    let lab = Lab::new();
+    let path = std::env::temp_dir().join(format!("{}-bad.toml", lab.home));
+    std::fs::write(&path, "[detectors.syn-flood]\nmin-half-open = \"lots\"\n").unwrap();
+    let out = lab.command(&lab.home, binary().to_str().unwrap()).args(["run", "--iface", HOME_IF, "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains("detectors.syn-flood.min-half-open"), "names the field: {stderr}");
+    let link = lab.exec(&lab.home, &format!("ip -d link show {HOME_IF}"));
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "nothing attached");
+    // check-config says the same.
+    let check = Command::new(binary()).arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("detectors.syn-flood.min-half-open"));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn sighup_applies_good_changes_and_keeps_the_last_good_config() {
+    if !privileged("sighup_applies_good_changes_and_keeps_the_last_good_config") || !tests::tool("sighup_applies_good_changes", "hping3") {
+        return;
+    }
+    let lab = Lab::new();
+    let path = std::env::temp_dir().join(format!("{}-reload.toml", lab.home));
+    std::fs::write(&path, "[detectors.scan]\nmin-ports = 100\n").unwrap();
+    let mut agent = Agent::start(&lab, &["--config", path.to_str().unwrap()]);
+    // A 30-port SYN scan stays below 100 ports: no alert.
+    let scan = |lab: &Lab, base: u16| {
+        lab.exec(&lab.peer, &format!("hping3 -q -S -c 30 -i u5000 -s {base} -k -p ++1 10.77.0.2 >/dev/null 2>&1; true"));
+    };
+    scan(&lab, 61000);
+    agent.settle();
+
+    std::fs::write(&path, "[detectors.scan]\nmin-ports = 10\n").unwrap();
+    hup(&agent);
+    assert_eq!(reloads(&agent, "success"), 1.0, "{}", agent.stderr());
+    assert!(agent.stderr().contains("detectors.scan"), "the log says what changed: {}", agent.stderr());
+    scan(&lab, 62000);
+    agent.settle();
+
+    std::fs::write(&path, "[detectors.scan]\nmin-ports = -3\n").unwrap();
+    hup(&agent);
+    assert_eq!(reloads(&agent, "failure"), 1.0);
+    assert!(agent.stderr().contains("keeping the last good configuration"), "{}", agent.stderr());
+    // Still running with min-ports = 10.
+    scan(&lab, 63000);
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let alerts = agent.alerts();
+    let sources: Vec<u64> = alerts.iter().filter(|a| a["detector"] == "scan").map(|a| a["evidence"]["ports"].as_u64().unwrap()).collect();
+    assert!(!sources.is_empty(), "after the reload the scan is reported: {alerts:?}");
+    let _ = std::fs::remove_file(&path);
+}
