@@ -271,10 +271,10 @@ impl AlertSinks {
             }
             TerminalFormat::Off => {}
         }
-        if let Some(f) = outputs.file.as_mut() {
-            if let Err(e) = writeln!(f, "{}", alert.to_json_line()) {
-                tracing::warn!(error = %e, "writing the alerts file");
-            }
+        if let Some(f) = outputs.file.as_mut()
+            && let Err(e) = writeln!(f, "{}", alert.to_json_line())
+        {
+            tracing::warn!(error = %e, "writing the alerts file");
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() >= self.recent_max {

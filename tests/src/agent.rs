@@ -35,6 +35,11 @@ impl Agent {
 
     /// Like [`Agent::start`] with another home network (for captures of other hosts).
     pub fn start_with_home(lab: &Lab, home_net: &str, extra: &[&str]) -> Agent {
+        Self::start_wrapped(lab, home_net, &[], extra)
+    }
+
+    /// Like [`Agent::start_with_home`], run through `wrapper` (e.g. setpriv dropping privileges).
+    pub fn start_wrapped(lab: &Lab, home_net: &str, wrapper: &[&str], extra: &[&str]) -> Agent {
         let dir = std::env::temp_dir();
         let stderr_path = dir.join(format!("{}-agent.err", lab.home));
         let stdout_path = dir.join(format!("{}-agent.out", lab.home));
@@ -42,8 +47,10 @@ impl Agent {
         let _ = std::fs::remove_file(&alerts_path);
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.home])
+            .args(wrapper)
             .arg(binary())
-            .args(["run", "--iface", HOME_IF, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms", "--alert-format", "json"])
+            .args(["run", "--iface", HOME_IF, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms"])
+            .args(if extra.contains(&"--alert-format") { &[][..] } else { &["--alert-format", "json"][..] })
             .args(["--alerts", &alerts_path.display().to_string(), "--home-net", home_net])
             .args(extra)
             .stdin(Stdio::null())

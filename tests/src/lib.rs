@@ -9,6 +9,7 @@ pub mod frames;
 pub mod lab;
 pub mod metrics_text;
 pub mod oracle;
+pub mod stories;
 pub mod verdicts;
 
 use std::path::PathBuf;

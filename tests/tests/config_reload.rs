@@ -52,9 +52,7 @@ fn sighup_applies_good_changes_and_keeps_the_last_good_config() {
     std::fs::write(&path, "[detectors.scan]\nmin-ports = 100\n").unwrap();
     let mut agent = Agent::start(&lab, &["--config", path.to_str().unwrap()]);
     // A 30-port SYN scan stays below 100 ports: no alert.
-    let scan = |lab: &Lab, base: u16| {
-        lab.exec(&lab.peer, &format!("hping3 -q -S -c 30 -i u5000 -s {base} -k -p ++1 10.77.0.2 >/dev/null 2>&1; true"));
-    };
+    let scan = tests::stories::syn_scan;
     scan(&lab, 61000);
     agent.settle();
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod demo;
 mod fuzz;
 mod run;
 mod setup;
@@ -36,6 +37,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A lab of network namespaces playing every story, alerts shown as they arrive (root).
+    Demo,
     /// Fuzz the capture → decode → flow → detector path with cargo-fuzz for a while.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -61,5 +64,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Bench { repeat, rounds } => bench::run(repeat, rounds),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::Demo => demo::run(),
     }
 }
