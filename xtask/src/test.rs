@@ -18,5 +18,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(args)
         .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
         .env("FLAGPROBE_BIN", build::agent_binary(false))
-        .env("FLAGPROBE_SHARED", root.join("../shared")))
+        .env("FLAGPROBE_SHARED", root.join("../shared")))?;
+    // The capture path under cargo-fuzz for a bounded time (the seeded mutation test ran above).
+    crate::fuzz::run(30)
 }
