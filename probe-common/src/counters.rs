@@ -68,7 +68,8 @@ pub struct HookCounters {
     pub parse_errors: [u64; PARSE_ERRORS],
     /// New flows written into an empty slot or one whose flow had gone idle.
     pub flow_inserts: u64,
-    /// New flows not tracked because their slot holds another live flow (the table's "map full").
+    /// Packets whose (new) flow could not be tracked because its slot holds another live flow — the
+    /// table's "map full"; every packet of such a flow counts.
     pub flow_insert_failures: u64,
     /// Events written to the ring buffer.
     pub events: u64,

@@ -75,7 +75,7 @@ impl Metrics {
             flow_insert_failures: counter(
                 &r,
                 "flagprobe_flow_insert_failures_total",
-                "New flows not tracked: their slot held another live flow.",
+                "Packets of untracked flows: their slot held another live flow (each such packet counts).",
                 &["iface"],
             ),
             events: counter(&r, "flagprobe_events_total", "Notable packets sent to the agent through the ring buffer.", &["iface"]),

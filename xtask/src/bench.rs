@@ -78,8 +78,20 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
     if !out.status.success() {
         bail!("flagprobe-bench failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
     print!("{table}");
+    let flood = Command::new("cargo")
+        .current_dir(&root)
+        .args(["run", "-q", "--release", "-p", "tests", "--bin", "flagprobe-bench", "--", "--flood"])
+        .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
+        .env("FLAGPROBE_BIN", build::agent_binary(false))
+        .output()
+        .context("running the flood benchmark")?;
+    if !flood.status.success() {
+        bail!("flood benchmark failed: {}", String::from_utf8_lossy(&flood.stderr));
+    }
+    let flood = String::from_utf8_lossy(&flood.stdout).to_string();
+    print!("{flood}");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let doc = format!(
@@ -92,7 +104,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          Targets: at most ~25 ns over empty per packet; at most 150 ns per new flow (a naive LRU-hash\n\
          insert costs ~650 ns here). The VM drifts by several ns between runs: compare rows of one run.\n\n\
          ## Offline replay\n\n\
-         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}",
+         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}",
         kernel.trim()
     );
     std::fs::write(root.join("BENCHMARKS.md"), doc)?;
