@@ -80,8 +80,11 @@ pub struct HookCounters {
     /// Rate limiter state: tokens left and when they were last refilled (monotonic ns).
     pub rate_tokens: u64,
     pub rate_refill_ns: u64,
+    /// Set by the agent before attaching, never summed: a slot whose flow has been quiet this many
+    /// jiffies may be taken by a new flow (the agent knows HZ; the program does not).
+    pub flow_idle_ticks: u64,
 }
-const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 7) * 8);
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8) * 8);
 
 impl Default for HookCounters {
     fn default() -> Self {
@@ -96,12 +99,13 @@ impl Default for HookCounters {
             events_ringbuf_full: 0,
             rate_tokens: 0,
             rate_refill_ns: 0,
+            flow_idle_ticks: 0,
         }
     }
 }
 
 impl HookCounters {
-    /// Add another CPU's counters (the rate limiter's private state is not summed).
+    /// Add another CPU's counters (the rate limiter's state and the idle setting are not summed).
     pub fn add(&mut self, other: &HookCounters) {
         for (a, b) in self.flags.iter_mut().zip(other.flags.iter()) {
             *a += b;

@@ -59,7 +59,7 @@ impl PacketEvent {
             ack: self.ack,
             payload_len: self.payload_len,
             ip_len: self.ip_len,
-            now_ns: self.ts_ns,
+            now: self.ts_ns,
         }
     }
 

@@ -128,8 +128,8 @@ impl FlowKey {
 pub struct SideStats {
     /// IP-layer bytes (IPv4 total length, IPv6 payload length + 40).
     pub bytes: u64,
-    /// Monotonic ns of this side's last RST, 0 if none.
-    pub last_rst_ns: u64,
+    /// When this side's last RST was seen (the producer's clock, see [`Segment::now`]), 0 if none.
+    pub last_rst_at: u64,
     pub combos: [u64; 4],
     pub packets: u32,
     /// SYN without ACK.
@@ -165,9 +165,11 @@ const _: () = assert!(core::mem::size_of::<SideStats>() == 112);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
     pub key: FlowKey,
-    /// Monotonic (coarse) ns of the first and the last packet.
-    pub first_ns: u64,
-    pub last_ns: u64,
+    /// When the first and the last packet were seen, in the producer's clock ([`Segment::now`]):
+    /// jiffies in the kernel's table (one inlined load per packet), ns everywhere else — the agent
+    /// converts when it reads the table.
+    pub first_seen: u64,
+    pub last_seen: u64,
     pub sides: [SideStats; 2],
     /// The [`Side`] index that sent the first packet seen.
     pub initiator: u8,
@@ -189,7 +191,8 @@ pub struct Segment {
     pub ack: u32,
     pub payload_len: u32,
     pub ip_len: u32,
-    pub now_ns: u64,
+    /// When the segment was seen, in the producer's clock: jiffies in the kernel, ns in userspace.
+    pub now: u64,
 }
 
 /// Reasons a segment goes to userspace through the ring buffer (bits of [`notable_reasons`]).
@@ -241,10 +244,10 @@ pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> 
 impl FlowEntry {
     /// Start a fresh entry for `key` whose first packet comes from `side`.
     #[inline(always)]
-    pub fn start(&mut self, key: &FlowKey, side: Side, now_ns: u64) {
+    pub fn start(&mut self, key: &FlowKey, side: Side, now: u64) {
         self.clear();
         self.key = *key;
-        self.first_ns = now_ns;
+        self.first_seen = now;
         self.initiator = side as u8;
     }
 
@@ -274,7 +277,7 @@ impl FlowEntry {
     /// Count `seg`, sent by `side`, into this flow.
     #[inline(always)]
     pub fn apply(&mut self, side: Side, seg: &Segment) {
-        self.last_ns = seg.now_ns;
+        self.last_seen = seg.now;
         self.hooks_seen |= 1 << (seg.hook & 1);
         let s = &mut self.sides[side.index()];
         let f = seg.flags;
@@ -295,7 +298,7 @@ impl FlowEntry {
             if seg.payload_len > 0 {
                 s.rst_payload += 1;
             }
-            s.last_rst_ns = seg.now_ns;
+            s.last_rst_at = seg.now;
             s.last_rst_seq = seg.seq;
             s.last_rst_ack = seg.ack;
             s.last_rst_ttl = seg.ttl;
@@ -383,7 +386,7 @@ mod tests {
     }
 
     fn seg(flags: u8, payload_len: u32, seq: u32, ttl: u8) -> Segment {
-        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now_ns: 1 }
+        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now: 1 }
     }
 
     #[test]

@@ -16,14 +16,16 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Global (a `.rodata` constant set at load): slots per CPU minus one; slots per CPU is a power of two.
 pub const GLOBAL_FLOW_SLOT_MASK: &str = "FLOW_SLOT_MASK";
-/// Global: a slot whose flow has been quiet this long may be taken by a new flow (ns).
-pub const GLOBAL_FLOW_IDLE_NS: &str = "FLOW_IDLE_NS";
 /// Global: ring-buffer events each CPU may send per second per hook.
 pub const GLOBAL_EVENT_RATE: &str = "EVENT_RATE_PER_SEC";
 
-pub const DEFAULT_FLOW_IDLE_NS: u64 = 120_000_000_000;
+/// One entry, `[jiffies, monotonic ns]`, written by [`PROG_CLOCK`] when the agent test-runs it: how
+/// the agent learns to turn the flow table's jiffies into time.
+pub const CLOCK: &str = "CLOCK";
 pub const DEFAULT_EVENT_RATE: u64 = 5_000;
 
 /// Names of the programs in the object file.
 pub const PROG_XDP: &str = "flagprobe_ingress";
 pub const PROG_TC: &str = "flagprobe_egress";
+/// A raw-tracepoint program never attached, only run with BPF_PROG_TEST_RUN to sample both clocks.
+pub const PROG_CLOCK: &str = "flagprobe_clock";

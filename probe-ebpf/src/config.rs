@@ -6,19 +6,11 @@
 static FLOW_SLOT_MASK: u32 = probe_common::maps::FLOWS_ELF_ENTRIES - 1;
 
 #[unsafe(no_mangle)]
-static FLOW_IDLE_NS: u64 = probe_common::maps::DEFAULT_FLOW_IDLE_NS;
-
-#[unsafe(no_mangle)]
 static EVENT_RATE_PER_SEC: u64 = probe_common::maps::DEFAULT_EVENT_RATE;
 
 #[inline(always)]
 pub fn flow_slot_mask() -> u32 {
     unsafe { core::ptr::read_volatile(&FLOW_SLOT_MASK) }
-}
-
-#[inline(always)]
-pub fn flow_idle_ns() -> u64 {
-    unsafe { core::ptr::read_volatile(&FLOW_IDLE_NS) }
 }
 
 #[inline(always)]

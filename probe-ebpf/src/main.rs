@@ -13,9 +13,10 @@ mod parse;
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
-    macros::{classifier, map, xdp},
+    helpers::{bpf_ktime_get_ns, generated::bpf_jiffies64},
+    macros::{classifier, map, raw_tracepoint, xdp},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{TcContext, XdpContext},
+    programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use probe_common::{
     counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters},
@@ -39,6 +40,21 @@ static HOOK_COUNTERS: PerCpuArray<HookCounters> = PerCpuArray::with_max_entries(
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// `[jiffies, monotonic ns]` as sampled by [`flagprobe_clock`].
+#[map(name = "CLOCK")]
+static CLOCK: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+/// Never attached: the agent runs it with BPF_PROG_TEST_RUN to sample both clocks at once, which
+/// tells it HZ and how to turn the flow table's jiffies into time. Packet counts are untouched.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn flagprobe_clock(_ctx: RawTracePointContext) -> i32 {
+    if let Some(slot) = CLOCK.get_ptr_mut(0) {
+        // SAFETY: a map value pointer for one [u64; 2].
+        unsafe { *slot = [bpf_jiffies64(), bpf_ktime_get_ns()] };
+    }
+    0
+}
 
 #[xdp]
 pub fn flagprobe_ingress(ctx: XdpContext) -> u32 {

@@ -240,7 +240,7 @@ fn parse_tcp(pkt: &Cursor, offset: usize, ip_end: usize, mut ep: Endpoints, ttl:
         ack: be32(tcp.ack),
         payload_len: (ip_end - payload_offset) as u32,
         ip_len,
-        now_ns: 0,
+        now: 0,
     };
     Ok(TcpPacket { endpoints: ep, segment, payload_offset, window: be16(tcp.window) })
 }

@@ -27,12 +27,12 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
         *into = *other;
         return;
     }
-    let other_is_older = other.first_ns < into.first_ns;
+    let other_is_older = other.first_seen < into.first_seen;
     if other_is_older {
-        into.first_ns = other.first_ns;
+        into.first_seen = other.first_seen;
         into.initiator = other.initiator;
     }
-    into.last_ns = into.last_ns.max(other.last_ns);
+    into.last_seen = into.last_seen.max(other.last_seen);
     into.hooks_seen |= other.hooks_seen;
     for (a, b) in into.sides.iter_mut().zip(other.sides.iter()) {
         merge_side(a, b, other_is_older);
@@ -49,8 +49,8 @@ fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
     if a.syn + a.syn_ack == 0 || (b_is_older && b.syn + b.syn_ack > 0) {
         a.syn_seq = b.syn_seq;
     }
-    if b.last_rst_ns > a.last_rst_ns {
-        a.last_rst_ns = b.last_rst_ns;
+    if b.last_rst_at > a.last_rst_at {
+        a.last_rst_at = b.last_rst_at;
         a.last_rst_seq = b.last_rst_seq;
         a.last_rst_ack = b.last_rst_ack;
         a.last_rst_ttl = b.last_rst_ttl;
@@ -86,7 +86,7 @@ pub struct Scan {
 }
 
 fn same_flow(a: &FlowEntry, b: &FlowEntry) -> bool {
-    a.key == b.key && a.first_ns == b.first_ns
+    a.key == b.key && a.first_seen == b.first_seen
 }
 
 impl FlowTracker {
@@ -102,15 +102,15 @@ impl FlowTracker {
         out
     }
 
-    /// Compare the table with our copy; return the flows that changed. `now_ns` and `idle_ns` on
-    /// the kernel's coarse monotonic clock decide which flows count as live.
-    pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now_ns: u64, idle_ns: u64) -> Scan {
+    /// Compare the table with our copy; return the flows that changed, in the table's own clock
+    /// (jiffies). `now` and `idle`, in the same clock, decide which flows count as live.
+    pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now: u64, idle: u64) -> Scan {
         let mut changed = Vec::new();
         for i in 0..table.slots().min(self.shadow.len()) {
-            let last = table.last_ns(i);
-            if last != self.shadow[i].last_ns {
+            let last = table.last_seen(i);
+            if last != self.shadow[i].last_seen {
                 let e = table.read(i);
-                if e.key.family != FAMILY_NONE && e.last_ns != 0 {
+                if e.key.family != FAMILY_NONE && e.last_seen != 0 {
                     changed.push((i as u32, e));
                 }
             }
@@ -135,7 +135,7 @@ impl FlowTracker {
             }
             self.shadow[slot as usize] = e;
         }
-        let live = |slot: &u32| now_ns.saturating_sub(self.shadow[*slot as usize].last_ns) <= idle_ns;
+        let live = |slot: &u32| now.saturating_sub(self.shadow[*slot as usize].last_seen) <= idle;
         let live_flows = self.slots_of.values().filter(|slots| slots.iter().any(live)).count() as u64;
         let deltas = touched
             .into_iter()
@@ -151,13 +151,13 @@ mod tests {
     use super::*;
     use probe_common::flow::{Endpoints, FAMILY_V4, Segment, Side};
 
-    fn entry(first_ns: u64, side: Side, flags: u8, packets: u32) -> FlowEntry {
+    fn entry(first_seen: u64, side: Side, flags: u8, packets: u32) -> FlowEntry {
         let ep = Endpoints { src: [1; 16], dst: [2; 16], sport: 1, dport: 2, family: FAMILY_V4 };
         let (key, _) = FlowKey::canonical(&ep);
         let mut e = FlowEntry::default();
-        e.start(&key, side, first_ns);
+        e.start(&key, side, first_seen);
         for n in 0..packets {
-            e.apply(side, &Segment { flags, ttl: 64, now_ns: first_ns + n as u64, ..Default::default() });
+            e.apply(side, &Segment { flags, ttl: 64, now: first_seen + n as u64, ..Default::default() });
         }
         e
     }
@@ -167,7 +167,7 @@ mod tests {
         let mut a = entry(100, Side::Lo, 0x02, 1);
         let b = entry(50, Side::Hi, 0x12, 2);
         merge(&mut a, &b);
-        assert_eq!((a.first_ns, a.initiator), (50, Side::Hi as u8));
+        assert_eq!((a.first_seen, a.initiator), (50, Side::Hi as u8));
         assert_eq!((a.sides[0].syn, a.sides[1].syn_ack, a.sides[1].packets), (1, 2, 2));
         assert!(a.saw_combo(Side::Lo, 0x02) && a.saw_combo(Side::Hi, 0x12));
     }

@@ -67,10 +67,10 @@ impl FlowTable {
 
     /// When slot `i` last saw a packet (0: never) — one cache line, for the cheap "changed?" scan.
     #[inline]
-    pub fn last_ns(&self, i: usize) -> u64 {
+    pub fn last_seen(&self, i: usize) -> u64 {
         assert!(i < self.slots);
         // SAFETY: in bounds of the mapping; u64 reads are not torn on our targets.
-        unsafe { std::ptr::read_volatile(&raw const (*self.base.as_ptr().add(i)).last_ns) }
+        unsafe { std::ptr::read_volatile(&raw const (*self.base.as_ptr().add(i)).last_seen) }
     }
 
     /// A copy of slot `i`.

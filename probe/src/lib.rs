@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`capture`]: pcap/pcapng (gzip too) as a stream of frames.
+//! - [`clock`]: the flow table's jiffies → monotonic ns (HZ learned from the kernel).
 //! - [`config`]: command line + config file → one validated [`config::Config`]; errors name the field.
 //! - [`config_file`]: the TOML file: its keys, loading, and the `check-config` rendering.
 //! - [`reload`]: what SIGHUP may change in place and what needs a restart.
@@ -25,6 +26,7 @@
 
 pub mod alert;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod detect;

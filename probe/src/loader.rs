@@ -3,11 +3,17 @@
 
 use std::path::Path;
 
+use aya::maps::{PerCpuArray, PerCpuValues};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
 };
-use probe_common::maps::{EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_IDLE_NS, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP};
+use probe_common::{
+    counters::{HOOKS, HookCounters},
+    maps::{EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP},
+};
+
+use crate::clock::{Clock, ClockError};
 
 use crate::config::XdpMode;
 
@@ -34,6 +40,12 @@ pub enum LoadError {
     /// Counting CPUs failed.
     #[error("reading the possible CPUs: {0}")]
     Cpus(std::io::Error),
+    /// The kernel clocks could not be sampled.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// Writing the idle setting into the counters failed.
+    #[error("initialising {HOOK_COUNTERS}: {0}")]
+    Counters(aya::maps::MapError),
 }
 
 /// A verifier log runs to thousands of lines: keep the head and the tail, where the reason is.
@@ -77,6 +89,8 @@ pub struct Probe {
     pub ebpf: Ebpf,
     pub geometry: FlowGeometry,
     pub options: LoadOptions,
+    /// How to read the flow table's jiffies.
+    pub clock: Clock,
 }
 
 /// The object to load: `--ebpf-object` or the embedded one.
@@ -97,7 +111,6 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(FLOWS, geometry.slots())
         .override_global(GLOBAL_FLOW_SLOT_MASK, &mask, true)
-        .override_global(GLOBAL_FLOW_IDLE_NS, &options.flow_idle_ns, true)
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
         .load(object)?;
     for name in [FLOWS, HOOK_COUNTERS, EVENTS] {
@@ -107,7 +120,22 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
     xdp.load().map_err(|source| LoadError::Program { what: format!("loading {PROG_XDP}"), source })?;
     let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
     tc.load().map_err(|source| LoadError::Program { what: format!("loading {PROG_TC}"), source })?;
-    Ok(Probe { ebpf, geometry, options })
+    let clock = Clock::calibrate(&mut ebpf, std::time::Duration::from_millis(60))?;
+    set_flow_idle(&mut ebpf, clock.ticks_for(std::time::Duration::from_nanos(options.flow_idle_ns)))?;
+    Ok(Probe { ebpf, geometry, options, clock })
+}
+
+/// Write the idle threshold (jiffies) into every CPU's counters, before anything is attached.
+fn set_flow_idle(ebpf: &mut Ebpf, ticks: u64) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(HOOK_COUNTERS).ok_or(LoadError::Missing(HOOK_COUNTERS))?;
+    let mut array: PerCpuArray<&mut aya::maps::MapData, HookCounters> = PerCpuArray::try_from(map).map_err(LoadError::Counters)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))?;
+    for hook in 0..HOOKS {
+        let values = PerCpuValues::try_from(vec![HookCounters { flow_idle_ticks: ticks, ..HookCounters::default() }; cpus])
+            .map_err(|e| LoadError::Counters(aya::maps::MapError::from(e)))?;
+        array.set(hook, values, 0).map_err(LoadError::Counters)?;
+    }
+    Ok(())
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>

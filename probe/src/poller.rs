@@ -47,14 +47,6 @@ pub struct IfacePoller {
     last: [HookCounters; HOOKS as usize],
 }
 
-/// The kernel's coarse monotonic clock, which stamps flow first/last seen.
-pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The hook counters of a loaded probe, summed over CPUs.
 pub fn read_counters(probe: &Probe) -> Result<[HookCounters; HOOKS as usize], PollError> {
     let map = probe.ebpf.map(HOOK_COUNTERS).ok_or(PollError::Missing(HOOK_COUNTERS))?;
@@ -94,13 +86,15 @@ impl IfacePoller {
         RingBuf::try_from(map).map_err(|source| PollError::Map { map: EVENTS, source })
     }
 
-    /// The flow's history before `ev`, over all CPUs: the event carries its own CPU's partition;
-    /// the other partitions (egress often runs on another CPU than ingress) are read in place.
+    /// The flow's history before `ev`, over all CPUs, in ns: the event carries its own CPU's
+    /// partition; the other partitions (egress often runs on another CPU than ingress) are read in
+    /// place; then jiffies become ns like the event's own timestamp.
     pub fn complete_history(&self, ev: &mut PacketEvent) {
         let (key, _) = FlowKey::canonical(&ev.endpoints());
         for other in self.table.copies_of(&key, self.probe.geometry.slots_per_cpu, ev.cpu as u32) {
             merge(&mut ev.flow_before, &other);
         }
+        self.probe.clock.entry_to_ns(&mut ev.flow_before);
     }
 
     pub fn poll(&mut self, metrics: &Metrics) -> Result<PollOutput, PollError> {
@@ -109,7 +103,13 @@ impl IfacePoller {
             metrics.add_hook_counters(&self.iface, hook, before, now);
         }
         self.last = counters;
-        let scan = self.tracker.scan(&self.table, &self.iface, coarse_now_ns(), self.probe.options.flow_idle_ns);
+        let clock = self.probe.clock;
+        let idle = clock.ticks_for(std::time::Duration::from_nanos(self.probe.options.flow_idle_ns));
+        let mut scan = self.tracker.scan(&self.table, &self.iface, clock.now_ticks(), idle);
+        for d in &mut scan.deltas {
+            clock.entry_to_ns(&mut d.now);
+            clock.entry_to_ns(&mut d.before);
+        }
         metrics.flows.with_label_values(&[&self.iface]).set(scan.live_flows as i64);
         Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows })
     }

@@ -46,7 +46,7 @@ impl SoftTable {
         let event = (reasons != 0).then(|| {
             c.events += 1;
             let mut ev = PacketEvent {
-                ts_ns: seg.now_ns,
+                ts_ns: seg.now,
                 flow_before: if is_new { FlowEntry::default() } else { *entry },
                 src: ep.src,
                 dst: ep.dst,
@@ -74,7 +74,7 @@ impl SoftTable {
             ev
         });
         if is_new {
-            entry.start(&key, side, seg.now_ns);
+            entry.start(&key, side, seg.now);
         }
         entry.apply(side, seg);
         self.changed.insert(key);
@@ -84,7 +84,7 @@ impl SoftTable {
     /// Flows changed since the last call, like the kernel poller's scan.
     pub fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
         let mut keys: Vec<FlowKey> = self.changed.drain().collect();
-        keys.sort_by_key(|k| self.flows[k].first_ns);
+        keys.sort_by_key(|k| self.flows[k].first_seen);
         keys.into_iter()
             .map(|k| {
                 let now = self.flows[&k];
@@ -100,7 +100,7 @@ impl SoftTable {
 
     /// Forget flows idle since before `cutoff_ns` and return them (bounded memory on long captures).
     pub fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry> {
-        let gone: Vec<FlowKey> = self.flows.iter().filter(|(_, e)| e.last_ns < cutoff_ns).map(|(k, _)| *k).collect();
+        let gone: Vec<FlowKey> = self.flows.iter().filter(|(_, e)| e.last_seen < cutoff_ns).map(|(k, _)| *k).collect();
         let out = gone.iter().filter_map(|k| self.flows.remove(k)).collect();
         for k in &gone {
             self.at_last_take.remove(k);

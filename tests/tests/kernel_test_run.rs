@@ -73,7 +73,7 @@ fn every_header_shape_is_counted_exactly() {
     // Flow table: the v4 handshake pieces share one flow; the two v6 flows are separate.
     let table = FlowTable::map(&p.ebpf, p.geometry.slots()).unwrap();
     let mut tracker = FlowTracker::new(p.geometry.slots() as usize);
-    let scan = tracker.scan(&table, &"test".into(), probe::poller::coarse_now_ns(), u64::MAX);
+    let scan = tracker.scan(&table, &"test".into(), p.clock.now_ticks(), u64::MAX);
     assert_eq!(scan.deltas.len(), 3, "{:#?}", scan.deltas.iter().map(|d| d.now.key).collect::<Vec<_>>());
     let v4 = scan.deltas.iter().find(|d| d.now.key.family == 4).unwrap();
     let (lo, hi) = (&v4.now.sides[Side::Lo.index()], &v4.now.sides[Side::Hi.index()]);

@@ -29,8 +29,8 @@ impl Default for Config {
 
 struct Remote {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     rst_ack: u64,
     flows: u64,
@@ -76,8 +76,8 @@ impl Detector for BackscatterRst {
             let remote = f.remote_addr();
             let e = self.remotes.touch(remote, now_ns, || Remote {
                 iface: f.iface.to_string(),
-                first_ns: f.first_seen(),
-                last_ns: 0,
+                first_seen: f.first_seen(),
+                last_seen: 0,
                 packets: 0,
                 rst_ack: 0,
                 flows: 0,
@@ -86,8 +86,8 @@ impl Detector for BackscatterRst {
                 remote_ports: CappedSet::new(64),
                 rate: PerMinute::default(),
             });
-            e.first_ns = e.first_ns.min(f.first_seen());
-            e.last_ns = e.last_ns.max(f.last_seen());
+            e.first_seen = e.first_seen.min(f.first_seen());
+            e.last_seen = e.last_seen.max(f.last_seen());
             e.packets += new as u64;
             e.rst_ack += (r.rst_ack - r0.rst_ack) as u64;
             e.flows += u64::from(r0.rst == 0);
@@ -154,8 +154,8 @@ fn render(remote: IpAddr, e: &Remote, now_ns: u64) -> Alert {
         iface: e.iface.clone(),
         src: Some((remote, (rports.len() == 1).then(|| rports[0]))),
         dest: e.local_addrs.iter().next().map(|a| (*a, None)),
-        first_seen_ns: e.first_ns,
-        last_seen_ns: e.last_ns,
+        first_seen_ns: e.first_seen,
+        last_seen_ns: e.last_seen,
         packets: e.packets,
         flows: e.flows,
     }

@@ -31,8 +31,8 @@ impl Default for Config {
 
 struct Victim {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     flows: u64,
     our_rsts: u64,
@@ -78,8 +78,8 @@ impl Detector for BackscatterSynAck {
             let victim = f.remote_addr();
             let v = self.victims.touch(victim, now_ns, || Victim {
                 iface: f.iface.to_string(),
-                first_ns: f.first_seen(),
-                last_ns: 0,
+                first_seen: f.first_seen(),
+                last_seen: 0,
                 packets: 0,
                 flows: 0,
                 our_rsts: 0,
@@ -88,8 +88,8 @@ impl Detector for BackscatterSynAck {
                 victim_ports: CappedSet::new(64),
                 rate: PerMinute::default(),
             });
-            v.first_ns = v.first_ns.min(f.first_seen());
-            v.last_ns = v.last_ns.max(f.last_seen());
+            v.first_seen = v.first_seen.min(f.first_seen());
+            v.last_seen = v.last_seen.max(f.last_seen());
             v.packets += new as u64;
             v.flows += u64::from(r0.syn_ack == 0);
             v.our_rsts += new_rsts as u64;
@@ -160,8 +160,8 @@ fn render(victim: IpAddr, v: &Victim, now_ns: u64) -> Alert {
         iface: v.iface.clone(),
         src: Some((victim, (vports.len() == 1).then(|| vports[0]))),
         dest: v.local_addrs.iter().next().map(|a| (*a, None)),
-        first_seen_ns: v.first_ns,
-        last_seen_ns: v.last_ns,
+        first_seen_ns: v.first_seen,
+        last_seen_ns: v.last_seen,
         packets: v.packets,
         flows: v.flows,
     }

@@ -30,8 +30,8 @@ impl Default for Config {
 struct Sender {
     iface: String,
     outbound: bool,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     flows: u64,
     combos: BTreeSet<u8>,
@@ -89,14 +89,14 @@ impl Detector for InvalidFlags {
                 let t = self.senders.touch(addr, now_ns, || Sender {
                     iface: f.iface.to_string(),
                     outbound,
-                    first_ns: f.first_seen(),
-                    last_ns: 0,
+                    first_seen: f.first_seen(),
+                    last_seen: 0,
                     packets: 0,
                     flows: 0,
                     combos: BTreeSet::new(),
                     targets: CappedSet::new(4096),
                 });
-                t.last_ns = t.last_ns.max(f.last_seen());
+                t.last_seen = t.last_seen.max(f.last_seen());
                 t.packets += new as u64;
                 t.flows += u64::from(s0.invalid == 0);
                 t.targets.insert(peer);
@@ -157,8 +157,8 @@ fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
         iface: t.iface.clone(),
         src: Some((sender, None)),
         dest: (t.targets.len() == 1).then(|| t.targets.iter().next().map(|(a, p)| (*a, Some(*p)))).flatten(),
-        first_seen_ns: t.first_ns,
-        last_seen_ns: t.last_ns,
+        first_seen_ns: t.first_seen,
+        last_seen_ns: t.last_seen,
         packets: t.packets,
         flows: t.flows,
     }

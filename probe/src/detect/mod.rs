@@ -87,10 +87,10 @@ impl FlowView<'_> {
         (kernel_ns as i64 + self.clock_offset_ns).max(0) as u64
     }
     pub fn first_seen(&self) -> u64 {
-        self.wall(self.now.first_ns)
+        self.wall(self.now.first_seen)
     }
     pub fn last_seen(&self) -> u64 {
-        self.wall(self.now.last_ns)
+        self.wall(self.now.last_seen)
     }
     pub fn remote_initiated(&self) -> bool {
         self.now.initiator == self.remote() as u8

@@ -70,7 +70,7 @@ impl Detector for RstInjection {
         let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
         let mut signs: Vec<String> = Vec::new();
         if is_rst && s.rst > 0 {
-            let gap_ms = (e.ts_ns.saturating_sub(s.last_rst_ns)) / 1_000_000;
+            let gap_ms = (e.ts_ns.saturating_sub(s.last_rst_at)) / 1_000_000;
             let dist = seq_distance(e.seq, s.last_rst_seq);
             if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance {
                 signs.push(format!(
@@ -141,7 +141,7 @@ impl Detector for RstInjection {
             iface: ev.iface.to_string(),
             src: Some((src, Some(e.sport))),
             dest: Some((dst, Some(e.dport))),
-            first_seen_ns: (before.first_ns as i64 + ev.clock_offset_ns).max(0) as u64,
+            first_seen_ns: (before.first_seen as i64 + ev.clock_offset_ns).max(0) as u64,
             last_seen_ns: ev.at_ns,
             packets: 1,
             flows: 1,

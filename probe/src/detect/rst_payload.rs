@@ -58,8 +58,8 @@ pub fn builtin() -> Vec<Signature> {
 
 struct Record {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     our_syns: u64,
     local: Option<(IpAddr, u16)>,
@@ -126,8 +126,8 @@ impl Detector for RstPayload {
         let our_syns = if inbound { e.flow_before.sides[receiver.index()].syn as u64 } else { 0 };
         let r = self.records.touch((ev.src(), sig_name.clone()), ev.at_ns, || Record {
             iface: ev.iface.to_string(),
-            first_ns: ev.at_ns,
-            last_ns: ev.at_ns,
+            first_seen: ev.at_ns,
+            last_seen: ev.at_ns,
             packets: 0,
             our_syns: 0,
             local: None,
@@ -136,7 +136,7 @@ impl Detector for RstPayload {
             ttl: e.ttl,
             inbound,
         });
-        r.last_ns = ev.at_ns;
+        r.last_seen = ev.at_ns;
         r.packets += 1;
         r.our_syns += our_syns;
         r.local = Some((ev.dst(), e.dport));
@@ -183,8 +183,8 @@ impl Detector for RstPayload {
             iface: r.iface.clone(),
             src: Some((src, Some(e.sport))),
             dest: r.local.map(|(a, p)| (a, Some(p))),
-            first_seen_ns: r.first_ns,
-            last_seen_ns: r.last_ns,
+            first_seen_ns: r.first_seen,
+            last_seen_ns: r.last_seen,
             packets: r.packets,
             flows: r.packets,
         }

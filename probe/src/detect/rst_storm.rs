@@ -43,8 +43,8 @@ enum Story {
 
 struct Tally {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     distinct: CappedSet<(IpAddr, u16)>,
     other: Option<IpAddr>,
@@ -81,13 +81,13 @@ impl Detector for RstStorm {
             let mut add = |story: Story, who: IpAddr, item: (IpAddr, u16), n: u64, other: IpAddr| {
                 let t = self.tallies.touch((story, who), now_ns, || Tally {
                     iface: f.iface.to_string(),
-                    first_ns: f.first_seen(),
-                    last_ns: 0,
+                    first_seen: f.first_seen(),
+                    last_seen: 0,
                     packets: 0,
                     distinct: CappedSet::new(4096),
                     other: Some(other),
                 });
-                t.last_ns = t.last_ns.max(f.last_seen());
+                t.last_seen = t.last_seen.max(f.last_seen());
                 t.packets += n;
                 t.distinct.insert(item);
                 touched.push((story, who));
@@ -176,8 +176,8 @@ fn render(story: Story, who: IpAddr, t: &Tally, now_ns: u64) -> Alert {
         iface: t.iface.clone(),
         src,
         dest,
-        first_seen_ns: t.first_ns,
-        last_seen_ns: t.last_ns,
+        first_seen_ns: t.first_seen,
+        last_seen_ns: t.last_seen,
         packets: t.packets,
         flows: n,
     }

@@ -90,8 +90,8 @@ fn classify(f: &FlowView<'_>) -> Option<Probe> {
 
 struct Tally {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     packets: u64,
     targets: CappedSet<(IpAddr, u16)>,
     hosts: CappedSet<IpAddr>,
@@ -126,14 +126,14 @@ impl Detector for Scan {
             let (l, l0) = f.side(f.local);
             let t = self.tallies.touch((f.remote_addr(), probe), now_ns, || Tally {
                 iface: f.iface.to_string(),
-                first_ns: f.first_seen(),
-                last_ns: 0,
+                first_seen: f.first_seen(),
+                last_seen: 0,
                 packets: 0,
                 targets: CappedSet::new(65_536),
                 hosts: CappedSet::new(4096),
                 answered_open: 0,
             });
-            t.last_ns = t.last_ns.max(f.last_seen());
+            t.last_seen = t.last_seen.max(f.last_seen());
             t.packets += (r.packets - r0.packets) as u64;
             t.targets.insert((f.local_addr(), f.local_port()));
             t.hosts.insert(f.local_addr());
@@ -178,8 +178,8 @@ fn render(src: IpAddr, probe: Probe, t: &Tally, now_ns: u64) -> Alert {
         iface: t.iface.clone(),
         src: Some((src, None)),
         dest: (hosts == 1).then(|| t.hosts.iter().next().map(|a| (*a, None))).flatten(),
-        first_seen_ns: t.first_ns,
-        last_seen_ns: t.last_ns,
+        first_seen_ns: t.first_seen,
+        last_seen_ns: t.last_seen,
         packets: t.packets,
         flows: ports,
     }

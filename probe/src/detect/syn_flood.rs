@@ -30,8 +30,8 @@ impl Default for Config {
 
 struct Service {
     iface: String,
-    first_ns: u64,
-    last_ns: u64,
+    first_seen: u64,
+    last_seen: u64,
     syns: u64,
     half_open: CappedSet<(IpAddr, u16)>,
     completed: u64,
@@ -73,8 +73,8 @@ impl Detector for SynFlood {
             let svc = (f.local_addr(), f.local_port());
             let s = self.services.touch(svc, now_ns, || Service {
                 iface: f.iface.to_string(),
-                first_ns: f.first_seen(),
-                last_ns: 0,
+                first_seen: f.first_seen(),
+                last_seen: 0,
                 syns: 0,
                 half_open: CappedSet::new(200_000),
                 completed: 0,
@@ -84,7 +84,7 @@ impl Detector for SynFlood {
             let new_syns = (r.syn - r0.syn) as u64;
             s.syns += new_syns;
             s.rate.add(f.last_seen(), new_syns);
-            s.last_ns = s.last_ns.max(f.last_seen());
+            s.last_seen = s.last_seen.max(f.last_seen());
             s.sources.insert(f.remote_addr());
             let completed = r.pure_ack + r.data + r.fin + r.rst > 0;
             if completed {
@@ -114,7 +114,7 @@ impl Detector for SynFlood {
 
 fn render((addr, port): (IpAddr, u16), s: &Service, half_open: u64, now_ns: u64) -> Alert {
     let sources = s.sources.len() as u64 + s.sources.overflow;
-    let secs = (s.last_ns.saturating_sub(s.first_ns) as f64 / 1e9).max(1.0);
+    let secs = (s.last_seen.saturating_sub(s.first_seen) as f64 / 1e9).max(1.0);
     let rate = s.syns as f64 / secs;
     let summary = format!("SYN flood on {addr}:{port}: {half_open} half-open connections from {sources} sources ({rate:.0} SYN/s)");
     let explanation = format!(
@@ -135,8 +135,8 @@ fn render((addr, port): (IpAddr, u16), s: &Service, half_open: u64, now_ns: u64)
         iface: s.iface.clone(),
         src: None,
         dest: Some((addr, Some(port))),
-        first_seen_ns: s.first_ns,
-        last_seen_ns: s.last_ns,
+        first_seen_ns: s.first_seen,
+        last_seen_ns: s.last_seen,
         packets: s.syns,
         flows: half_open,
     }

@@ -69,7 +69,7 @@ impl Script {
             ack: p.ack,
             payload_len: p.payload.len() as u32,
             ip_len: 40 + p.payload.len() as u32,
-            now_ns: t_ns,
+            now: t_ns,
         };
         if let Some(ev) = self.table.segment(&ep, &seg, 1024, p.payload) {
             self.events.push(ev);

@@ -50,7 +50,7 @@ impl Backend for SoftBackend {
         match decode::decode(frame.link_type, &frame.data)? {
             Decoded::Tcp { endpoints, mut segment, window, payload } => {
                 segment.hook = hook;
-                segment.now_ns = frame.ts_ns;
+                segment.now = frame.ts_ns;
                 Ok(self.table.segment(&endpoints, &segment, window, payload).into_iter().collect())
             }
             Decoded::Protocol(slot) => {
@@ -147,11 +147,20 @@ impl Backend for KernelBackend {
         while let Some(item) = self.ring.next() {
             events.extend(crate::events::decode(&item));
         }
+        for ev in &mut events {
+            self.probe.clock.entry_to_ns(&mut ev.flow_before);
+        }
         Ok(events)
     }
 
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        self.tracker.scan(&self.table, iface, poller::coarse_now_ns(), u64::MAX / 2).deltas
+        let clock = self.probe.clock;
+        let mut deltas = self.tracker.scan(&self.table, iface, clock.now_ticks(), u64::MAX / 2).deltas;
+        for d in &mut deltas {
+            clock.entry_to_ns(&mut d.now);
+            clock.entry_to_ns(&mut d.before);
+        }
+        deltas
     }
 
     fn expire(&mut self, _cutoff_ns: u64) -> Vec<FlowEntry> {
@@ -174,7 +183,12 @@ impl Backend for KernelBackend {
                 crate::flows::merge(out.entry(e.key).or_default(), &e);
             }
         }
-        out.into_values().collect()
+        out.into_values()
+            .map(|mut e| {
+                self.probe.clock.entry_to_ns(&mut e);
+                e
+            })
+            .collect()
     }
 
     fn clock_offset(&self) -> i64 {

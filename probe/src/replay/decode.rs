@@ -129,7 +129,7 @@ pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLin
         ack: tcp.acknowledgment_number(),
         payload_len: (ip_len - header_end) as u32,
         ip_len: ip_len as u32,
-        now_ns: 0,
+        now: 0,
     };
     Ok(Decoded::Tcp { endpoints, segment, window: tcp.window_size(), payload: tcp.payload() })
 }

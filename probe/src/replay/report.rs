@@ -67,7 +67,7 @@ fn side_json(e: &FlowEntry, side: Side, s: &SideStats) -> Value {
 pub fn flow_json(e: &FlowEntry, clock_offset_ns: i64) -> Value {
     let wall = |ns: u64| rfc3339((ns as i64 + clock_offset_ns).max(0) as u64);
     json!({
-        "first_seen": wall(e.first_ns), "last_seen": wall(e.last_ns), "outcome": outcome(e),
+        "first_seen": wall(e.first_seen), "last_seen": wall(e.last_seen), "outcome": outcome(e),
         "initiator": if e.initiator == 0 { "a" } else { "b" },
         "a": side_json(e, Side::Lo, &e.sides[0]), "b": side_json(e, Side::Hi, &e.sides[1]),
     })
