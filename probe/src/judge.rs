@@ -108,6 +108,18 @@ impl Judge {
         for a in self.dedup.flush(now_ns) {
             self.emit(a);
         }
+        self.count_suppressed();
+    }
+
+    fn count_suppressed(&mut self) {
+        for (detector, n) in self.dedup.take_suppressed() {
+            tracing::warn!(
+                detector,
+                held_back = n,
+                "alert budget reached: further new alerts of this detector are counted, not written, until the window ends"
+            );
+            self.metrics.alerts_suppressed.with_label_values(&[detector]).inc_by(n);
+        }
     }
 
     /// At the end (shutdown, end of replay): write every pending update.
@@ -120,6 +132,7 @@ impl Judge {
         for a in self.dedup.flush_all() {
             self.emit(a);
         }
+        self.count_suppressed();
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub xdp_mode: IntGaugeVec,
     pub alerts: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub alerts_suppressed: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
     pub rst_payload_packets: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -92,6 +93,12 @@ impl Metrics {
                 &["iface", "reason"],
             ),
             events_received: counter(&r, "flagprobe_events_received_total", "Ring-buffer events the agent read.", &["iface"]),
+            alerts_suppressed: counter(
+                &r,
+                "flagprobe_alerts_suppressed_total",
+                "Alerts held back because a detector opened too many new keys in one window (a flood).",
+                &["detector"],
+            ),
             config_reloads: counter(&r, "flagprobe_config_reloads_total", "SIGHUP reloads by result (success, failure).", &["result"]),
             alerts: counter(
                 &r,

@@ -37,4 +37,13 @@ fn a_spoofed_flood_is_counted_never_silent() {
     assert!(suppressed > 0, "the per-CPU event rate limit held events back, counted");
     assert!(events + suppressed >= sa, "every notable SYN/ACK was sent or counted as suppressed: {events} + {suppressed} vs {sa}");
     assert_eq!(received + dropped, events, "every event sent was read or counted as dropped");
+    // Random forged sources make every SYN/ACK a different "victim": the log must not flood.
+    let mut agent = agent;
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let m = m.clone();
+    let held_back = metrics_text::sum(&m, "flagprobe_alerts_suppressed_total", &[]) as u64;
+    let lines = agent.alerts().len() as u64;
+    assert!(held_back > 0, "new alert keys beyond the budget are counted");
+    assert!(lines <= 2 * probe::alert::NEW_KEYS_PER_WINDOW * 8, "at most the budget per detector (plus updates): {lines} lines");
 }

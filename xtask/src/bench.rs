@@ -84,7 +84,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
         .current_dir(&root)
         .args(["run", "-q", "--release", "-p", "tests", "--bin", "flagprobe-bench", "--", "--flood"])
         .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
-        .env("FLAGPROBE_BIN", build::agent_binary(false))
+        .env("FLAGPROBE_BIN", build::agent_binary(true))
         .output()
         .context("running the flood benchmark")?;
     if !flood.status.success() {

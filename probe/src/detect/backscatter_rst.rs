@@ -62,7 +62,7 @@ impl Detector for BackscatterRst {
         if !self.config.enabled {
             return vec![];
         }
-        let mut touched = Vec::new();
+        let mut touched = std::collections::HashSet::new();
         for f in flows {
             let (r, r0) = f.side(f.remote());
             let (l, _) = f.side(f.local);
@@ -95,9 +95,7 @@ impl Detector for BackscatterRst {
             e.local_addrs.insert(f.local_addr());
             e.remote_ports.insert(f.remote_port());
             e.rate.add(f.last_seen(), new as u64);
-            if !touched.contains(&remote) {
-                touched.push(remote);
-            }
+            touched.insert(remote);
         }
         let mut alerts = Vec::new();
         for remote in touched {

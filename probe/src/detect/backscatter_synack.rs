@@ -64,7 +64,7 @@ impl Detector for BackscatterSynAck {
         if !self.config.enabled {
             return vec![];
         }
-        let mut touched = Vec::new();
+        let mut touched = std::collections::HashSet::new();
         for f in flows {
             let (r, r0) = f.side(f.remote());
             let (l, l0) = f.side(f.local);
@@ -97,9 +97,7 @@ impl Detector for BackscatterSynAck {
             v.local_addrs.insert(f.local_addr());
             v.victim_ports.insert(f.remote_port());
             v.rate.add(f.last_seen(), new as u64);
-            if !touched.contains(&victim) {
-                touched.push(victim);
-            }
+            touched.insert(victim);
         }
         let mut alerts = Vec::new();
         for victim in touched {

@@ -18,11 +18,14 @@ impl<K: Hash + Eq + Clone, V> Windowed<K, V> {
     /// The aggregate for `key`, created with `init` if new (or if it had expired).
     pub fn touch(&mut self, key: K, now_ns: u64, init: impl FnOnce() -> V) -> &mut V {
         if self.entries.len() >= self.max_keys && !self.entries.contains_key(&key) {
-            self.expire(now_ns);
+            // Full: forget whatever has gone quiet; if nothing has, drop an arbitrary entry. (Finding
+            // the stalest would scan every entry on every insert: quadratic under a flood.)
             if self.entries.len() >= self.max_keys {
-                // Still full: drop the stalest to make room.
-                if let Some(stalest) = self.entries.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
-                    self.entries.remove(&stalest);
+                self.expire(now_ns);
+            }
+            if self.entries.len() >= self.max_keys {
+                if let Some(any) = self.entries.keys().next().cloned() {
+                    self.entries.remove(&any);
                 }
             }
         }
