@@ -7,10 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
-    Detector, FlowView,
-    window::{CappedSet, PerMinute, Windowed},
-};
+use super::{Detector, FlowView, remote_record::RemoteRecord, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -27,22 +24,9 @@ impl Default for Config {
     }
 }
 
-struct Remote {
-    iface: String,
-    first_seen: u64,
-    last_seen: u64,
-    packets: u64,
-    rst_ack: u64,
-    flows: u64,
-    local_ports: CappedSet<u16>,
-    local_addrs: CappedSet<IpAddr>,
-    remote_ports: CappedSet<u16>,
-    rate: PerMinute,
-}
-
 pub struct BackscatterRst {
     config: Config,
-    remotes: Windowed<IpAddr, Remote>,
+    remotes: Windowed<IpAddr, RemoteRecord>,
     packets_seen: u64,
 }
 
@@ -74,27 +58,7 @@ impl Detector for BackscatterRst {
             }
             self.packets_seen += new as u64;
             let remote = f.remote_addr();
-            let e = self.remotes.touch(remote, now_ns, || Remote {
-                iface: f.iface.to_string(),
-                first_seen: f.first_seen(),
-                last_seen: 0,
-                packets: 0,
-                rst_ack: 0,
-                flows: 0,
-                local_ports: CappedSet::new(4096),
-                local_addrs: CappedSet::new(64),
-                remote_ports: CappedSet::new(64),
-                rate: PerMinute::default(),
-            });
-            e.first_seen = e.first_seen.min(f.first_seen());
-            e.last_seen = e.last_seen.max(f.last_seen());
-            e.packets += new as u64;
-            e.rst_ack += (r.rst_ack - r0.rst_ack) as u64;
-            e.flows += u64::from(r0.rst == 0);
-            e.local_ports.insert(f.local_port());
-            e.local_addrs.insert(f.local_addr());
-            e.remote_ports.insert(f.remote_port());
-            e.rate.add(f.last_seen(), new as u64);
+            self.remotes.touch(remote, now_ns, || RemoteRecord::new(f)).add(f, new as u64, r0.rst == 0, (r.rst_ack - r0.rst_ack) as u64);
             touched.insert(remote);
         }
         let mut alerts = Vec::new();
@@ -117,10 +81,10 @@ impl Detector for BackscatterRst {
     }
 }
 
-fn render(remote: IpAddr, e: &Remote, now_ns: u64) -> Alert {
-    let ours: Vec<String> = e.local_addrs.iter().map(|a| a.to_string()).collect();
-    let rports: Vec<u16> = e.remote_ports.iter().copied().collect();
-    let service = if rports.len() == 1 { format!("{remote}:{}", rports[0]) } else { remote.to_string() };
+fn render(remote: IpAddr, e: &RemoteRecord, now_ns: u64) -> Alert {
+    let ours = e.local_addrs();
+    let rports = e.remote_ports();
+    let service = e.service(remote);
     let summary = format!(
         "Backscatter: {service} sent {} RSTs on {} connections this host never opened; someone forged our address towards it",
         e.packets, e.flows
@@ -137,11 +101,11 @@ fn render(remote: IpAddr, e: &Remote, now_ns: u64) -> Alert {
         "remote": remote,
         "remote_ports": rports,
         "local_addresses": ours,
-        "local_ports_distinct": e.local_ports.len() as u64 + e.local_ports.overflow,
-        "rst_with_ack": e.rst_ack,
-        "bare_rst": e.packets - e.rst_ack,
+        "local_ports_distinct": e.distinct_local_ports(),
+        "rst_with_ack": e.answers,
+        "bare_rst": e.packets - e.answers,
         "peak_packets_per_minute": e.rate.peak,
-        "flags_seen": { "remote": if e.rst_ack > 0 { vec!["RA"] } else { vec!["R"] }, "local": Vec::<&str>::new() },
+        "flags_seen": { "remote": if e.answers > 0 { vec!["RA"] } else { vec!["R"] }, "local": Vec::<&str>::new() },
     });
     AlertDraft {
         detector: "backscatter_rst",

@@ -7,10 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
-    Detector, FlowView,
-    window::{CappedSet, PerMinute, Windowed},
-};
+use super::{Detector, FlowView, remote_record::RemoteRecord, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -29,22 +26,9 @@ impl Default for Config {
     }
 }
 
-struct Victim {
-    iface: String,
-    first_seen: u64,
-    last_seen: u64,
-    packets: u64,
-    flows: u64,
-    our_rsts: u64,
-    local_ports: CappedSet<u16>,
-    local_addrs: CappedSet<IpAddr>,
-    victim_ports: CappedSet<u16>,
-    rate: PerMinute,
-}
-
 pub struct BackscatterSynAck {
     config: Config,
-    victims: Windowed<IpAddr, Victim>,
+    victims: Windowed<IpAddr, RemoteRecord>,
     packets_seen: u64,
 }
 
@@ -76,27 +60,7 @@ impl Detector for BackscatterSynAck {
             }
             self.packets_seen += new as u64;
             let victim = f.remote_addr();
-            let v = self.victims.touch(victim, now_ns, || Victim {
-                iface: f.iface.to_string(),
-                first_seen: f.first_seen(),
-                last_seen: 0,
-                packets: 0,
-                flows: 0,
-                our_rsts: 0,
-                local_ports: CappedSet::new(4096),
-                local_addrs: CappedSet::new(64),
-                victim_ports: CappedSet::new(64),
-                rate: PerMinute::default(),
-            });
-            v.first_seen = v.first_seen.min(f.first_seen());
-            v.last_seen = v.last_seen.max(f.last_seen());
-            v.packets += new as u64;
-            v.flows += u64::from(r0.syn_ack == 0);
-            v.our_rsts += new_rsts as u64;
-            v.local_ports.insert(f.local_port());
-            v.local_addrs.insert(f.local_addr());
-            v.victim_ports.insert(f.remote_port());
-            v.rate.add(f.last_seen(), new as u64);
+            self.victims.touch(victim, now_ns, || RemoteRecord::new(f)).add(f, new as u64, r0.syn_ack == 0, new_rsts as u64);
             touched.insert(victim);
         }
         let mut alerts = Vec::new();
@@ -120,15 +84,15 @@ impl Detector for BackscatterSynAck {
     }
 }
 
-fn render(victim: IpAddr, v: &Victim, now_ns: u64) -> Alert {
-    let ours: Vec<String> = v.local_addrs.iter().map(|a| a.to_string()).collect();
+fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
+    let ours = v.local_addrs();
     let ours_text = ours.join(", ");
-    let vports: Vec<u16> = v.victim_ports.iter().copied().collect();
-    let service = if vports.len() == 1 { format!("{victim}:{}", vports[0]) } else { victim.to_string() };
+    let vports = v.remote_ports();
+    let service = v.service(victim);
     let summary = format!(
         "Backscatter: {service} sent {} SYN/ACKs to {} of our ports that we never asked for; someone is SYN-flooding it with our address forged",
         v.packets,
-        v.local_ports.len()
+        v.distinct_local_ports()
     );
     let explanation = format!(
         "A SYN/ACK is the second step of a TCP handshake: it answers a SYN. This host ({ours_text}) sent no SYN on any of these \
@@ -137,17 +101,17 @@ fn render(victim: IpAddr, v: &Victim, now_ns: u64) -> Alert {
          with a RST, which is the normal, correct reaction to a SYN/ACK nobody asked for; those outgoing RSTs are why an IDS \
          may report this host 'talking to' {victim} (the 2007 \"Known Bot C&C\" false positive was exactly this). \
          This host is a bystander, not compromised, and nothing needs fixing here; {victim} is the one under attack.",
-        v.flows, v.our_rsts
+        v.flows, v.answers
     );
     let evidence = json!({
         "kind": "syn-ack",
         "victim": victim,
         "victim_ports": vports,
         "local_addresses": ours,
-        "local_ports_distinct": v.local_ports.len() as u64 + v.local_ports.overflow,
-        "our_rst_answers": v.our_rsts,
+        "local_ports_distinct": v.distinct_local_ports(),
+        "our_rst_answers": v.answers,
         "peak_packets_per_minute": v.rate.peak,
-        "flags_seen": { "remote": ["SA"], "local": if v.our_rsts > 0 { vec!["R"] } else { vec![] } },
+        "flags_seen": { "remote": ["SA"], "local": if v.answers > 0 { vec!["R"] } else { vec![] } },
     });
     AlertDraft {
         detector: "backscatter_synack",

@@ -8,6 +8,7 @@
 pub mod backscatter_rst;
 pub mod backscatter_synack;
 pub mod invalid_flags;
+mod remote_record;
 pub mod rst_injection;
 pub mod rst_payload;
 pub mod rst_storm;

@@ -23,10 +23,8 @@ impl<K: Hash + Eq + Clone, V> Windowed<K, V> {
             if self.entries.len() >= self.max_keys {
                 self.expire(now_ns);
             }
-            if self.entries.len() >= self.max_keys {
-                if let Some(any) = self.entries.keys().next().cloned() {
-                    self.entries.remove(&any);
-                }
+            if let Some(any) = self.entries.keys().next().cloned().filter(|_| self.entries.len() >= self.max_keys) {
+                self.entries.remove(&any);
             }
         }
         let window = self.window_ns;
