@@ -111,6 +111,9 @@ pub struct RunArgs {
     /// One alert per detector and key per this window; changes come as one updated line [default: 60s].
     #[arg(long)]
     pub alert_window: Option<String>,
+    /// Any config-file key, e.g. `--set detectors.scan.min-ports=20` (repeatable; wins over the file).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Everything `run` needs, validated.
@@ -189,7 +192,7 @@ impl RunArgs {
     /// Read the config file (if any), apply these flags over it, fill defaults from the system,
     /// and validate.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let (file, source) = crate::config_file::load(self.config.as_deref())?;
+        let (file, source) = crate::config_file::load(self.config.as_deref(), &self.set)?;
         self.merge(file, source)
     }
 

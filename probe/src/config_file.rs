@@ -50,16 +50,55 @@ fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
-/// The file named by `--config` (must exist), else the default path if it exists, else nothing.
-pub fn load(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+/// The file named by `--config` (must exist), else the default path if it exists, else nothing;
+/// then `--set KEY=VALUE` overrides on top.
+pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
     let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => PathBuf::from(DEFAULT_CONFIG_PATH),
-        None => return Ok((FileConfig::default(), None)),
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
+        None => None,
     };
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File { path: name.clone(), problem: e.to_string() })?;
-    Ok((parse(&text, &name)?, Some(path)))
+    let (text, name) = match &path {
+        Some(p) => {
+            let name = p.display().to_string();
+            (std::fs::read_to_string(p).map_err(|e| ConfigError::File { path: name.clone(), problem: e.to_string() })?, name)
+        }
+        None => (String::new(), "(no config file)".to_string()),
+    };
+    if sets.is_empty() {
+        return Ok((parse(&text, &name)?, path));
+    }
+    // Validate the file alone first, so its errors keep their line numbers.
+    parse(&text, &name)?;
+    let mut table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: name.clone(), problem: one_line(&e.to_string()) })?;
+    for set in sets {
+        apply_set(&mut table, set)?;
+    }
+    let merged = toml::to_string(&table).unwrap_or_default();
+    Ok((parse(&merged, "--set")?, path))
+}
+
+/// `a.b.c=VALUE`: VALUE as TOML (number, boolean, array, quoted string), else as a bare string.
+fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), ConfigError> {
+    let bad = |problem: &str| crate::config::invalid(format!("--set {set}"), problem.to_string());
+    let (key, raw) = set.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(bad("empty key segment"));
+    }
+    let mut at = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = at.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| bad(&format!("`{p}` is not a section")))?;
+    }
+    at.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
 }
 
 /// The effective configuration as a config file would say it.
@@ -114,6 +153,18 @@ mod tests {
         let d = f.detectors.unwrap();
         assert_eq!(d.scan.min_ports, 30);
         assert_eq!(d.rst_payload.signatures[0].name, "acme");
+    }
+
+    #[test]
+    fn set_overrides_any_key_and_names_it_when_wrong() {
+        let sets = ["detectors.scan.min-ports=7".to_string(), "poll-interval=250ms".to_string()];
+        let (f, _) = load(None, &sets).unwrap();
+        assert_eq!(f.detectors.unwrap().scan.min_ports, 7);
+        assert_eq!(f.poll_interval.as_deref(), Some("250ms"));
+        let e = load(None, &["detectors.scan.min-ports=lots".to_string()]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid detectors.scan.min-ports"), "{e}");
+        let e = load(None, &["nonsense".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("KEY=VALUE"), "{e}");
     }
 
     #[test]
