@@ -18,8 +18,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TcContext, XdpContext},
 };
+use aya_log_ebpf::debug;
 use probe_common::{
-    counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters},
+    counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters, ParseError},
     flow::FlowEntry,
     maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES},
 };
@@ -93,7 +94,10 @@ fn try_ingress(ctx: &XdpContext) -> Result<(), ()> {
     let counters = counters(HOOK_INGRESS)?;
     let pkt = Cursor::new(ctx.data(), ctx.data_end());
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    handle(&Xdp(ctx), counters, &pkt, HOOK_INGRESS as u8, pkt.len());
+    if let Some(reason) = handle(&Xdp(ctx), counters, &pkt, HOOK_INGRESS as u8, pkt.len()) {
+        // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
+        debug!(ctx, "ingress: passed a malformed packet, parse error {}", reason as u8);
+    }
     Ok(())
 }
 
@@ -109,7 +113,9 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
         let _ = ctx.pull_data(want);
     }
     let pkt = Cursor::new(ctx.data(), ctx.data_end());
-    handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len);
+    if let Some(reason) = handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len) {
+        debug!(ctx, "egress: passed a malformed packet, parse error {}", reason as u8);
+    }
     Ok(())
 }
 
@@ -119,8 +125,9 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
     HOOK_COUNTERS.get_ptr_mut(hook).map(|p| unsafe { &mut *p }).ok_or(())
 }
 
+/// Count one packet; the parse error, if any, for the caller to log.
 #[inline(always)]
-fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) {
+fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) -> Option<ParseError> {
     match parse::parse(pkt) {
         Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
         Err(NotTcp::Protocol(slot)) => {
@@ -132,8 +139,10 @@ fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, 
             if let Some(c) = counters.parse_errors.get_mut(reason as usize) {
                 *c += 1;
             }
+            return Some(reason);
         }
     }
+    None
 }
 
 #[cfg(not(test))]

@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// One alert per detector and key per this window; changes come as one updated line [default: 60s].
     #[arg(long)]
     pub alert_window: Option<String>,
+    /// Log malformed packets from inside the kernel programs (aya-log). Off by default: the level is
+    /// frozen at load, so when off the verifier removes the logging code entirely.
+    #[arg(long)]
+    pub ebpf_log: bool,
     /// Any config-file key, e.g. `--set detectors.scan.min-ports=20` (repeatable; wins over the file).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -133,6 +137,7 @@ pub struct Config {
     pub alert_format: AlertFormat,
     pub alert_window: Duration,
     pub detectors: DetectorsConfig,
+    pub ebpf_log: bool,
     /// The file these came from, if any (what SIGHUP re-reads).
     pub source: Option<PathBuf>,
     /// The command line, kept so a reload applies it over the re-read file again.
@@ -254,6 +259,7 @@ impl RunArgs {
             alert_format: self.alert_format.or(f.alert_format).unwrap_or_default(),
             alert_window,
             detectors,
+            ebpf_log: self.ebpf_log || f.ebpf_log.unwrap_or(false),
             source,
             cli,
         })

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub alerts: Option<PathBuf>,
     pub alert_format: Option<AlertFormat>,
     pub alert_window: Option<String>,
+    pub ebpf_log: Option<bool>,
     pub detectors: Option<DetectorsConfig>,
 }
 
@@ -121,6 +122,7 @@ pub fn render(c: &Config) -> String {
         alerts: c.alerts_path.clone(),
         alert_format: Some(c.alert_format),
         alert_window: Some(secs(c.alert_window)),
+        ebpf_log: Some(c.ebpf_log),
         detectors: Some(c.detectors.clone()),
     };
     toml::to_string_pretty(&f).unwrap_or_else(|e| format!("# cannot render: {e}\n"))

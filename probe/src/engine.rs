@@ -43,7 +43,7 @@ impl Engine {
     pub fn run(mut self, stop: &AtomicBool) {
         let mut next_poll = Instant::now() + self.poll_interval;
         let mut next_summary = self.summary_interval.map(|d| Instant::now() + d);
-        let mut latest: Vec<Option<(String, u64)>> = vec![None; self.pollers.len()];
+        let mut latest: Vec<Option<String>> = vec![None; self.pollers.len()];
         self.poll_all(&mut latest);
         while !stop.load(Ordering::Relaxed) {
             // Wake at least every 100 ms so a shutdown is prompt.
@@ -64,8 +64,8 @@ impl Engine {
                 }
             }
             if let Some(at) = next_summary.filter(|at| Instant::now() >= *at) {
-                for (name, _) in latest.iter().flatten() {
-                    eprintln!("{name}");
+                for line in latest.iter().flatten() {
+                    eprintln!("{line}");
                 }
                 next_summary = self.summary_interval.map(|d| at + d);
             }
@@ -120,14 +120,14 @@ impl Engine {
         self.judge.event(&iface, &event, judge::monotonic_to_wall_offset());
     }
 
-    fn poll_all(&mut self, latest: &mut [Option<(String, u64)>]) {
+    fn poll_all(&mut self, latest: &mut [Option<String>]) {
         let timer = self.metrics.poll_duration.start_timer();
         let offset = judge::monotonic_to_wall_offset();
         let now = judge::wall_now_ns();
         for (i, p) in self.pollers.iter_mut().enumerate() {
             match p.poll(&self.metrics) {
                 Ok(out) => {
-                    latest[i] = Some((summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()), out.live_flows));
+                    latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
                     self.judge.flows(now, &out.deltas, offset);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),

@@ -88,13 +88,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         flow_capacity: config.flow_capacity,
         flow_idle_ns: config.flow_idle.as_nanos() as u64,
         event_rate: config.event_rate,
+        ebpf_log: config.ebpf_log,
     };
     let listener =
         tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut log_readers = Vec::new();
     let mut pollers = Vec::new();
     for iface in &config.ifaces {
         let mut probe = loader::load(&object, options)?;
+        log_readers.extend(probe.start_log_reader(stop.clone()));
         let mode = probe.attach(iface, config.xdp_mode)?;
         tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
         let poller = IfacePoller::new(iface, mode, probe)?;
@@ -103,7 +107,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     }
     tracing::info!(addr = %config.metrics_addr, home_nets = ?config.home_nets, "serving /metrics and /healthz");
 
-    let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::bounded(65_536);
     let mut readers = Vec::new();
     for (i, p) in pollers.iter_mut().enumerate() {
@@ -145,7 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = engine.join();
-        for r in readers {
+        for r in readers.into_iter().chain(log_readers) {
             let _ = r.join();
         }
     })

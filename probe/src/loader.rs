@@ -65,7 +65,13 @@ pub struct LoadOptions {
     pub flow_capacity: u32,
     pub flow_idle_ns: u64,
     pub event_rate: u64,
+    /// Kernel-side debug logs (aya-log); off freezes the level at 0 and the verifier drops them.
+    pub ebpf_log: bool,
 }
+
+/// aya-log's level numbers: 0 logs nothing, 4 is debug.
+const LOG_OFF: u8 = 0;
+const LOG_DEBUG: u8 = 4;
 
 /// The table's geometry: `cpus` partitions of `slots_per_cpu` slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +118,7 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
         .map_max_entries(FLOWS, geometry.slots())
         .override_global(GLOBAL_FLOW_SLOT_MASK, &mask, true)
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
+        .override_global(aya_log::LEVEL, if options.ebpf_log { &LOG_DEBUG } else { &LOG_OFF }, true)
         .load(object)?;
     for name in [FLOWS, HOOK_COUNTERS, EVENTS] {
         ebpf.map(name).ok_or(LoadError::Missing(name))?;
@@ -147,6 +154,33 @@ where
 }
 
 impl Probe {
+    /// Forward the programs' log records to our logger (tracing, through the `log` bridge) from a
+    /// thread of their own; only with `ebpf_log`.
+    pub fn start_log_reader(&mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+        if !self.options.ebpf_log {
+            return None;
+        }
+        let mut logger = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel-side logging unavailable");
+                return None;
+            }
+        };
+        std::thread::Builder::new()
+            .name("ebpf-log".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                let mut pfd = libc::pollfd { fd: logger.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: one valid pollfd; the timeout bounds how long a shutdown waits.
+                    unsafe { libc::poll(&mut pfd, 1, 200) };
+                    logger.flush();
+                }
+            })
+            .ok()
+    }
+
     /// Attach XDP (ingress) and TC (egress) to `iface`; returns the XDP mode in effect.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<&'static str, LoadError> {
         let xdp: &mut Xdp = program(&mut self.ebpf, PROG_XDP)?;

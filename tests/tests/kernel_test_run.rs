@@ -22,7 +22,7 @@ const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn probe() -> Probe {
-    let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000 };
+    let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false };
     loader::load(&tests::ebpf_object(), opts).expect("the object loads and verifies")
 }
 
@@ -201,7 +201,7 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
         return;
     }
     // The smallest table: 64 slots per CPU. Test runs stay on one CPU, so 64 slots take 500 flows.
-    let opts = LoadOptions { flow_capacity: 64, flow_idle_ns: 120_000_000_000, event_rate: 1000 };
+    let opts = LoadOptions { flow_capacity: 64, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false };
     let mut p = loader::load(&tests::ebpf_object(), opts).unwrap();
     for i in 0..500u32 {
         let f = TcpFrame::v4([192, 0, 2, (i % 250) as u8 + 1], 1024 + i as u16, [10, 0, 0, 2], 80, SYN).build();
@@ -211,4 +211,39 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
     assert_eq!(c.flags[SYN as usize], 500, "the histogram never loses a packet");
     assert_eq!(c.flow_inserts + c.flow_insert_failures, 500, "every new flow is inserted or counted as a failure");
     assert!(c.flow_insert_failures >= 500 - 64, "at most 64 slots on this CPU: {c:?}");
+}
+
+/// Collects aya-log records in memory.
+struct Collect(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Collect {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn kernel_logging_is_off_unless_asked_for() {
+    if !privileged("kernel_logging_is_off_unless_asked_for") {
+        return;
+    }
+    let truncated = TcpFrame::v4([10, 0, 0, 1], 1, [10, 0, 0, 2], 2, SYN).build()[..20].to_vec();
+    for on in [false, true] {
+        let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: on };
+        let mut p = loader::load(&tests::ebpf_object(), opts).unwrap();
+        let sink: &'static Collect = Box::leak(Box::new(Collect(std::sync::Mutex::new(vec![]))));
+        let mut logger = aya_log::EbpfLogger::init_with_logger(&mut p.ebpf, sink).unwrap();
+        assert_eq!(xdp(&mut p, &truncated), XDP_PASS);
+        logger.flush();
+        let records = sink.0.lock().unwrap().clone();
+        if on {
+            assert_eq!(records, ["ingress: passed a malformed packet, parse error 3"], "the record names the reason (truncated_ipv4)");
+        } else {
+            assert!(records.is_empty(), "off means nothing logged: {records:?}");
+        }
+    }
 }

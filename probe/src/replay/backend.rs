@@ -104,7 +104,7 @@ impl KernelBackend {
             libc::CPU_SET(0, &mut set);
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
         }
-        let options = LoadOptions { flow_capacity: 1 << 20, flow_idle_ns: u64::MAX / 2, event_rate: 10_000_000 };
+        let options = LoadOptions { flow_capacity: 1 << 20, flow_idle_ns: u64::MAX / 2, event_rate: 10_000_000, ebpf_log: false };
         let mut probe = loader::load(object, options)?;
         let map = probe.ebpf.take_map(probe_common::maps::EVENTS).ok_or(LoadError::Missing("EVENTS"))?;
         let ring = RingBuf::try_from(map).map_err(|_| LoadError::Missing("EVENTS ring buffer"))?;

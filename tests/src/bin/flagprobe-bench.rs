@@ -168,7 +168,12 @@ fn main() {
         libc::CPU_SET(0, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
-    let options = LoadOptions { flow_capacity: DEFAULT_FLOW_CAPACITY, flow_idle_ns: 120_000_000_000, event_rate: DEFAULT_EVENT_RATE };
+    let options = LoadOptions {
+        flow_capacity: DEFAULT_FLOW_CAPACITY,
+        flow_idle_ns: 120_000_000_000,
+        event_rate: DEFAULT_EVENT_RATE,
+        ebpf_log: false,
+    };
     let mut p = loader::load(&tests::ebpf_object(), options).expect("loading the program (root?)");
     let prog: &mut Xdp = p.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
     let fd = prog.fd().unwrap().as_fd().try_clone_to_owned().unwrap();
