@@ -105,6 +105,29 @@ impl Default for HookCounters {
 }
 
 impl HookCounters {
+    /// Count one TCP segment in the protocol counts and the exact flags histogram.
+    #[inline(always)]
+    pub fn count_tcp(&mut self, flags: u8) {
+        self.protocols[PROTO_TCP] += 1;
+        self.flags[flags as usize] += 1;
+    }
+
+    /// Count one packet of another protocol (a `PROTO_*` slot).
+    #[inline(always)]
+    pub fn count_protocol(&mut self, slot: usize) {
+        if let Some(c) = self.protocols.get_mut(slot) {
+            *c += 1;
+        }
+    }
+
+    /// Count one packet passed unparsed.
+    #[inline(always)]
+    pub fn count_parse_error(&mut self, reason: ParseError) {
+        if let Some(c) = self.parse_errors.get_mut(reason as usize) {
+            *c += 1;
+        }
+    }
+
     /// Add another CPU's counters (the rate limiter's state and the idle setting are not summed).
     pub fn add(&mut self, other: &HookCounters) {
         for (a, b) in self.flags.iter_mut().zip(other.flags.iter()) {

@@ -10,12 +10,13 @@
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_jiffies64};
 use probe_common::{
-    counters::{HookCounters, PROTO_TCP},
+    counters::HookCounters,
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
     flow::{FAMILY_NONE, FlowEntry, FlowKey, notable_reasons},
+    parse::TcpPacket,
 };
 
-use crate::{EVENTS, FLOWS, config, parse::TcpPacket};
+use crate::{EVENTS, FLOWS, config};
 
 /// Copies payload bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
 /// `bpf_skb_load_bytes`), which works on non-linear packets and needs no byte loop.
@@ -27,8 +28,7 @@ pub trait PayloadSource {
 /// Count one TCP segment: histogram, flow slot, and an event if it is notable.
 #[inline(always)]
 pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) {
-    counters.protocols[PROTO_TCP] += 1;
-    counters.flags[pkt.segment.flags as usize] += 1;
+    counters.count_tcp(pkt.segment.flags);
 
     // jiffies: the verifier inlines this into one load; a clock helper call costs ~12 ns here.
     let now = unsafe { bpf_jiffies64() };

@@ -8,7 +8,6 @@
 
 mod config;
 mod flow;
-mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
@@ -23,12 +22,10 @@ use probe_common::{
     counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters, ParseError},
     flow::FlowEntry,
     maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES},
+    parse::{self, Cursor, NotTcp},
 };
 
-use crate::{
-    flow::PayloadSource,
-    parse::{Cursor, NotTcp},
-};
+use crate::flow::PayloadSource;
 
 /// `BPF_F_MMAPABLE`: the agent maps the flow table into its address space and reads it in place.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -92,7 +89,8 @@ impl PayloadSource for Tc<'_> {
 #[inline(always)]
 fn try_ingress(ctx: &XdpContext) -> Result<(), ()> {
     let counters = counters(HOOK_INGRESS)?;
-    let pkt = Cursor::new(ctx.data(), ctx.data_end());
+    // SAFETY: XDP's packet pointers, used only within this call.
+    let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
     if let Some(reason) = handle(&Xdp(ctx), counters, &pkt, HOOK_INGRESS as u8, pkt.len()) {
         // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
@@ -112,7 +110,8 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
         let want = if skb_len < 128 { skb_len as u32 } else { 128 };
         let _ = ctx.pull_data(want);
     }
-    let pkt = Cursor::new(ctx.data(), ctx.data_end());
+    // SAFETY: the packet pointers after the pull, used only within this call.
+    let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
     if let Some(reason) = handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len) {
         debug!(ctx, "egress: passed a malformed packet, parse error {}", reason as u8);
     }
@@ -127,18 +126,12 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
 
 /// Count one packet; the parse error, if any, for the caller to log.
 #[inline(always)]
-fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor, hook: u8, frame_len: usize) -> Option<ParseError> {
+fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
     match parse::parse(pkt) {
         Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
-        Err(NotTcp::Protocol(slot)) => {
-            if let Some(c) = counters.protocols.get_mut(slot) {
-                *c += 1;
-            }
-        }
+        Err(NotTcp::Protocol(slot)) => counters.count_protocol(slot),
         Err(NotTcp::Error(reason)) => {
-            if let Some(c) = counters.parse_errors.get_mut(reason as usize) {
-                *c += 1;
-            }
+            counters.count_parse_error(reason);
             return Some(reason);
         }
     }

@@ -3,7 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use probe::config::{Cli, Command};
+use probe::{
+    cli::{Cli, Command},
+    config::{DEFAULT_CONFIG_PATH, RunArgs},
+};
+
+/// Exit code for a configuration that does not validate (nothing was attached).
+const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,58 +17,41 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    let outcome = match cli.command {
         Command::CheckConfig { path } => {
-            let path = path.unwrap_or_else(|| probe::config::DEFAULT_CONFIG_PATH.into());
-            let args = probe::config::RunArgs { config: Some(path.clone()), ..Default::default() };
-            match args.into_config() {
-                Ok(c) => {
-                    println!(
-                        "# {}: valid. Effective configuration (defaults filled in):\n{}",
-                        path.display(),
-                        probe::config_file::render(&c)
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("flagprobe: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            RunArgs { config: Some(path.clone()), ..Default::default() }
+                .into_config()
+                .map(|c| {
+                    println!("# {}: valid. Effective configuration (defaults filled in):\n{}", path.display(), c.render());
+                })
+                .map_err(|e| (e.to_string(), EXIT_CONFIG))
         }
-        Command::Replay(args) => match probe::replay::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("flagprobe: {e}");
-                ExitCode::FAILURE
-            }
+        Command::Replay(args) => probe::replay::run(args).map_err(|e| (e.to_string(), 1)),
+        Command::Run(args) => match (*args).into_config() {
+            Err(e) => Err((e.to_string(), EXIT_CONFIG)),
+            Ok(config) => run(config).map_err(|e| (e, 1)),
         },
-        Command::Run(args) => {
-            let config = match args.into_config() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("flagprobe: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("flagprobe: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
-            runtime.spawn(forward_sighup(reload_tx));
-            match runtime.block_on(probe::run(config, shutdown_signal(), reload_rx)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("flagprobe: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("flagprobe: {message}");
+            ExitCode::from(code)
         }
     }
+}
+
+/// The agent on a small tokio runtime, until SIGINT or SIGTERM; SIGHUP reloads.
+fn run(config: probe::config::Config) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+    runtime.spawn(forward_sighup(reload_tx));
+    runtime.block_on(probe::run(config, shutdown_signal(), reload_rx)).map_err(|e| e.to_string())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -180,15 +180,6 @@ impl Metrics {
         }
     }
 
-    /// Detector tallies: (metric, label, n) from `Detector::take_tallies`.
-    pub fn add_tally(&self, metric: &str, label: &str, n: u64) {
-        match metric {
-            crate::detect::TALLY_BACKSCATTER => self.backscatter_packets.with_label_values(&[label]).inc_by(n),
-            crate::detect::TALLY_RST_PAYLOAD => self.rst_payload_packets.with_label_values(&[label]).inc_by(n),
-            _ => tracing::debug!(metric, "unknown detector tally"),
-        }
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

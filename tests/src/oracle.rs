@@ -91,7 +91,7 @@ fn replay(lab: &Lab, pcap: &Path, home_ip: IpAddr, timed: bool) -> (usize, usize
     let peer = packet_socket(&lab.peer, PEER_IF);
     let (mut n_in, mut n_out) = (0, 0);
     let mut last_ts = None;
-    for frame in probe::capture::CaptureReader::open(pcap).expect("readable capture") {
+    for frame in probe::replay::capture::CaptureReader::open(pcap).expect("readable capture") {
         let frame = frame.expect("well-formed capture");
         let gap = match last_ts {
             Some(t) if timed => Duration::from_nanos(frame.ts_ns.saturating_sub(t)).min(Duration::from_secs(3)),

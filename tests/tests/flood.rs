@@ -45,5 +45,5 @@ fn a_spoofed_flood_is_counted_never_silent() {
     let held_back = metrics_text::sum(&m, "flagprobe_alerts_suppressed_total", &[]) as u64;
     let lines = agent.alerts().len() as u64;
     assert!(held_back > 0, "new alert keys beyond the budget are counted");
-    assert!(lines <= 2 * probe::alert::NEW_KEYS_PER_WINDOW * 8, "at most the budget per detector (plus updates): {lines} lines");
+    assert!(lines <= 2 * probe::alert::dedup::NEW_KEYS_PER_WINDOW * 8, "at most the budget per detector (plus updates): {lines} lines");
 }

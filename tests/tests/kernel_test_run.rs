@@ -5,9 +5,7 @@
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use probe::{
     flows::FlowTracker,
-    flowtable::FlowTable,
-    loader::{self, LoadOptions, Probe},
-    poller::read_counters,
+    kernel::{LoadOptions, Probe, flowtable::FlowTable, loader},
 };
 use probe_common::{
     counters::{HOOK_EGRESS, HOOK_INGRESS, PARSE_ERROR_NAMES, PROTO_NAMES, ParseError},
@@ -61,7 +59,7 @@ fn every_header_shape_is_counted_exactly() {
     for f in &frames {
         assert_eq!(xdp(&mut p, &f.build()), XDP_PASS, "{f:?}");
     }
-    let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
+    let c = p.counters().unwrap()[HOOK_INGRESS as usize];
     let expected: &[(u8, u64)] = &[(SYN, 2), (SYN | ACK, 1), (ACK, 1), (FIN | ACK, 1), (RST | ACK, 1)];
     for f in 0..=255u8 {
         let want = expected.iter().find(|(e, _)| *e == f).map_or(0, |(_, n)| *n);
@@ -133,7 +131,7 @@ fn malformed_frames_pass_and_are_counted_by_reason() {
     for (frame, _) in &cases {
         assert_eq!(xdp(&mut p, frame), XDP_PASS, "a malformed frame must pass: {frame:02x?}");
     }
-    let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
+    let c = p.counters().unwrap()[HOOK_INGRESS as usize];
     let mut want_errors = [0u64; PARSE_ERROR_NAMES.len()];
     let mut want_protos = [0u64; PROTO_NAMES.len()];
     for (_, outcome) in &cases {
@@ -157,7 +155,7 @@ fn egress_hook_counts_into_its_own_histogram() {
     let data = TcpFrame { payload: b"hello".to_vec(), ..TcpFrame::v4([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000, PSH | ACK) }.build();
     assert_eq!(tc(&mut p, &syn_ack), TC_ACT_UNSPEC);
     assert_eq!(tc(&mut p, &data), TC_ACT_UNSPEC);
-    let c = read_counters(&p).unwrap();
+    let c = p.counters().unwrap();
     assert_eq!(c[HOOK_EGRESS as usize].flags[(SYN | ACK) as usize], 1);
     assert_eq!(c[HOOK_EGRESS as usize].flags[(PSH | ACK) as usize], 1);
     assert_eq!(c[HOOK_INGRESS as usize].flags.iter().sum::<u64>(), 0);
@@ -179,7 +177,7 @@ fn rst_with_payload_reaches_the_ring_buffer_with_its_text() {
     let mut ring = aya::maps::RingBuf::try_from(p.ebpf.take_map(EVENTS).unwrap()).unwrap();
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
-        events.push(probe::events::decode(&item).expect("full event"));
+        events.push(probe::kernel::ring::decode(&item).expect("full event"));
     }
     let rsts: Vec<&PacketEvent> = events.iter().filter(|e| e.flags & RST != 0).collect();
     assert_eq!(rsts.len(), 1, "one RST event");
@@ -191,7 +189,7 @@ fn rst_with_payload_reaches_the_ring_buffer_with_its_text() {
     let our_side = if e.flow_before.key.addr_lo[..4] == [10, 77, 0, 2] { Side::Lo } else { Side::Hi };
     assert_eq!(e.flow_before.sides[our_side.index()].syn, 1);
     assert_eq!(e.flow_before.sides[our_side.index()].syn_seq, 1000);
-    let c = read_counters(&p).unwrap();
+    let c = p.counters().unwrap();
     assert_eq!(c[0].events + c[1].events, events.len() as u64);
 }
 
@@ -207,7 +205,7 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
         let f = TcpFrame::v4([192, 0, 2, (i % 250) as u8 + 1], 1024 + i as u16, [10, 0, 0, 2], 80, SYN).build();
         assert_eq!(xdp(&mut p, &f), XDP_PASS);
     }
-    let c = read_counters(&p).unwrap()[HOOK_INGRESS as usize];
+    let c = p.counters().unwrap()[HOOK_INGRESS as usize];
     assert_eq!(c.flags[SYN as usize], 500, "the histogram never loses a packet");
     assert_eq!(c.flow_inserts + c.flow_insert_failures, 500, "every new flow is inserted or counted as a failure");
     assert!(c.flow_insert_failures >= 500 - 64, "at most 64 slots on this CPU: {c:?}");

@@ -13,13 +13,13 @@ use crate::build;
 
 /// Adds up cargo's `test result: ok. N passed; M failed; K ignored; ...` lines.
 #[derive(Default)]
-struct Tally {
+struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
 }
 
-impl Tally {
+impl Totals {
     fn add(&mut self, line: &str) {
         let Some(rest) = line.split("test result:").nth(1) else { return };
         for part in rest.split(';') {
@@ -52,15 +52,15 @@ pub fn run(args: &[String]) -> Result<()> {
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
-    let mut tally = Tally::default();
+    let mut totals = Totals::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
-        tally.add(&line);
+        totals.add(&line);
     }
     let status = child.wait()?;
-    println!("\nflagprobe: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
-    if !status.success() || tally.failed > 0 {
+    println!("\nflagprobe: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !status.success() || totals.failed > 0 {
         bail!("tests failed");
     }
     Ok(())

@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, FlowView, remote_record::RemoteRecord, window::Windowed};
+use super::{Detector, DetectorConfig, Invalid, Tally, check_window, FlowView, remote_record::RemoteRecord, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -21,6 +21,21 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, window_secs: 60, min_packets: 1 }
+    }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(BackscatterRst::new(self.clone()))
     }
 }
 
@@ -38,14 +53,7 @@ impl BackscatterRst {
 }
 
 impl Detector for BackscatterRst {
-    fn name(&self) -> &'static str {
-        "backscatter_rst"
-    }
-
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        if !self.config.enabled {
-            return vec![];
-        }
         let mut touched = std::collections::HashSet::new();
         for f in flows {
             let (r, r0) = f.side(f.remote());
@@ -75,9 +83,9 @@ impl Detector for BackscatterRst {
         self.remotes.expire(now_ns);
     }
 
-    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
-        let n = std::mem::take(&mut self.packets_seen);
-        if n == 0 { vec![] } else { vec![(super::TALLY_BACKSCATTER, "rst".into(), n)] }
+    fn take_tallies(&mut self) -> Vec<Tally> {
+        let packets = std::mem::take(&mut self.packets_seen);
+        if packets == 0 { vec![] } else { vec![Tally::Backscatter { kind: "rst", packets }] }
     }
 }
 

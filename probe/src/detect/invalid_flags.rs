@@ -8,13 +8,13 @@ use probe_common::flags::{self, InvalidKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
+use super::{DetectorConfig, Invalid, check_window, 
     Detector, FlowView,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -24,6 +24,21 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, window_secs: 300 }
+    }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(InvalidFlags::new(self.clone()))
     }
 }
 
@@ -39,14 +54,13 @@ struct Sender {
 }
 
 pub struct InvalidFlags {
-    config: Config,
     senders: Windowed<IpAddr, Sender>,
 }
 
 impl InvalidFlags {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        InvalidFlags { config, senders: Windowed::new(w, 10_000) }
+        InvalidFlags { senders: Windowed::new(w, 10_000) }
     }
 }
 
@@ -64,14 +78,7 @@ fn why(kind: InvalidKind) -> &'static str {
 }
 
 impl Detector for InvalidFlags {
-    fn name(&self) -> &'static str {
-        "invalid_flags"
-    }
-
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        if !self.config.enabled {
-            return vec![];
-        }
         let mut touched = Vec::new();
         for f in flows {
             for side in [f.remote(), f.local] {

@@ -5,15 +5,7 @@
 //! "Ours" is decided by the home networks: of a flow's two endpoints, the one inside them is local.
 //! Flows with no local endpoint are not ours to judge and are skipped.
 
-pub mod backscatter_rst;
-pub mod backscatter_synack;
-pub mod invalid_flags;
 mod remote_record;
-pub mod rst_injection;
-pub mod rst_payload;
-pub mod rst_storm;
-pub mod scan;
-pub mod syn_flood;
 mod window;
 
 use std::net::IpAddr;
@@ -23,7 +15,7 @@ use probe_common::{
     event::PacketEvent,
     flow::{FAMILY_V4, FlowEntry, FlowKey, Side, SideStats},
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::alert::Alert;
 
@@ -54,14 +46,13 @@ pub fn addr(bytes: [u8; 16], family: u8) -> IpAddr {
     if family == FAMILY_V4 { IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { IpAddr::from(bytes) }
 }
 
-/// A flow that changed since the last poll, from our side's point of view.
+/// A flow that changed since the last poll, from our side's point of view. Its timestamps are
+/// wall-clock ns (capture time in replay): the kernel boundary converted them.
 pub struct FlowView<'a> {
     pub iface: &'a str,
     pub now: &'a FlowEntry,
     pub before: &'a FlowEntry,
     pub local: Side,
-    /// Add to a flow timestamp (kernel clock) to get wall-clock ns.
-    pub clock_offset_ns: i64,
 }
 
 impl FlowView<'_> {
@@ -84,21 +75,19 @@ impl FlowView<'_> {
     pub fn side(&self, side: Side) -> (&SideStats, &SideStats) {
         (&self.now.sides[side.index()], &self.before.sides[side.index()])
     }
-    pub fn wall(&self, kernel_ns: u64) -> u64 {
-        (kernel_ns as i64 + self.clock_offset_ns).max(0) as u64
-    }
     pub fn first_seen(&self) -> u64 {
-        self.wall(self.now.first_seen)
+        self.now.first_seen
     }
     pub fn last_seen(&self) -> u64 {
-        self.wall(self.now.last_seen)
+        self.now.last_seen
     }
     pub fn remote_initiated(&self) -> bool {
         self.now.initiator == self.remote() as u8
     }
 }
 
-/// A notable packet from the ring buffer, from our side's point of view.
+/// A notable packet from the ring buffer, from our side's point of view. The event's timestamp
+/// and its flow history are wall-clock ns, like [`FlowView`]'s.
 pub struct EventView<'a> {
     pub iface: &'a str,
     pub event: &'a PacketEvent,
@@ -106,8 +95,6 @@ pub struct EventView<'a> {
     pub at_ns: u64,
     /// True when the packet's sender is a home address; false when it came from outside.
     pub from_local: bool,
-    /// Add to a kernel timestamp to get wall-clock ns.
-    pub clock_offset_ns: i64,
 }
 
 impl EventView<'_> {
@@ -126,7 +113,6 @@ impl EventView<'_> {
 
 /// Every detector's contract.
 pub trait Detector: Send {
-    fn name(&self) -> &'static str;
     /// Flows that changed since the last poll.
     fn observe_flows(&mut self, _now_ns: u64, _flows: &[FlowView<'_>]) -> Vec<Alert> {
         Vec::new()
@@ -137,88 +123,133 @@ pub trait Detector: Send {
     }
     /// Forget state older than the detector's window (called every poll).
     fn expire(&mut self, _now_ns: u64) {}
-    /// Counts for detector-level metrics since the last call: (metric, label value, n).
-    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
+    /// Counts for detector-level metrics since the last call.
+    fn take_tallies(&mut self) -> Vec<Tally> {
         Vec::new()
     }
 }
 
-/// `flagprobe_backscatter_packets_total{kind}`.
-pub const TALLY_BACKSCATTER: &str = "backscatter_packets";
-/// `flagprobe_rst_payload_packets_total{signature}`.
-pub const TALLY_RST_PAYLOAD: &str = "rst_payload_packets";
-
-/// Thresholds and switches for every detector.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DetectorsConfig {
-    pub backscatter_synack: backscatter_synack::Config,
-    pub backscatter_rst: backscatter_rst::Config,
-    pub rst_payload: rst_payload::Config,
-    pub rst_injection: rst_injection::Config,
-    pub rst_storm: rst_storm::Config,
-    pub scan: scan::Config,
-    pub invalid_flags: invalid_flags::Config,
-    pub syn_flood: syn_flood::Config,
+/// A detector-level count on its way to a metric; the pipeline maps each kind to its metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tally {
+    /// `flagprobe_backscatter_packets_total{kind}`: `syn-ack` or `rst`.
+    Backscatter { kind: &'static str, packets: u64 },
+    /// `flagprobe_rst_payload_packets_total{signature}`: a signature name, or `none`.
+    RstPayload { signature: String, packets: u64 },
 }
 
-impl DetectorsConfig {
-    /// What serde cannot check: values that parse but make no sense.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        use crate::config::invalid;
-        for (i, s) in self.rst_payload.signatures.iter().enumerate() {
-            if s.pattern.is_empty() {
-                return Err(invalid(format!("detectors.rst-payload.signatures[{i}].pattern"), "must not be empty"));
-            }
-            if s.name.is_empty() || s.name.len() > 64 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(
-                    format!("detectors.rst-payload.signatures[{i}].name"),
-                    "use 1-64 letters, digits, - or _ (it becomes a metric label)",
-                ));
-            }
-        }
-        let windows = [
-            ("backscatter-synack.window-secs", self.backscatter_synack.window_secs),
-            ("backscatter-rst.window-secs", self.backscatter_rst.window_secs),
-            ("rst-payload.window-secs", self.rst_payload.window_secs),
-            ("rst-storm.window-secs", self.rst_storm.window_secs),
-            ("scan.window-secs", self.scan.window_secs),
-            ("invalid-flags.window-secs", self.invalid_flags.window_secs),
-            ("syn-flood.window-secs", self.syn_flood.window_secs),
-        ];
-        for (name, secs) in windows {
-            if secs == 0 || secs > 86_400 {
-                return Err(invalid(format!("detectors.{name}"), "must be between 1 and 86400 seconds"));
-            }
-        }
-        for (name, v) in [
-            ("rst-storm.min-ports", self.rst_storm.min_ports),
-            ("rst-storm.min-remotes", self.rst_storm.min_remotes),
-            ("scan.min-ports", self.scan.min_ports),
-            ("scan.min-hosts", self.scan.min_hosts),
-            ("syn-flood.min-half-open", self.syn_flood.min_half_open),
-        ] {
-            if v == 0 {
-                return Err(invalid(format!("detectors.{name}"), "must be at least 1"));
-            }
-        }
-        Ok(())
+/// A detector setting that parses but makes no sense: the key below `detectors.` and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Invalid { field: field.into(), problem: problem.into() }
+    }
+
+    /// The same error, named under a detector's section (`scan` + `min-ports` → `scan.min-ports`).
+    fn under(self, section: &str) -> Self {
+        Invalid { field: format!("{section}.{}", self.field), problem: self.problem }
     }
 }
 
-/// The detectors, in a stable order.
-pub fn all(config: &DetectorsConfig) -> Vec<Box<dyn Detector>> {
-    vec![
-        Box::new(backscatter_synack::BackscatterSynAck::new(config.backscatter_synack.clone())),
-        Box::new(backscatter_rst::BackscatterRst::new(config.backscatter_rst.clone())),
-        Box::new(rst_payload::RstPayload::new(config.rst_payload.clone())),
-        Box::new(rst_injection::RstInjection::new(config.rst_injection.clone())),
-        Box::new(rst_storm::RstStorm::new(config.rst_storm.clone())),
-        Box::new(scan::Scan::new(config.scan.clone())),
-        Box::new(invalid_flags::InvalidFlags::new(config.invalid_flags.clone())),
-        Box::new(syn_flood::SynFlood::new(config.syn_flood.clone())),
-    ]
+/// A window in seconds: at least one, at most a day.
+pub fn check_window(field: &str, secs: u64) -> Result<(), Invalid> {
+    if secs == 0 || secs > 86_400 {
+        return Err(Invalid::new(field, "must be between 1 and 86400 seconds"));
+    }
+    Ok(())
+}
+
+/// A threshold that must be at least one.
+pub fn check_at_least_one(field: &str, value: u64) -> Result<(), Invalid> {
+    if value == 0 {
+        return Err(Invalid::new(field, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// What each detector's `Config` (a `#[serde(default)]` struct in the detector's own file) offers.
+pub trait DetectorConfig: Default + Clone + PartialEq + Serialize + DeserializeOwned + std::fmt::Debug {
+    /// Whether the detector runs at all (`enabled = false` leaves it out of [`all`]).
+    fn enabled(&self) -> bool;
+    /// What serde cannot check: values that parse but make no sense; fields named within the section.
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+    /// The detector, configured.
+    fn build(&self) -> Box<dyn Detector>;
+}
+
+/// The detectors, in a stable order. Adding one is its file plus one line here: the macro declares
+/// the module, its `[detectors.NAME]` section (kebab-case), its validation and its place in [`all`].
+macro_rules! detectors {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+
+        /// Thresholds and switches for every detector: one section per detector file.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+        #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct DetectorsConfig {
+            $(pub $name: $name::Config,)*
+        }
+
+        impl DetectorsConfig {
+            /// Every section's own validation; errors name `NAME.KEY`.
+            pub fn validate(&self) -> Result<(), Invalid> {
+                $(DetectorConfig::validate(&self.$name).map_err(|e| e.under(&stringify!($name).replace('_', "-")))?;)*
+                Ok(())
+            }
+        }
+
+        /// The enabled detectors, in a stable order.
+        pub fn all(config: &DetectorsConfig) -> Vec<Box<dyn Detector>> {
+            let mut out = Vec::new();
+            $(if config.$name.enabled() {
+                out.push(config.$name.build());
+            })*
+            out
+        }
+    };
+}
+
+detectors! {
+    backscatter_synack,
+    backscatter_rst,
+    rst_payload,
+    rst_injection,
+    rst_storm,
+    scan,
+    invalid_flags,
+    syn_flood,
 }
 
 #[cfg(test)]
 pub mod testkit;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_detector_and_the_key() {
+        let mut c = DetectorsConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.scan.min_ports = 0;
+        assert_eq!(c.validate().unwrap_err().field, "scan.min-ports");
+        let mut c = DetectorsConfig::default();
+        c.rst_storm.window_secs = 0;
+        assert_eq!(c.validate().unwrap_err().field, "rst-storm.window-secs");
+    }
+
+    #[test]
+    fn a_disabled_detector_is_left_out() {
+        let mut c = DetectorsConfig::default();
+        let n = all(&c).len();
+        c.scan.enabled = false;
+        assert_eq!(all(&c).len(), n - 1);
+    }
+}

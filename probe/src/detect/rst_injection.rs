@@ -16,10 +16,10 @@ use probe_common::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, EventView};
+use super::{DetectorConfig, Detector, EventView};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -34,6 +34,16 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 0 }
+    }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(RstInjection::new(self.clone()))
     }
 }
 
@@ -53,13 +63,9 @@ fn seq_distance(a: u32, b: u32) -> u32 {
 }
 
 impl Detector for RstInjection {
-    fn name(&self) -> &'static str {
-        "rst_injection"
-    }
-
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
-        if !self.config.enabled || ev.from_local || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
+        if ev.from_local || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
             return vec![];
         }
         let (sender, receiver) = ev.sides();
@@ -141,7 +147,7 @@ impl Detector for RstInjection {
             iface: ev.iface.to_string(),
             src: Some((src, Some(e.sport))),
             dest: Some((dst, Some(e.dport))),
-            first_seen_ns: (before.first_seen as i64 + ev.clock_offset_ns).max(0) as u64,
+            first_seen_ns: before.first_seen,
             last_seen_ns: ev.at_ns,
             packets: 1,
             flows: 1,

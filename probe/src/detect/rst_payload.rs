@@ -8,10 +8,10 @@ use probe_common::flow::NOTABLE_RST_PAYLOAD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, EventView, window::Windowed};
+use super::{Detector, DetectorConfig, Invalid, Tally, check_window, EventView, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Signature {
     /// Short name, also the `signature` label of `flagprobe_rst_payload_packets_total`.
@@ -23,7 +23,7 @@ pub struct Signature {
     pub explanation: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -37,6 +37,35 @@ impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, builtin_signatures: true, signatures: vec![], window_secs: 300 }
     }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        validate_signatures(&self.signatures)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(RstPayload::new(self.clone()))
+    }
+}
+
+/// Own signatures need a pattern, and a name fit to be a metric label.
+fn validate_signatures(signatures: &[Signature]) -> Result<(), Invalid> {
+    for (i, s) in signatures.iter().enumerate() {
+        if s.pattern.is_empty() {
+            return Err(Invalid::new(format!("signatures[{i}].pattern"), "must not be empty"));
+        }
+        if s.name.is_empty() || s.name.len() > 64 || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Invalid::new(format!("signatures[{i}].name"), "use 1-64 letters, digits, - or _ (it becomes a metric label)"));
+        }
+    }
+    Ok(())
 }
 
 /// The signatures flagprobe ships with.
@@ -70,7 +99,6 @@ struct Record {
 }
 
 pub struct RstPayload {
-    config: Config,
     signatures: Vec<Signature>,
     records: Windowed<(IpAddr, String), Record>,
     /// Packets per signature name ("none" for unmatched text) since the last drain.
@@ -95,7 +123,7 @@ impl RstPayload {
         let mut signatures = if config.builtin_signatures { builtin() } else { vec![] };
         signatures.extend(config.signatures.iter().cloned());
         let window = config.window_secs * 1_000_000_000;
-        RstPayload { config, signatures, records: Windowed::new(window, 10_000), tallies: vec![] }
+        RstPayload { signatures, records: Windowed::new(window, 10_000), tallies: vec![] }
     }
 
     fn tally(&mut self, name: &str) {
@@ -107,13 +135,9 @@ impl RstPayload {
 }
 
 impl Detector for RstPayload {
-    fn name(&self) -> &'static str {
-        "rst_payload"
-    }
-
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
-        if !self.config.enabled || e.reasons & NOTABLE_RST_PAYLOAD == 0 {
+        if e.reasons & NOTABLE_RST_PAYLOAD == 0 {
             return vec![];
         }
         let text = printable(e.payload());
@@ -196,8 +220,8 @@ impl Detector for RstPayload {
         self.records.expire(now_ns);
     }
 
-    fn take_tallies(&mut self) -> Vec<(&'static str, String, u64)> {
-        std::mem::take(&mut self.tallies).into_iter().map(|(name, n)| (super::TALLY_RST_PAYLOAD, name, n)).collect()
+    fn take_tallies(&mut self) -> Vec<Tally> {
+        std::mem::take(&mut self.tallies).into_iter().map(|(signature, packets)| Tally::RstPayload { signature, packets }).collect()
     }
 }
 

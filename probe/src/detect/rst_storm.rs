@@ -11,13 +11,13 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
+use super::{DetectorConfig, Invalid, check_window, check_at_least_one, 
     Detector, FlowView,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -34,6 +34,23 @@ impl Default for Config {
     }
 }
 
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        check_at_least_one("min-ports", self.min_ports as u64)?;
+        check_at_least_one("min-remotes", self.min_remotes as u64)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(RstStorm::new(self.clone()))
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Story {
     ResetsOurConnections,
@@ -41,7 +58,7 @@ enum Story {
     OurHostScans,
 }
 
-struct Tally {
+struct StormRecord {
     iface: String,
     first_seen: u64,
     last_seen: u64,
@@ -52,25 +69,18 @@ struct Tally {
 
 pub struct RstStorm {
     config: Config,
-    tallies: Windowed<(Story, IpAddr), Tally>,
+    records: Windowed<(Story, IpAddr), StormRecord>,
 }
 
 impl RstStorm {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        RstStorm { config, tallies: Windowed::new(w, 20_000) }
+        RstStorm { config, records: Windowed::new(w, 20_000) }
     }
 }
 
 impl Detector for RstStorm {
-    fn name(&self) -> &'static str {
-        "rst_storm"
-    }
-
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        if !self.config.enabled {
-            return vec![];
-        }
         let mut touched = Vec::new();
         for f in flows {
             let (r, r0) = f.side(f.remote());
@@ -79,7 +89,7 @@ impl Detector for RstStorm {
             let local_rsts = (l.rst - l0.rst) as u64;
             let established = r.data + l.data + r.pure_ack + l.pure_ack > 0 && (r.syn_ack + l.syn_ack) > 0;
             let mut add = |story: Story, who: IpAddr, item: (IpAddr, u16), n: u64, other: IpAddr| {
-                let t = self.tallies.touch((story, who), now_ns, || Tally {
+                let t = self.records.touch((story, who), now_ns, || StormRecord {
                     iface: f.iface.to_string(),
                     first_seen: f.first_seen(),
                     last_seen: 0,
@@ -108,7 +118,7 @@ impl Detector for RstStorm {
         touched.dedup();
         let mut alerts = Vec::new();
         for (story, who) in touched {
-            let Some(t) = self.tallies.get(&(story, who)) else { continue };
+            let Some(t) = self.records.get(&(story, who)) else { continue };
             let needed = if story == Story::OurHostScans { self.config.min_remotes } else { self.config.min_ports };
             if t.distinct.len() >= needed {
                 alerts.push(render(story, who, t, now_ns));
@@ -118,11 +128,11 @@ impl Detector for RstStorm {
     }
 
     fn expire(&mut self, now_ns: u64) {
-        self.tallies.expire(now_ns);
+        self.records.expire(now_ns);
     }
 }
 
-fn render(story: Story, who: IpAddr, t: &Tally, now_ns: u64) -> Alert {
+fn render(story: Story, who: IpAddr, t: &StormRecord, now_ns: u64) -> Alert {
     let n = t.distinct.len() as u64 + t.distinct.overflow;
     let (verdict, role, severity, summary, explanation, src, dest) = match story {
         Story::ResetsOurConnections => (

@@ -8,13 +8,13 @@ use probe_common::flags::{ACK, FIN, PSH, URG};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
+use super::{DetectorConfig, Invalid, check_window, check_at_least_one, 
     Detector, FlowView,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -28,6 +28,23 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 10 }
+    }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        check_at_least_one("min-ports", self.min_ports as u64)?;
+        check_at_least_one("min-hosts", self.min_hosts as u64)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(Scan::new(self.clone()))
     }
 }
 
@@ -88,7 +105,7 @@ fn classify(f: &FlowView<'_>) -> Option<Probe> {
     }
 }
 
-struct Tally {
+struct ProbeRecord {
     iface: String,
     first_seen: u64,
     last_seen: u64,
@@ -100,31 +117,24 @@ struct Tally {
 
 pub struct Scan {
     config: Config,
-    tallies: Windowed<(IpAddr, Probe), Tally>,
+    records: Windowed<(IpAddr, Probe), ProbeRecord>,
 }
 
 impl Scan {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        Scan { config, tallies: Windowed::new(w, 20_000) }
+        Scan { config, records: Windowed::new(w, 20_000) }
     }
 }
 
 impl Detector for Scan {
-    fn name(&self) -> &'static str {
-        "scan"
-    }
-
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        if !self.config.enabled {
-            return vec![];
-        }
         let mut touched = Vec::new();
         for f in flows {
             let Some(probe) = classify(f) else { continue };
             let (r, r0) = f.side(f.remote());
             let (l, l0) = f.side(f.local);
-            let t = self.tallies.touch((f.remote_addr(), probe), now_ns, || Tally {
+            let t = self.records.touch((f.remote_addr(), probe), now_ns, || ProbeRecord {
                 iface: f.iface.to_string(),
                 first_seen: f.first_seen(),
                 last_seen: 0,
@@ -144,7 +154,7 @@ impl Detector for Scan {
         touched.dedup();
         let mut alerts = Vec::new();
         for (src, probe) in touched {
-            let Some(t) = self.tallies.get(&(src, probe)) else { continue };
+            let Some(t) = self.records.get(&(src, probe)) else { continue };
             if t.targets.len() >= self.config.min_ports || t.hosts.len() >= self.config.min_hosts {
                 alerts.push(render(src, probe, t, now_ns));
             }
@@ -153,11 +163,11 @@ impl Detector for Scan {
     }
 
     fn expire(&mut self, now_ns: u64) {
-        self.tallies.expire(now_ns);
+        self.records.expire(now_ns);
     }
 }
 
-fn render(src: IpAddr, probe: Probe, t: &Tally, now_ns: u64) -> Alert {
+fn render(src: IpAddr, probe: Probe, t: &ProbeRecord, now_ns: u64) -> Alert {
     let ports = t.targets.len() as u64 + t.targets.overflow;
     let hosts = t.hosts.len();
     let summary = format!("{} scan from {src}: {ports} ports on {hosts} of our hosts probed", probe.name());

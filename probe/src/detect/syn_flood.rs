@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
+use super::{DetectorConfig, Invalid, check_window, check_at_least_one, 
     Detector, FlowView,
     window::{CappedSet, PerMinute, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub enabled: bool,
@@ -25,6 +25,22 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config { enabled: true, window_secs: 30, min_half_open: 50 }
+    }
+}
+
+impl DetectorConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_window("window-secs", self.window_secs)?;
+        check_at_least_one("min-half-open", self.min_half_open as u64)?;
+        Ok(())
+    }
+
+    fn build(&self) -> Box<dyn Detector> {
+        Box::new(SynFlood::new(self.clone()))
     }
 }
 
@@ -52,14 +68,7 @@ impl SynFlood {
 }
 
 impl Detector for SynFlood {
-    fn name(&self) -> &'static str {
-        "syn_flood"
-    }
-
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        if !self.config.enabled {
-            return vec![];
-        }
         let mut touched = Vec::new();
         for f in flows {
             if !f.remote_initiated() {

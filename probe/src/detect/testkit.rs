@@ -6,7 +6,7 @@ use std::sync::Arc;
 use probe_common::flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment};
 
 use super::{Detector, EventView, FlowView, HomeNets};
-use crate::{alert::Alert, softtable::SoftTable};
+use crate::{alert::Alert, flows::SoftTable};
 
 pub const S: u64 = 1_000_000_000;
 
@@ -83,7 +83,7 @@ impl Script {
             .iter()
             .filter_map(|dl| {
                 let local = self.home.local_side(&dl.now.key, probe_common::flow::Side::from_index(dl.now.initiator))?;
-                Some(FlowView { iface: "eth0", now: &dl.now, before: &dl.before, local, clock_offset_ns: 0 })
+                Some(FlowView { iface: "eth0", now: &dl.now, before: &dl.before, local })
             })
             .collect();
         d.observe_flows(now_ns, &views)
@@ -94,7 +94,7 @@ impl Script {
         let mut out = Vec::new();
         for ev in self.events.drain(..) {
             let from_local = self.home.contains(super::addr(ev.src, ev.family));
-            let view = EventView { iface: "eth0", event: &ev, at_ns: ev.ts_ns, from_local, clock_offset_ns: 0 };
+            let view = EventView { iface: "eth0", event: &ev, at_ns: ev.ts_ns, from_local };
             out.extend(d.observe_event(&view));
         }
         out

@@ -1,6 +1,7 @@
 //! Where replayed packets are counted: [`SoftBackend`] runs the shared probe-common logic over a
 //! hash map; [`KernelBackend`] feeds each frame to the real XDP (towards us) or TC (from us) program
-//! with BPF_PROG_TEST_RUN and reads the maps with the live poller's code.
+//! with BPF_PROG_TEST_RUN and reads the maps with the live poller's code. Either way, what comes
+//! out is in capture time.
 
 use std::sync::Arc;
 
@@ -11,23 +12,35 @@ use aya::{
 use probe_common::{
     counters::{HOOKS, HookCounters, ParseError},
     event::PacketEvent,
-    flow::FlowEntry,
-    maps::{PROG_TC, PROG_XDP},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey},
+    maps::{EVENTS, PROG_TC, PROG_XDP},
+    parse::{NotTcp, TcpPacket},
 };
 
-use super::decode::{self, Decoded, UnsupportedLink};
+use super::decode::Decoded;
 use crate::{
-    capture::Frame,
-    flows::{FlowDelta, FlowTracker},
-    flowtable::FlowTable,
-    loader::{self, LoadError, LoadOptions, Probe},
-    poller,
-    softtable::SoftTable,
+    flows::{FlowDelta, FlowTracker, SoftTable, merge},
+    kernel::{
+        LoadError, LoadOptions, Probe,
+        clock::{ToWall, monotonic_now_ns},
+        flowtable::{FlowTable, FlowTableError},
+        loader, ring,
+    },
 };
+
+/// One frame, decoded once: its Ethernet form and the shared parser's verdict on it.
+pub struct Frame<'a> {
+    pub decoded: &'a Decoded<'a>,
+    pub parsed: &'a Result<TcpPacket, NotTcp>,
+    /// 0: towards us (XDP), 1: from us (TC).
+    pub hook: u8,
+    /// Capture time, ns.
+    pub ts_ns: u64,
+}
 
 pub trait Backend {
-    /// Count one frame, sent towards us (`hook` 0) or by us (1); return its notable events.
-    fn feed(&mut self, frame: &Frame, hook: u8) -> Result<Vec<PacketEvent>, UnsupportedLink>;
+    /// Count one frame; return its notable events.
+    fn feed(&mut self, frame: &Frame<'_>) -> Vec<PacketEvent>;
     /// Flows changed since the last call.
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta>;
     /// Forget flows idle since before `cutoff_ns` and return them (bounded memory).
@@ -35,8 +48,6 @@ pub trait Backend {
     fn counters(&self) -> [HookCounters; HOOKS as usize];
     /// Every flow still held.
     fn flows(&self) -> Vec<FlowEntry>;
-    /// Add to an event's timestamp to get its capture time.
-    fn clock_offset(&self) -> i64;
 }
 
 #[derive(Default)]
@@ -45,21 +56,21 @@ pub struct SoftBackend {
 }
 
 impl Backend for SoftBackend {
-    fn feed(&mut self, frame: &Frame, hook: u8) -> Result<Vec<PacketEvent>, UnsupportedLink> {
-        let c = &mut self.table.counters[hook as usize];
-        match decode::decode(frame.link_type, &frame.data)? {
-            Decoded::Tcp { endpoints, mut segment, window, payload } => {
-                segment.hook = hook;
+    fn feed(&mut self, frame: &Frame<'_>) -> Vec<PacketEvent> {
+        match frame.parsed {
+            Ok(tcp) => {
+                let mut segment = tcp.segment;
+                segment.hook = frame.hook;
                 segment.now = frame.ts_ns;
-                Ok(self.table.segment(&endpoints, &segment, window, payload).into_iter().collect())
+                self.table.segment(&tcp.endpoints, &segment, tcp.window, frame.decoded.payload(tcp)).into_iter().collect()
             }
-            Decoded::Protocol(slot) => {
-                c.protocols[slot] += 1;
-                Ok(vec![])
+            Err(NotTcp::Protocol(slot)) => {
+                self.table.counters[frame.hook as usize].count_protocol(*slot);
+                vec![]
             }
-            Decoded::Error(reason) => {
-                c.parse_errors[reason as usize] += 1;
-                Ok(vec![])
+            Err(NotTcp::Error(reason)) => {
+                self.table.counters[frame.hook as usize].count_parse_error(*reason);
+                vec![]
             }
         }
     }
@@ -79,10 +90,16 @@ impl Backend for SoftBackend {
     fn flows(&self) -> Vec<FlowEntry> {
         self.table.flows().copied().collect()
     }
+}
 
-    fn clock_offset(&self) -> i64 {
-        0
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum KernelBackendError {
+    /// Loading the programs or taking their maps failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The flow table could not be mapped.
+    #[error(transparent)]
+    FlowTable(#[from] FlowTableError),
 }
 
 pub struct KernelBackend {
@@ -90,15 +107,17 @@ pub struct KernelBackend {
     ring: RingBuf<MapData>,
     table: FlowTable,
     tracker: FlowTracker,
-    /// Frames the kernel never saw (no Ethernet form), by hook.
+    /// Frames the kernel never saw (no whole Ethernet form), by hook.
     unconvertible: [u64; HOOKS as usize],
-    offset: i64,
+    /// Kernel time → capture time, as of the last frame.
+    to_capture: ToWall,
 }
 
 impl KernelBackend {
     /// Load the programs (not attached) on this CPU; the rate limit is lifted, there is no line to protect.
-    pub fn new(object: &[u8]) -> Result<Self, LoadError> {
+    pub fn new(object: &[u8]) -> Result<Self, KernelBackendError> {
         // One CPU: one flow-table partition, and events in order.
+        // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(0, &mut set);
@@ -106,34 +125,25 @@ impl KernelBackend {
         }
         let options = LoadOptions { flow_capacity: 1 << 20, flow_idle_ns: u64::MAX / 2, event_rate: 10_000_000, ebpf_log: false };
         let mut probe = loader::load(object, options)?;
-        let map = probe.ebpf.take_map(probe_common::maps::EVENTS).ok_or(LoadError::Missing("EVENTS"))?;
-        let ring = RingBuf::try_from(map).map_err(|_| LoadError::Missing("EVENTS ring buffer"))?;
+        let map = probe.ebpf.take_map(EVENTS).ok_or(LoadError::Missing(EVENTS))?;
+        let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { map: EVENTS, source })?;
         let slots = probe.geometry.slots();
-        let table = FlowTable::map(&probe.ebpf, slots).map_err(|_| LoadError::Missing("FLOWS (mmap)"))?;
-        Ok(KernelBackend { tracker: FlowTracker::new(slots as usize), probe, ring, table, unconvertible: [0; 2], offset: 0 })
+        let table = FlowTable::map(&probe.ebpf, slots)?;
+        let to_capture = probe.clock.with_offset(0);
+        Ok(KernelBackend { tracker: FlowTracker::new(slots as usize), probe, ring, table, unconvertible: [0; 2], to_capture })
     }
 }
 
-fn kernel_now() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
 impl Backend for KernelBackend {
-    fn feed(&mut self, frame: &Frame, hook: u8) -> Result<Vec<PacketEvent>, UnsupportedLink> {
-        let Some(eth) = decode::to_ethernet(frame.link_type, &frame.data)? else {
-            self.unconvertible[hook as usize] += 1;
-            return Ok(vec![]);
-        };
+    fn feed(&mut self, frame: &Frame<'_>) -> Vec<PacketEvent> {
         // BPF_PROG_TEST_RUN needs a whole Ethernet header.
-        if eth.len() < 14 {
-            self.unconvertible[hook as usize] += 1;
-            return Ok(vec![]);
-        }
-        self.offset = frame.ts_ns as i64 - kernel_now();
-        let opts = TestRunOptions { data_in: Some(&eth), ..Default::default() };
-        let ran = if hook == 0 {
+        let Some(eth) = frame.decoded.ethernet.as_deref().filter(|e| e.len() >= 14) else {
+            self.unconvertible[frame.hook as usize] += 1;
+            return vec![];
+        };
+        self.to_capture = self.probe.clock.with_offset(frame.ts_ns as i64 - monotonic_now_ns() as i64);
+        let opts = TestRunOptions { data_in: Some(eth), ..Default::default() };
+        let ran = if frame.hook == 0 {
             let p: Option<&mut Xdp> = self.probe.ebpf.program_mut(PROG_XDP).and_then(|p| p.try_into().ok());
             p.map(|p| p.test_run(opts))
         } else {
@@ -145,20 +155,19 @@ impl Backend for KernelBackend {
         }
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
-            events.extend(crate::events::decode(&item));
+            events.extend(ring::decode(&item));
         }
         for ev in &mut events {
-            self.probe.clock.entry_to_ns(&mut ev.flow_before);
+            self.to_capture.event(ev);
         }
-        Ok(events)
+        events
     }
 
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        let clock = self.probe.clock;
-        let mut deltas = self.tracker.scan(&self.table, iface, clock.now_ticks(), u64::MAX / 2).deltas;
+        let mut deltas = self.tracker.scan(&self.table, iface, self.probe.clock.now_ticks(), u64::MAX / 2).deltas;
         for d in &mut deltas {
-            clock.entry_to_ns(&mut d.now);
-            clock.entry_to_ns(&mut d.before);
+            self.to_capture.entry(&mut d.now);
+            self.to_capture.entry(&mut d.before);
         }
         deltas
     }
@@ -168,7 +177,7 @@ impl Backend for KernelBackend {
     }
 
     fn counters(&self) -> [HookCounters; HOOKS as usize] {
-        let mut c = poller::read_counters(&self.probe).unwrap_or_default();
+        let mut c = self.probe.counters().unwrap_or_default();
         for (hook, n) in self.unconvertible.iter().enumerate() {
             c[hook].parse_errors[ParseError::TruncatedEthernet as usize] += n;
         }
@@ -176,22 +185,18 @@ impl Backend for KernelBackend {
     }
 
     fn flows(&self) -> Vec<FlowEntry> {
-        let mut out: std::collections::HashMap<probe_common::flow::FlowKey, FlowEntry> = Default::default();
+        let mut out: std::collections::HashMap<FlowKey, FlowEntry> = Default::default();
         for i in 0..self.table.slots() {
             let e = self.table.read(i);
-            if e.key.family != probe_common::flow::FAMILY_NONE {
-                crate::flows::merge(out.entry(e.key).or_default(), &e);
+            if e.key.family != FAMILY_NONE {
+                merge(out.entry(e.key).or_default(), &e);
             }
         }
         out.into_values()
             .map(|mut e| {
-                self.probe.clock.entry_to_ns(&mut e);
+                self.to_capture.entry(&mut e);
                 e
             })
             .collect()
-    }
-
-    fn clock_offset(&self) -> i64 {
-        self.offset
     }
 }

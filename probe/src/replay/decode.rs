@@ -1,145 +1,89 @@
-//! A captured frame → what the kernel program would have parsed from it: a TCP segment with its
-//! endpoints, another protocol, or a parse-error reason. Headers are sliced with etherparse (lax,
-//! so a short snaplen still yields the headers); lengths come from the IP header, as in the kernel,
-//! so a truncated capture still counts the payload the packet really had.
+//! A captured frame → what the kernel program would have parsed from it. Only the link layer is
+//! ours: every link type is brought to an Ethernet frame (borrowed when it already is one), and the
+//! kernel's own parser (`probe_common::parse`) does the rest, so replay and live parse alike.
 
-use etherparse::{EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TcpSlice};
+use std::borrow::Cow;
+
 use pcap_parser::Linktype;
 use probe_common::{
-    counters::{PROTO_ICMP, PROTO_ICMPV6, PROTO_NON_IP, PROTO_OTHER_IP, PROTO_UDP, ParseError},
-    flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment},
+    counters::ParseError,
+    parse::{self, Cursor, NotTcp, TcpPacket},
 };
 
-/// Linux cooked capture v2 (not in every crate's table).
+/// BSD loopback: a 4-byte address family in the capturing host's byte order (DLT_NULL).
+const LINKTYPE_NULL: i32 = 0;
+/// OpenBSD loopback: the same in network byte order (DLT_LOOP).
+const LINKTYPE_LOOP: i32 = 108;
+/// Linux cooked capture v1 and v2.
+const LINKTYPE_LINUX_SLL: i32 = 113;
 const LINKTYPE_LINUX_SLL2: i32 = 276;
 /// Raw IP link types: DLT_RAW on most systems, its OpenBSD number, and the per-version ones.
 const RAW_IP: [i32; 5] = [101, 12, 14, 228, 229];
+/// AF_INET everywhere; AF_INET6 as NetBSD/OpenBSD, FreeBSD and macOS number it.
+const AF_INET: u32 = 2;
+const AF_INET6: [u32; 3] = [24, 28, 30];
 
-pub enum Decoded<'a> {
-    Tcp { endpoints: Endpoints, segment: Segment, window: u16, payload: &'a [u8] },
-    Protocol(usize),
-    Error(ParseError),
-}
+const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
 #[derive(Debug, thiserror::Error)]
-#[error("link type {0} is not supported (Ethernet, Linux cooked SLL/SLL2 and raw IP are)")]
+#[error("link type {0} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and BSD loopback are)")]
 pub struct UnsupportedLink(pub i32);
 
-/// Where the network layer starts, or how to slice it.
-fn slice(link: Linktype, data: &[u8]) -> Result<Option<LaxSlicedPacket<'_>>, UnsupportedLink> {
-    Ok(match link.0 {
-        1 => LaxSlicedPacket::from_ethernet(data).ok(),
-        113 => {
-            (data.len() >= 16).then(|| LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([data[14], data[15]])), &data[16..]))
-        }
-        LINKTYPE_LINUX_SLL2 => {
-            (data.len() >= 20).then(|| LaxSlicedPacket::from_ether_type(EtherType(u16::from_be_bytes([data[0], data[1]])), &data[20..]))
-        }
-        l if RAW_IP.contains(&l) => LaxSlicedPacket::from_ip(data).ok(),
-        other => return Err(UnsupportedLink(other)),
-    })
+/// One frame as the kernel would have seen it.
+pub struct Decoded<'a> {
+    /// The frame as Ethernet, or `None` when its link header is cut short.
+    pub ethernet: Option<Cow<'a, [u8]>>,
 }
 
-/// An Ethernet frame carrying the same network layer (for feeding the kernel program).
-pub fn to_ethernet(link: Linktype, data: &[u8]) -> Result<Option<Vec<u8>>, UnsupportedLink> {
-    let (ethertype, l3) = match link.0 {
-        1 => return Ok(Some(data.to_vec())),
-        113 if data.len() >= 16 => ([data[14], data[15]], &data[16..]),
-        LINKTYPE_LINUX_SLL2 if data.len() >= 20 => ([data[0], data[1]], &data[20..]),
-        l if RAW_IP.contains(&l) && !data.is_empty() => (if data[0] >> 4 == 6 { [0x86, 0xdd] } else { [0x08, 0x00] }, data),
-        113 | LINKTYPE_LINUX_SLL2 => return Ok(None),
-        l if RAW_IP.contains(&l) => return Ok(None),
-        other => return Err(UnsupportedLink(other)),
-    };
-    let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, ethertype[0], ethertype[1]];
-    f.extend_from_slice(l3);
-    Ok(Some(f))
-}
+impl Decoded<'_> {
+    /// The kernel parser's verdict on the frame.
+    pub fn parse(&self) -> Result<TcpPacket, NotTcp> {
+        match &self.ethernet {
+            Some(eth) => parse::parse(&Cursor::from_slice(eth)),
+            None => Err(NotTcp::Error(ParseError::TruncatedEthernet)),
+        }
+    }
 
-fn other(proto: IpNumber) -> usize {
-    match proto {
-        IpNumber::UDP => PROTO_UDP,
-        IpNumber::ICMP => PROTO_ICMP,
-        IpNumber::IPV6_ICMP => PROTO_ICMPV6,
-        _ => PROTO_OTHER_IP,
+    /// The TCP payload bytes present in the capture.
+    pub fn payload(&self, tcp: &TcpPacket) -> &[u8] {
+        self.ethernet.as_deref().and_then(|eth| eth.get(tcp.payload_offset..)).unwrap_or(&[])
     }
 }
 
-/// Decode one frame the way the kernel program parses it.
+/// Bring `data` of link type `link` to an Ethernet frame.
 pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLink> {
-    use Decoded::{Error, Protocol};
-    let Some(p) = slice(link, data)? else { return Ok(Error(ParseError::TruncatedEthernet)) };
-    if p.link_exts.len() > 2 {
-        return Ok(Error(ParseError::TooManyVlans));
-    }
-    let (mut endpoints, ttl, ip_len, l4_start, payload) = match &p.net {
-        Some(LaxNetSlice::Ipv4(ip)) => {
-            let h = ip.header();
-            let pl = ip.payload();
-            if pl.ip_number != IpNumber::TCP {
-                return Ok(Protocol(other(pl.ip_number)));
-            }
-            if h.fragments_offset().value() != 0 {
-                return Ok(Error(ParseError::Fragment));
-            }
-            let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
-            src[..4].copy_from_slice(&h.source());
-            dst[..4].copy_from_slice(&h.destination());
-            let ep = Endpoints { src, dst, sport: 0, dport: 0, family: FAMILY_V4 };
-            (ep, h.ttl(), h.total_len() as usize, h.ihl() as usize * 4, pl.payload)
-        }
-        Some(LaxNetSlice::Ipv6(ip)) => {
-            let h = ip.header();
-            let pl = ip.payload();
-            if pl.fragmented {
-                return Ok(Error(ParseError::Fragment));
-            }
-            if pl.ip_number != IpNumber::TCP {
-                return Ok(Protocol(other(pl.ip_number)));
-            }
-            let ep = Endpoints { src: h.source(), dst: h.destination(), sport: 0, dport: 0, family: FAMILY_V6 };
-            (ep, h.hop_limit(), h.payload_length() as usize + 40, 40 + ip.extensions().slice().len(), pl.payload)
-        }
-        Some(LaxNetSlice::Arp(_)) | None => {
-            return Ok(match p.stop_err {
-                Some((_, etherparse::err::Layer::Ipv4Header)) => Error(ParseError::TruncatedIpv4),
-                Some((_, etherparse::err::Layer::Ipv6Header)) => Error(ParseError::TruncatedIpv6),
-                Some((_, etherparse::err::Layer::VlanHeader)) => Error(ParseError::TruncatedVlan),
-                Some(_) if p.net.is_none() && is_ip(&p) => Error(ParseError::BadIpv4Header),
-                _ => Protocol(PROTO_NON_IP),
-            });
-        }
+    let ethertype = match link.0 {
+        1 => return Ok(Decoded { ethernet: Some(Cow::Borrowed(data)) }),
+        LINKTYPE_LINUX_SLL => data.get(14..16).map(|t| ([t[0], t[1]], 16)),
+        LINKTYPE_LINUX_SLL2 => data.get(0..2).map(|t| ([t[0], t[1]], 20)),
+        l if RAW_IP.contains(&l) => data.first().map(|b| (if b >> 4 == 6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }, 0)),
+        l @ (LINKTYPE_NULL | LINKTYPE_LOOP) => data.get(0..4).map(|b| {
+            let b = [b[0], b[1], b[2], b[3]];
+            // DLT_NULL is in the byte order of the host that captured; try both.
+            let family = if l == LINKTYPE_LOOP { u32::from_be_bytes(b) } else { u32::from_le_bytes(b).min(u32::from_be_bytes(b)) };
+            let ethertype = match family {
+                AF_INET => ETHERTYPE_IPV4,
+                f if AF_INET6.contains(&f) => ETHERTYPE_IPV6,
+                // Not IP: the parser counts it as such.
+                _ => [0, 0],
+            };
+            (ethertype, 4)
+        }),
+        other => return Err(UnsupportedLink(other)),
     };
-    let tcp = match TcpSlice::from_slice(payload) {
-        Ok(t) => t,
-        Err(etherparse::err::tcp::HeaderSliceError::Len(_)) => return Ok(Error(ParseError::TruncatedTcp)),
-        Err(_) => return Ok(Error(ParseError::BadTcpOffset)),
-    };
-    let header_end = l4_start + tcp.header_len();
-    if header_end > ip_len {
-        return Ok(Error(ParseError::BadTcpOffset));
-    }
-    endpoints.sport = tcp.source_port();
-    endpoints.dport = tcp.destination_port();
-    let segment = Segment {
-        flags: tcp.slice()[13],
-        ttl,
-        hook: 0,
-        seq: tcp.sequence_number(),
-        ack: tcp.acknowledgment_number(),
-        payload_len: (ip_len - header_end) as u32,
-        ip_len: ip_len as u32,
-        now: 0,
-    };
-    Ok(Decoded::Tcp { endpoints, segment, window: tcp.window_size(), payload: tcp.payload() })
-}
-
-fn is_ip(p: &LaxSlicedPacket<'_>) -> bool {
-    matches!(p.stop_err, Some((_, etherparse::err::Layer::Ipv4Header | etherparse::err::Layer::Ipv6Header)))
+    let Some((ethertype, header)) = ethertype else { return Ok(Decoded { ethernet: None }) };
+    let l3 = data.get(header..).unwrap_or(&[]);
+    let mut frame = Vec::with_capacity(14 + l3.len());
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, ethertype[0], ethertype[1]]);
+    frame.extend_from_slice(l3);
+    Ok(Decoded { ethernet: Some(Cow::Owned(frame)) })
 }
 
 #[cfg(test)]
 mod tests {
+    use probe_common::flow::FAMILY_V4;
+
     use super::*;
 
     fn tcp_v4(flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -156,32 +100,44 @@ mod tests {
     #[test]
     fn ethernet_tcp_gives_the_kernels_fields() {
         let frame = tcp_v4(0x14, b"Go away");
-        let Decoded::Tcp { endpoints, segment, payload, .. } = decode(Linktype::ETHERNET, &frame).unwrap() else { panic!("tcp") };
-        assert_eq!((endpoints.sport, endpoints.dport, endpoints.family), (1234, 80, FAMILY_V4));
-        assert_eq!((segment.flags, segment.ttl, segment.seq, segment.ack, segment.payload_len, segment.ip_len), (0x14, 61, 7, 9, 7, 47));
-        assert_eq!(payload, b"Go away");
+        let d = decode(Linktype::ETHERNET, &frame).unwrap();
+        let tcp = d.parse().unwrap();
+        let (e, s) = (&tcp.endpoints, &tcp.segment);
+        assert_eq!((e.sport, e.dport, e.family), (1234, 80, FAMILY_V4));
+        assert_eq!((s.flags, s.ttl, s.seq, s.ack, s.payload_len, s.ip_len), (0x14, 61, 7, 9, 7, 47));
+        assert_eq!(d.payload(&tcp), b"Go away");
     }
 
     #[test]
-    fn raw_ip_and_cooked_frames_decode_alike() {
+    fn raw_ip_cooked_and_loopback_frames_decode_alike() {
         let frame = tcp_v4(0x12, b"");
         let raw = &frame[14..];
+        let with_header = |h: &[u8]| [h, raw].concat();
         let mut sll = vec![0u8; 14];
-        sll.extend_from_slice(&[0x08, 0x00]);
-        sll.extend_from_slice(raw);
-        for (lt, data) in [(Linktype(101), raw.to_vec()), (Linktype(113), sll)] {
-            let Decoded::Tcp { segment, .. } = decode(lt, &data).unwrap() else { panic!("tcp via {lt:?}") };
-            assert_eq!(segment.flags, 0x12);
-            let eth = to_ethernet(lt, &data).unwrap().unwrap();
-            assert!(matches!(decode(Linktype::ETHERNET, &eth).unwrap(), Decoded::Tcp { .. }));
+        sll.extend_from_slice(&ETHERTYPE_IPV4);
+        let mut sll2 = ETHERTYPE_IPV4.to_vec();
+        sll2.extend_from_slice(&[0; 18]);
+        for (lt, data) in [
+            (101, raw.to_vec()),
+            (LINKTYPE_LINUX_SLL, with_header(&sll)),
+            (LINKTYPE_LINUX_SLL2, with_header(&sll2)),
+            (LINKTYPE_NULL, with_header(&2u32.to_le_bytes())),
+            (LINKTYPE_NULL, with_header(&2u32.to_be_bytes())),
+            (LINKTYPE_LOOP, with_header(&2u32.to_be_bytes())),
+        ] {
+            let tcp = decode(Linktype(lt), &data).unwrap().parse().unwrap_or_else(|e| panic!("tcp via {lt}: {e:?}"));
+            assert_eq!(tcp.segment.flags, 0x12, "via {lt}");
         }
     }
 
     #[test]
     fn truncated_and_odd_frames_are_counted_not_fatal() {
         let frame = tcp_v4(0x12, b"");
-        assert!(matches!(decode(Linktype::ETHERNET, &frame[..14 + 20 + 8]).unwrap(), Decoded::Error(ParseError::TruncatedTcp)));
-        assert!(matches!(decode(Linktype::ETHERNET, &frame[..5]).unwrap(), Decoded::Error(ParseError::TruncatedEthernet)));
+        let err = |lt: i32, data: &[u8]| decode(Linktype(lt), data).unwrap().parse().err();
+        assert_eq!(err(1, &frame[..14 + 20 + 8]), Some(NotTcp::Error(ParseError::TruncatedTcp)));
+        assert_eq!(err(1, &frame[..5]), Some(NotTcp::Error(ParseError::TruncatedEthernet)));
+        assert_eq!(err(LINKTYPE_NULL, &[2, 0]), Some(NotTcp::Error(ParseError::TruncatedEthernet)));
+        assert!(matches!(err(LINKTYPE_NULL, &[7, 0, 0, 0, 1, 2]), Some(NotTcp::Protocol(_))), "not IP");
         assert!(decode(Linktype(147), &frame).is_err(), "unknown link type is an error for the file");
     }
 }

@@ -4,6 +4,7 @@
 //! the maps with the live poller — one switch that shows kernel and userspace agree.
 
 mod backend;
+pub mod capture;
 pub mod decode;
 pub mod report;
 
@@ -18,19 +19,21 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
+use probe_common::flow::FlowEntry;
 
 use self::{
-    backend::{Backend, KernelBackend, SoftBackend},
-    decode::Decoded,
+    backend::{Backend, Frame, KernelBackend, KernelBackendError, SoftBackend},
+    capture::{CaptureError, CaptureReader},
+    decode::UnsupportedLink,
     report::Report,
 };
 use crate::{
     alert::{AlertSinks, TerminalFormat},
-    capture::{CaptureError, CaptureReader},
-    config::parse_net,
     detect::{DetectorsConfig, HomeNets, addr},
-    judge::Judge,
+    kernel::loader,
     metrics::Metrics,
+    pipeline::Pipeline,
+    units::{parse_duration, parse_net},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,14 +83,22 @@ pub enum ReplayError {
     Output { path: String, source: std::io::Error },
     /// --kernel could not load the programs.
     #[error(transparent)]
-    Load(#[from] crate::loader::LoadError),
+    Load(#[from] crate::kernel::LoadError),
+    /// --kernel could not set up its maps.
+    #[error(transparent)]
+    Kernel(#[from] KernelBackendError),
     /// A capture could not be read to its end; what was read before was reported.
-    #[error("{0}")]
-    Capture(String),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// A capture's link type is not one we read; what was read before was reported.
+    #[error("{path}: {source}")]
+    Link { path: String, source: UnsupportedLink },
 }
 
 /// Polls of the flow table happen every second of capture time, as live.
 const POLL_NS: u64 = 1_000_000_000;
+/// A frame whose link type we cannot read, as a parse verdict.
+const NOT_DECODED: probe_common::parse::NotTcp = probe_common::parse::NotTcp::Protocol(probe_common::counters::PROTO_NON_IP);
 /// How many frames the home guess looks at.
 const HOME_GUESS_FRAMES: usize = 10_000;
 
@@ -104,7 +115,8 @@ fn guess_home(files: &[PathBuf]) -> Option<(IpAddr, String)> {
             if seen > HOME_GUESS_FRAMES {
                 break 'files;
             }
-            if let Ok(Decoded::Tcp { endpoints: e, .. }) = decode::decode(frame.link_type, &frame.data) {
+            if let Ok(tcp_packet) = decode::decode(frame.link_type, &frame.data).map(|d| d.parse()).unwrap_or(Err(NOT_DECODED)) {
+                let e = tcp_packet.endpoints;
                 tcp += 1;
                 for a in [addr(e.src, e.family), addr(e.dst, e.family)] {
                     let order = counts.len();
@@ -121,9 +133,60 @@ fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {
     std::fs::File::create(path).map(BufWriter::new).map_err(|source| ReplayError::Output { path: path.display().to_string(), source })
 }
 
+/// One capture stream through a backend and the detection pipeline, polled every second of
+/// capture time as the live agent polls every second. `run` and `exercise` both drive this.
+struct Replayer {
+    backend: Box<dyn Backend>,
+    pipeline: Pipeline,
+    home: HomeNets,
+    iface: Arc<str>,
+    next_poll: Option<u64>,
+    last_ts: u64,
+    idle_ns: u64,
+}
+
+impl Replayer {
+    fn new(backend: Box<dyn Backend>, pipeline: Pipeline, home: HomeNets, iface: &str, idle: Duration) -> Self {
+        Replayer { backend, pipeline, home, iface: Arc::from(iface), next_poll: None, last_ts: 0, idle_ns: idle.as_nanos() as u64 }
+    }
+
+    /// Decode once, count, judge its events; at each capture second, poll. Returns the flows that
+    /// went idle (for the report), or the link type we cannot read.
+    fn frame(&mut self, frame: &capture::Frame) -> Result<Vec<FlowEntry>, UnsupportedLink> {
+        self.last_ts = self.last_ts.max(frame.ts_ns);
+        let decoded = decode::decode(frame.link_type, &frame.data)?;
+        let parsed = decoded.parse();
+        // Towards us is ingress (XDP), from us is egress (TC), exactly as on a gateway.
+        let hook = parsed.as_ref().map_or(0, |t| u8::from(self.home.contains(addr(t.endpoints.src, t.endpoints.family))));
+        let events = self.backend.feed(&Frame { decoded: &decoded, parsed: &parsed, hook, ts_ns: frame.ts_ns });
+        for ev in &events {
+            self.pipeline.event(&self.iface, ev);
+        }
+        let due = self.next_poll.get_or_insert(frame.ts_ns + POLL_NS);
+        if frame.ts_ns < *due {
+            return Ok(vec![]);
+        }
+        *due = frame.ts_ns + POLL_NS;
+        self.poll(frame.ts_ns);
+        Ok(self.backend.expire(frame.ts_ns.saturating_sub(self.idle_ns)))
+    }
+
+    fn poll(&mut self, now_ns: u64) {
+        let deltas = self.backend.take_deltas(&self.iface);
+        self.pipeline.flows(now_ns, &deltas);
+        self.pipeline.tick(now_ns);
+    }
+
+    /// The last poll and every pending alert update.
+    fn finish(&mut self) {
+        self.poll(self.last_ts);
+        self.pipeline.finish();
+    }
+}
+
 /// Replay; returns Err only after the report for everything read has been written.
 pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
-    let idle = crate::config::parse_duration(&args.flow_idle).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
+    let idle = parse_duration(&args.flow_idle).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
     let mut home_nets: Vec<IpNet> = Vec::new();
     for h in &args.home_nets {
         home_nets.push(parse_net(h).map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?);
@@ -149,72 +212,53 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     );
     let metrics = Arc::new(Metrics::new());
     // Replay dedups within its own clock: one line per key per minute of capture time.
-    let mut judge = Judge::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
-    let mut backend: Box<dyn Backend> = if args.kernel {
-        let object = crate::loader::object_bytes(args.ebpf_object.as_deref())?;
+    let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
+    let backend: Box<dyn Backend> = if args.kernel {
+        let object = loader::object_bytes(args.ebpf_object.as_deref())?;
         Box::new(KernelBackend::new(&object)?)
     } else {
         Box::new(SoftBackend::default())
     };
+    let mut replayer = Replayer::new(backend, pipeline, home.clone(), "replay", idle);
     let mut flows_out = match &args.flows_out {
         Some(p) => Some(create(p)?),
         None => None,
     };
 
-    let iface: Arc<str> = Arc::from("replay");
     let mut report = Report::default();
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    let mut next_poll: Option<u64> = None;
-    let mut last_ts = 0u64;
-    let mut failure: Option<String> = None;
+    let mut failure: Option<ReplayError> = None;
     for file in &args.files {
         let name = file.display().to_string();
         let reader = match CaptureReader::open(file) {
             Ok(r) => r,
             Err(e) => {
                 report.files.push((name, Some(e.to_string())));
-                failure.get_or_insert(e.to_string());
+                failure.get_or_insert(e.into());
                 continue;
             }
         };
-        let mut error = None;
+        let mut error: Option<ReplayError> = None;
         for frame in reader {
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
-                    error = Some(e);
+                    error = Some(e.into());
                     break;
                 }
             };
             report.frames += 1;
-            last_ts = last_ts.max(frame.ts_ns);
-            let hook = match decode::decode(frame.link_type, &frame.data) {
-                Ok(Decoded::Tcp { endpoints: e, .. }) => u8::from(home.contains(addr(e.src, e.family))),
-                Ok(_) => 0,
-                Err(unsupported) => {
-                    error = Some(CaptureError::Corrupt { path: name.clone(), offset: 0, problem: unsupported.to_string() });
-                    break;
+            match replayer.frame(&frame) {
+                Ok(idle_flows) => {
+                    for e in idle_flows {
+                        report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write));
+                    }
                 }
-            };
-            let events = match backend.feed(&frame, hook) {
-                Ok(ev) => ev,
-                Err(unsupported) => {
-                    error = Some(CaptureError::Corrupt { path: name.clone(), offset: 0, problem: unsupported.to_string() });
+                Err(source) => {
+                    error = Some(ReplayError::Link { path: name.clone(), source });
                     break;
-                }
-            };
-            let offset = backend.clock_offset();
-            for ev in &events {
-                judge.event(&iface, ev, offset);
-            }
-            let due = next_poll.get_or_insert(frame.ts_ns + POLL_NS);
-            if frame.ts_ns >= *due {
-                *due = frame.ts_ns + POLL_NS;
-                poll(&mut *backend, &mut judge, &iface, frame.ts_ns);
-                for e in backend.expire(frame.ts_ns.saturating_sub(idle.as_nanos() as u64)) {
-                    report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write), backend.clock_offset());
                 }
             }
             if progress && last_progress.elapsed() > Duration::from_millis(250) {
@@ -225,38 +269,36 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         if progress {
             eprint!("\r\x1b[K");
         }
-        let text = error.as_ref().map(|e| e.to_string());
-        if let Some(t) = &text {
-            failure.get_or_insert(t.clone());
+        report.files.push((name, error.as_ref().map(|e| e.to_string())));
+        if let Some(e) = error {
+            failure.get_or_insert(e);
         }
-        report.files.push((name, text));
     }
-    poll(&mut *backend, &mut judge, &iface, last_ts);
-    judge.finish();
-    let offset = backend.clock_offset();
-    for e in backend.flows() {
-        report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write), offset);
+    replayer.finish();
+    for e in replayer.backend.flows() {
+        report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write));
     }
     if let (Some(w), Some(p)) = (flows_out.as_mut(), &args.flows_out) {
         w.flush().map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
     }
-    let counters = backend.counters();
+    let counters = replayer.backend.counters();
     let seconds = started.elapsed().as_secs_f64();
     if let Some(p) = &args.metrics_out {
         let zero = Default::default();
         for (hook, c) in counters.iter().enumerate() {
-            metrics.add_hook_counters(&iface, hook, &zero, c);
+            metrics.add_hook_counters(&replayer.iface, hook, &zero, c);
         }
         std::fs::write(p, metrics.render()).map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
     }
+    let written = &replayer.pipeline.written;
     let mut out = std::io::stdout().lock();
     let _ = match args.format {
-        Format::Json => writeln!(out, "{}", report.to_json(&counters, &judge.written, &home_text, seconds)),
-        Format::Text => write!(out, "{}", report.to_text(&counters, &judge.written, &home_text, seconds)),
+        Format::Json => writeln!(out, "{}", report.to_json(&counters, written, &home_text, seconds)),
+        Format::Text => write!(out, "{}", report.to_text(&counters, written, &home_text, seconds)),
     };
     let _ = out.flush();
     match failure {
-        Some(f) => Err(ReplayError::Capture(f)),
+        Some(f) => Err(f),
         None => Ok(()),
     }
 }
@@ -268,33 +310,16 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let Ok(reader) = CaptureReader::from_reader("input", Box::new(std::io::Cursor::new(bytes.to_vec()))) else { return 0 };
     let home = HomeNets(vec!["10.0.0.0/8".parse().expect("valid net")]);
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
-    let mut judge = Judge::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
-    let mut backend = SoftBackend::default();
-    let iface: Arc<str> = Arc::from("fuzz");
+    let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
+    let mut replayer = Replayer::new(Box::new(SoftBackend::default()), pipeline, home, "fuzz", Duration::from_secs(120));
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };
         frames += 1;
-        let hook = match decode::decode(frame.link_type, &frame.data) {
-            Ok(Decoded::Tcp { endpoints: e, .. }) => u8::from(home.contains(addr(e.src, e.family))),
-            Ok(_) => 0,
-            Err(_) => break,
-        };
-        let Ok(events) = backend.feed(&frame, hook) else { break };
-        for ev in &events {
-            judge.event(&iface, ev, 0);
-        }
-        if frames % 64 == 0 {
-            poll(&mut backend, &mut judge, &iface, frame.ts_ns);
+        if replayer.frame(&frame).is_err() {
+            break;
         }
     }
-    poll(&mut backend, &mut judge, &iface, u64::MAX / 4);
-    judge.finish();
+    replayer.finish();
     frames
-}
-
-fn poll(backend: &mut dyn Backend, judge: &mut Judge, iface: &Arc<str>, now_ns: u64) {
-    let deltas = backend.take_deltas(iface);
-    judge.flows(now_ns, &deltas, backend.clock_offset());
-    judge.tick(now_ns);
 }

@@ -63,11 +63,10 @@ fn side_json(e: &FlowEntry, side: Side, s: &SideStats) -> Value {
     })
 }
 
-/// One `--flows-out` line. `clock_offset_ns` turns the flow's timestamps into wall-clock time.
-pub fn flow_json(e: &FlowEntry, clock_offset_ns: i64) -> Value {
-    let wall = |ns: u64| rfc3339((ns as i64 + clock_offset_ns).max(0) as u64);
+/// One `--flows-out` line.
+pub fn flow_json(e: &FlowEntry) -> Value {
     json!({
-        "first_seen": wall(e.first_seen), "last_seen": wall(e.last_seen), "outcome": outcome(e),
+        "first_seen": rfc3339(e.first_seen), "last_seen": rfc3339(e.last_seen), "outcome": outcome(e),
         "initiator": if e.initiator == 0 { "a" } else { "b" },
         "a": side_json(e, Side::Lo, &e.sides[0]), "b": side_json(e, Side::Hi, &e.sides[1]),
     })
@@ -86,7 +85,7 @@ pub struct Report {
 const MAX_REMOTES: usize = 100_000;
 
 impl Report {
-    pub fn absorb(&mut self, e: &FlowEntry, home: &HomeNets, mut flows_out: Option<&mut dyn Write>, clock_offset_ns: i64) {
+    pub fn absorb(&mut self, e: &FlowEntry, home: &HomeNets, mut flows_out: Option<&mut dyn Write>) {
         *self.outcomes.entry(outcome(e)).or_default() += 1;
         for side in [Side::Lo, Side::Hi] {
             let ip = addr(e.key.endpoint(side).0, e.key.family);
@@ -101,7 +100,7 @@ impl Report {
             }
         }
         if let Some(w) = flows_out.as_mut() {
-            let _ = writeln!(w, "{}", flow_json(e, clock_offset_ns));
+            let _ = writeln!(w, "{}", flow_json(e));
         }
     }
 

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use aya::programs::Xdp;
-use probe::loader::{self, LoadOptions};
+use probe::kernel::{LoadOptions, loader};
 use probe_common::{
     flags::{ACK, PSH, RST, SYN},
     maps::{DEFAULT_EVENT_RATE, DEFAULT_FLOW_CAPACITY, PROG_XDP},

@@ -1,38 +1,12 @@
-//! The TOML config file: its shape (every `run` flag as a kebab-case key, plus `[detectors.*]`),
-//! loading with errors that name the key and line, and rendering the effective configuration for
-//! `flagprobe check-config`.
+//! The TOML file: loading it (`--config`, else the default path if it exists), `--set KEY=VALUE`
+//! overrides on top, and turning a table into [`Settings`] with errors that name the key and line.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    config::{AlertFormat, Config, ConfigError, DEFAULT_CONFIG_PATH, XdpMode},
-    detect::DetectorsConfig,
-};
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    pub iface: Option<Vec<String>>,
-    pub home_net: Option<Vec<String>>,
-    pub metrics_addr: Option<String>,
-    pub poll_interval: Option<String>,
-    pub xdp_mode: Option<XdpMode>,
-    pub flow_capacity: Option<u32>,
-    pub flow_idle: Option<String>,
-    pub event_rate: Option<u64>,
-    pub summary_interval: Option<String>,
-    pub ebpf_object: Option<PathBuf>,
-    pub alerts: Option<PathBuf>,
-    pub alert_format: Option<AlertFormat>,
-    pub alert_window: Option<String>,
-    pub ebpf_log: Option<bool>,
-    pub detectors: Option<DetectorsConfig>,
-}
+use super::{ConfigError, DEFAULT_CONFIG_PATH, Settings, invalid};
 
 /// Parse config text; errors name the key path (`detectors.scan.min-ports`) and the line.
-pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::File { path: path.into(), problem: one_line(&e.to_string()) })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
@@ -47,13 +21,20 @@ pub fn parse(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// A table (file, `--set` and flags merged) as settings; `what` names where it came from.
+pub fn from_table(table: toml::Table, what: &str) -> Result<Settings, ConfigError> {
+    let text = toml::to_string(&table).map_err(|e| ConfigError::File { path: what.into(), problem: one_line(&e.to_string()) })?;
+    parse(&text, what)
+}
+
 fn one_line(s: &str) -> String {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// The file named by `--config` (must exist), else the default path if it exists, else nothing;
-/// then `--set KEY=VALUE` overrides on top.
-pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+/// then `--set KEY=VALUE` overrides on top. The file alone is checked first, so its errors keep
+/// their line numbers.
+pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(toml::Table, Option<PathBuf>), ConfigError> {
     let path = match explicit {
         Some(p) => Some(p.to_path_buf()),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
@@ -66,23 +47,21 @@ pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(FileConfig, Opt
         }
         None => (String::new(), "(no config file)".to_string()),
     };
-    if sets.is_empty() {
-        return Ok((parse(&text, &name)?, path));
-    }
-    // Validate the file alone first, so its errors keep their line numbers.
     parse(&text, &name)?;
     let mut table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: name.clone(), problem: one_line(&e.to_string()) })?;
     for set in sets {
         apply_set(&mut table, set)?;
     }
-    let merged = toml::to_string(&table).unwrap_or_default();
-    Ok((parse(&merged, "--set")?, path))
+    if !sets.is_empty() {
+        from_table(table.clone(), "--set")?;
+    }
+    Ok((table, path))
 }
 
 /// `a.b.c=VALUE`: VALUE as TOML (number, boolean, array, quoted string), else as a bare string.
 fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), ConfigError> {
-    let bad = |problem: &str| crate::config::invalid(format!("--set {set}"), problem.to_string());
+    let bad = |problem: &str| invalid(format!("--set {set}"), problem.to_string());
     let (key, raw) = set.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
     let value = format!("v = {raw}")
         .parse::<toml::Table>()
@@ -102,35 +81,10 @@ fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The effective configuration as a config file would say it.
-pub fn render(c: &Config) -> String {
-    let secs = |d: std::time::Duration| match d.as_millis() {
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        ms => format!("{ms}ms"),
-    };
-    let f = FileConfig {
-        iface: Some(c.ifaces.clone()),
-        home_net: Some(c.home_nets.iter().map(|n| n.to_string()).collect()),
-        metrics_addr: Some(c.metrics_addr.to_string()),
-        poll_interval: Some(secs(c.poll_interval)),
-        xdp_mode: Some(c.xdp_mode),
-        flow_capacity: Some(c.flow_capacity),
-        flow_idle: Some(secs(c.flow_idle)),
-        event_rate: Some(c.event_rate),
-        summary_interval: Some(c.summary_interval.map(secs).unwrap_or_else(|| "0s".into())),
-        ebpf_object: c.ebpf_object.clone(),
-        alerts: c.alerts_path.clone(),
-        alert_format: Some(c.alert_format),
-        alert_window: Some(secs(c.alert_window)),
-        ebpf_log: Some(c.ebpf_log),
-        detectors: Some(c.detectors.clone()),
-    };
-    toml::to_string_pretty(&f).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::XdpMode;
 
     #[test]
     fn a_full_file_parses() {
@@ -160,7 +114,8 @@ mod tests {
     #[test]
     fn set_overrides_any_key_and_names_it_when_wrong() {
         let sets = ["detectors.scan.min-ports=7".to_string(), "poll-interval=250ms".to_string()];
-        let (f, _) = load(None, &sets).unwrap();
+        let (t, _) = load(None, &sets).unwrap();
+        let f = from_table(t, "--set").unwrap();
         assert_eq!(f.detectors.unwrap().scan.min_ports, 7);
         assert_eq!(f.poll_interval.as_deref(), Some("250ms"));
         let e = load(None, &["detectors.scan.min-ports=lots".to_string()]).unwrap_err().to_string();

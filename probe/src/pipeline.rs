@@ -1,6 +1,7 @@
 //! The detection pipeline, shared by the live engine and offline replay: flow changes and notable
 //! packets go to every detector from our side's point of view; their alerts pass the deduplicator
-//! and reach the sinks, counted in the metrics.
+//! and reach the sinks, counted in the metrics. Everything arrives in wall-clock ns (capture time
+//! in replay): the kernel boundary converted it.
 
 use std::sync::Arc;
 
@@ -8,12 +9,12 @@ use probe_common::{event::PacketEvent, flow::Side};
 
 use crate::{
     alert::{Alert, AlertSinks, Deduper},
-    detect::{self, Detector, DetectorsConfig, EventView, FlowView, HomeNets, addr},
+    detect::{self, Detector, DetectorsConfig, EventView, FlowView, HomeNets, Tally, addr},
     flows::FlowDelta,
     metrics::Metrics,
 };
 
-pub struct Judge {
+pub struct Pipeline {
     detectors: Vec<Box<dyn Detector>>,
     home: HomeNets,
     dedup: Deduper,
@@ -24,7 +25,7 @@ pub struct Judge {
     keep_written: bool,
 }
 
-impl Judge {
+impl Pipeline {
     pub fn new(
         config: &DetectorsConfig,
         home: HomeNets,
@@ -32,7 +33,7 @@ impl Judge {
         sinks: Arc<AlertSinks>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Judge { detectors: detect::all(config), home, dedup: Deduper::new(window), sinks, metrics, written: vec![], keep_written: false }
+        Pipeline { detectors: detect::all(config), home, dedup: Deduper::new(window), sinks, metrics, written: vec![], keep_written: false }
     }
 
     /// New detector settings (a reload): detectors start afresh; pending alert updates are written first.
@@ -64,14 +65,13 @@ impl Judge {
         }
     }
 
-    /// Flows that changed since the last poll. `clock_offset_ns` turns their kernel timestamps
-    /// into wall-clock time.
-    pub fn flows(&mut self, now_ns: u64, deltas: &[FlowDelta], clock_offset_ns: i64) {
+    /// Flows that changed since the last poll.
+    pub fn flows(&mut self, now_ns: u64, deltas: &[FlowDelta]) {
         let views: Vec<FlowView<'_>> = deltas
             .iter()
             .filter_map(|d| {
                 let local = self.home.local_side(&d.now.key, Side::from_index(d.now.initiator))?;
-                Some(FlowView { iface: &d.iface, now: &d.now, before: &d.before, local, clock_offset_ns })
+                Some(FlowView { iface: &d.iface, now: &d.now, before: &d.before, local })
             })
             .collect();
         tracing::debug!(deltas = deltas.len(), ours = views.len(), "flows changed");
@@ -83,13 +83,13 @@ impl Judge {
     }
 
     /// One notable packet.
-    pub fn event(&mut self, iface: &str, ev: &PacketEvent, clock_offset_ns: i64) {
+    pub fn event(&mut self, iface: &str, ev: &PacketEvent) {
         let (src, dst) = (addr(ev.src, ev.family), addr(ev.dst, ev.family));
         let from_local = self.home.contains(src);
         if !from_local && !self.home.contains(dst) {
             return;
         }
-        let view = EventView { iface, event: ev, at_ns: (ev.ts_ns as i64 + clock_offset_ns).max(0) as u64, from_local, clock_offset_ns };
+        let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local };
         let mut alerts = Vec::new();
         for d in &mut self.detectors {
             alerts.extend(d.observe_event(&view));
@@ -101,14 +101,26 @@ impl Judge {
     pub fn tick(&mut self, now_ns: u64) {
         for d in &mut self.detectors {
             d.expire(now_ns);
-            for (metric, label, n) in d.take_tallies() {
-                self.metrics.add_tally(metric, &label, n);
-            }
         }
+        self.take_tallies();
         for a in self.dedup.flush(now_ns) {
             self.emit(a);
         }
         self.count_suppressed();
+    }
+
+    /// Detector tallies into their metrics.
+    fn take_tallies(&mut self) {
+        for d in &mut self.detectors {
+            for t in d.take_tallies() {
+                match t {
+                    Tally::Backscatter { kind, packets } => self.metrics.backscatter_packets.with_label_values(&[kind]).inc_by(packets),
+                    Tally::RstPayload { signature, packets } => {
+                        self.metrics.rst_payload_packets.with_label_values(&[&signature]).inc_by(packets)
+                    }
+                }
+            }
+        }
     }
 
     fn count_suppressed(&mut self) {
@@ -124,28 +136,10 @@ impl Judge {
 
     /// At the end (shutdown, end of replay): write every pending update.
     pub fn finish(&mut self) {
-        for d in &mut self.detectors {
-            for (metric, label, n) in d.take_tallies() {
-                self.metrics.add_tally(metric, &label, n);
-            }
-        }
+        self.take_tallies();
         for a in self.dedup.flush_all() {
             self.emit(a);
         }
         self.count_suppressed();
     }
-}
-
-/// Wall-clock ns now.
-pub fn wall_now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-/// Wall clock minus the kernel's monotonic clock, in ns: add it to a kernel timestamp.
-pub fn monotonic_to_wall_offset() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
-    wall_now_ns() as i64 - mono
 }

@@ -1,6 +1,7 @@
 //! The ring-buffer reader: one thread per interface waits on the ring buffer's fd and forwards each
 //! [`PacketEvent`] to the engine over a bounded channel. A full channel drops the event and counts
-//! it — the reader never blocks the kernel's producer for long.
+//! it — the reader never blocks the kernel's producer for long. When told to stop it drains what
+//! the kernel has already written first, so a shutdown loses no event.
 
 use std::{
     os::fd::AsRawFd,
@@ -15,7 +16,7 @@ use aya::maps::{MapData, RingBuf};
 use crossbeam_channel::{Sender, TrySendError};
 use probe_common::event::PacketEvent;
 
-use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 /// An event and the interface it came from.
 #[derive(Clone, Copy)]
@@ -32,30 +33,40 @@ pub fn decode(bytes: &[u8]) -> Option<PacketEvent> {
     })
 }
 
+/// The counters a reader keeps: events read, and events dropped because the engine's queue was full.
+pub struct ReaderCounters {
+    pub received: IntCounter,
+    pub dropped: IntCounter,
+}
+
 pub fn spawn(
     iface: Arc<str>,
     iface_index: usize,
     mut ring: RingBuf<MapData>,
     tx: Sender<IfaceEvent>,
     stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
+    counters: ReaderCounters,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("events-{iface}")).spawn(move || {
-        let received = metrics.events_received.with_label_values(&[&iface]);
-        let dropped = metrics.events_dropped.with_label_values(&[&iface, "agent_queue_full"]);
         let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        while !stop.load(Ordering::Relaxed) {
-            // SAFETY: one valid pollfd; the timeout bounds how long a shutdown waits.
-            unsafe { libc::poll(&mut pfd, 1, 100) };
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            if !stopping {
+                // SAFETY: one valid pollfd; the timeout bounds how long a shutdown waits.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
             while let Some(item) = ring.next() {
                 let Some(event) = decode(&item) else { continue };
                 drop(item);
-                received.inc();
+                counters.received.inc();
                 match tx.try_send(IfaceEvent { iface_index, event }) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(_)) => dropped.inc(),
+                    Err(TrySendError::Full(_)) => counters.dropped.inc(),
                     Err(TrySendError::Disconnected(_)) => return,
                 }
+            }
+            if stopping {
+                return;
             }
         }
     })

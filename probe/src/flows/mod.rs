@@ -1,11 +1,16 @@
 //! From flow-table slots to flows: which flows changed since the last poll, each merged across the
 //! per-CPU partitions it occupies (ingress and egress of one connection may run on different CPUs).
+//! [`soft`] is the same per-packet logic over a hash map, for replay and the detector tests.
+
+pub mod soft;
+
+pub use soft::SoftTable;
 
 use std::{collections::HashMap, sync::Arc};
 
 use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, SideStats};
 
-use crate::flowtable::FlowTable;
+use crate::kernel::flowtable::FlowTable;
 
 /// One flow's state now and at the previous poll (`before` is all zero for a flow new since then).
 #[derive(Debug, Clone)]
@@ -105,6 +110,9 @@ impl FlowTracker {
     /// Compare the table with our copy; return the flows that changed, in the table's own clock
     /// (jiffies). `now` and `idle`, in the same clock, decide which flows count as live.
     pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now: u64, idle: u64) -> Scan {
+        // Every packet moves its slot's `last_seen`, so comparing that one word with our copy finds
+        // the changed slots without reading whole entries: a quiet table costs one cache line per
+        // slot. Only changed slots are copied in full.
         let mut changed = Vec::new();
         for i in 0..table.slots().min(self.shadow.len()) {
             let last = table.last_seen(i);
@@ -115,9 +123,13 @@ impl FlowTracker {
                 }
             }
         }
+        // A flow may sit in several partitions (one per CPU that saw it). Its state before this poll
+        // is the merge of our copies of all its slots, taken before any of them is updated.
         let mut seen = std::collections::HashSet::with_capacity(changed.len());
         let touched: Vec<FlowKey> = changed.iter().filter(|(_, e)| seen.insert(e.key)).map(|(_, e)| e.key).collect();
         let before: Vec<FlowEntry> = touched.iter().map(|k| self.merged(k)).collect();
+        // Update our copy and the key → slots index. A slot taken over by another flow (the old one
+        // went idle) leaves the old key's list; when that list empties the old flow is gone.
         for (slot, e) in changed {
             let old = self.shadow[slot as usize];
             if old.key.family != FAMILY_NONE

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use aya::maps::{PerCpuArray, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
@@ -13,9 +13,10 @@ use probe_common::{
     maps::{EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP},
 };
 
-use crate::clock::{Clock, ClockError};
-
-use crate::config::XdpMode;
+use super::{
+    XdpMode,
+    clock::{Clock, ClockError},
+};
 
 /// The object `cargo xtask build-ebpf` produced when this binary was built (empty if it had not).
 static EMBEDDED_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagprobe-ebpf.o"));
@@ -37,6 +38,9 @@ pub enum LoadError {
     /// The kernel refused a program.
     #[error("{what}: {}", short(source))]
     Program { what: String, source: ProgramError },
+    /// A map could not be read.
+    #[error("reading {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
     /// Counting CPUs failed.
     #[error("reading the possible CPUs: {0}")]
     Cpus(std::io::Error),
@@ -154,6 +158,21 @@ where
 }
 
 impl Probe {
+    /// The hook counters, summed over CPUs.
+    pub fn counters(&self) -> Result<[HookCounters; HOOKS as usize], LoadError> {
+        let map = self.ebpf.map(HOOK_COUNTERS).ok_or(LoadError::Missing(HOOK_COUNTERS))?;
+        let array: PerCpuArray<&MapData, HookCounters> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: HOOK_COUNTERS, source })?;
+        let mut out = [HookCounters::default(); HOOKS as usize];
+        for (hook, total) in out.iter_mut().enumerate() {
+            let values = array.get(&(hook as u32), 0).map_err(|source| LoadError::Map { map: HOOK_COUNTERS, source })?;
+            for cpu in values.iter() {
+                total.add(cpu);
+            }
+        }
+        Ok(out)
+    }
+
     /// Forward the programs' log records to our logger (tracing, through the `log` bridge) from a
     /// thread of their own; only with `ebpf_log`.
     pub fn start_log_reader(&mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Option<std::thread::JoinHandle<()>> {

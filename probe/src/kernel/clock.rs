@@ -1,6 +1,8 @@
-//! The kernel's flow table stamps flows in jiffies (the cheapest clock a packet can read); the
-//! agent turns them into monotonic ns. Two samples of `[jiffies, ns]`, taken by test-running the
-//! never-attached `flagprobe_clock` program, give HZ and the origin.
+//! Time, once, at the kernel boundary. The flow table stamps flows in jiffies (the cheapest clock a
+//! packet can read) and events carry the monotonic clock; everything above this module sees
+//! wall-clock ns. Two samples of `[jiffies, ns]`, taken by test-running the never-attached
+//! `flagprobe_clock` program, give HZ and the origin; [`ToWall`] adds wall minus monotonic.
+//! This is the agent's only reader of the system clocks.
 
 use aya::{
     Ebpf,
@@ -8,6 +10,7 @@ use aya::{
     programs::{RawTracePoint, RawTracePointRunOptions, TestRun},
 };
 use probe_common::{
+    event::PacketEvent,
     flow::FlowEntry,
     maps::{CLOCK, PROG_CLOCK},
 };
@@ -85,21 +88,68 @@ impl Clock {
 
     /// Jiffies now, from the monotonic clock.
     pub fn now_ticks(&self) -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: a valid timespec out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let now = monotonic_now_ns();
         (self.tick0 as i128 + (now as i128 - self.ns0 as i128) / self.ns_per_tick() as i128).max(0) as u64
     }
 
-    /// Every timestamp of a kernel flow entry, to monotonic ns.
-    pub fn entry_to_ns(&self, e: &mut FlowEntry) {
-        e.first_seen = self.to_ns(e.first_seen);
-        e.last_seen = self.to_ns(e.last_seen);
+    /// Kernel timestamps → wall-clock ns, as the clocks stand now.
+    pub fn to_wall(self) -> ToWall {
+        self.with_offset(wall_now_ns() as i64 - monotonic_now_ns() as i64)
+    }
+
+    /// Kernel timestamps → another timeline: monotonic ns plus `offset` (replay through the kernel
+    /// puts packets at their capture time this way).
+    pub fn with_offset(self, offset: i64) -> ToWall {
+        ToWall { clock: self, offset }
+    }
+}
+
+/// Converts kernel timestamps (jiffies in flows, monotonic ns in events) to wall-clock ns.
+#[derive(Debug, Clone, Copy)]
+pub struct ToWall {
+    clock: Clock,
+    /// Wall minus monotonic, ns.
+    offset: i64,
+}
+
+impl ToWall {
+    /// Monotonic ns → wall ns. 0 stays 0: it means "never".
+    pub fn mono(&self, ns: u64) -> u64 {
+        if ns == 0 { 0 } else { (ns as i64 + self.offset).max(1) as u64 }
+    }
+
+    /// Jiffies → wall ns. 0 stays 0.
+    pub fn jiffies(&self, ticks: u64) -> u64 {
+        self.mono(self.clock.to_ns(ticks))
+    }
+
+    /// Every timestamp of a kernel flow entry.
+    pub fn entry(&self, e: &mut FlowEntry) {
+        e.first_seen = self.jiffies(e.first_seen);
+        e.last_seen = self.jiffies(e.last_seen);
         for s in &mut e.sides {
-            s.last_rst_at = self.to_ns(s.last_rst_at);
+            s.last_rst_at = self.jiffies(s.last_rst_at);
         }
     }
+
+    /// A ring-buffer event: its own timestamp (monotonic) and its flow history (jiffies).
+    pub fn event(&self, ev: &mut PacketEvent) {
+        ev.ts_ns = self.mono(ev.ts_ns);
+        self.entry(&mut ev.flow_before);
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock ns now.
+pub fn wall_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -115,5 +165,7 @@ mod tests {
         assert_eq!(c.ticks_for(std::time::Duration::from_secs(120)), 30_000);
         let c = Clock::from_samples((0, 0), (101, 100_500_000));
         assert_eq!(c.hz, 1000);
+        let w = c.with_offset(5_000);
+        assert_eq!((w.jiffies(0), w.jiffies(101), w.mono(7)), (0, 100_505_000, 5_007));
     }
 }

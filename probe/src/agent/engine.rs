@@ -11,40 +11,54 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::{http::Health, poller::IfacePoller, summary};
 use crate::{
     alert::AlertSinks,
-    config::Config,
-    events::IfaceEvent,
-    http::Health,
-    judge::{self, Judge},
+    config::{Config, reload},
+    kernel::{clock, ring::IfaceEvent},
     metrics::Metrics,
-    poller::IfacePoller,
-    summary,
+    pipeline::Pipeline,
 };
 
 pub struct Engine {
-    pub pollers: Vec<IfacePoller>,
-    pub events: Receiver<IfaceEvent>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    pub poll_interval: Duration,
-    pub summary_interval: Option<Duration>,
-    pub judge: Judge,
-    pub sinks: Arc<AlertSinks>,
-    /// The configuration in effect; a reload re-reads its file under its command line.
-    pub config: Config,
+    pollers: Vec<IfacePoller>,
+    events: Receiver<IfaceEvent>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    pipeline: Pipeline,
+    sinks: Arc<AlertSinks>,
+    /// The configuration in force; a reload re-reads its file under its command line.
+    config: Config,
     /// One message per SIGHUP.
-    pub reload: Receiver<()>,
+    reload: Receiver<()>,
+    /// The latest summary line per interface, and when the next is printed.
+    latest: Vec<Option<String>>,
+    next_summary: Option<Instant>,
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pollers: Vec<IfacePoller>,
+        events: Receiver<IfaceEvent>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        pipeline: Pipeline,
+        sinks: Arc<AlertSinks>,
+        config: Config,
+        reload: Receiver<()>,
+    ) -> Self {
+        let latest = vec![None; pollers.len()];
+        let next_summary = config.summary_interval.map(|d| Instant::now() + d);
+        Engine { pollers, events, metrics, health, pipeline, sinks, config, reload, latest, next_summary }
+    }
+
     /// Run until `stop` is set. Poll errors are logged and the loop goes on: a missed poll is
     /// caught up by the next one, since every kernel counter is cumulative.
     pub fn run(mut self, stop: &AtomicBool) {
-        let mut next_poll = Instant::now() + self.poll_interval;
-        let mut next_summary = self.summary_interval.map(|d| Instant::now() + d);
-        let mut latest: Vec<Option<String>> = vec![None; self.pollers.len()];
-        self.poll_all(&mut latest);
+        let poll_interval = self.config.poll_interval;
+        let mut next_poll = Instant::now() + poll_interval;
+        self.poll_all();
         while !stop.load(Ordering::Relaxed) {
             // Wake at least every 100 ms so a shutdown is prompt.
             let wait = next_poll.min(Instant::now() + Duration::from_millis(100));
@@ -57,51 +71,50 @@ impl Engine {
                 self.reload_config();
             }
             if Instant::now() >= next_poll {
-                self.poll_all(&mut latest);
-                next_poll += self.poll_interval;
+                self.poll_all();
+                next_poll += poll_interval;
                 if next_poll < Instant::now() {
-                    next_poll = Instant::now() + self.poll_interval;
+                    next_poll = Instant::now() + poll_interval;
                 }
             }
-            if let Some(at) = next_summary.filter(|at| Instant::now() >= *at) {
-                for line in latest.iter().flatten() {
+            if let Some(at) = self.next_summary.filter(|at| Instant::now() >= *at) {
+                for line in self.latest.iter().flatten() {
                     eprintln!("{line}");
                 }
-                next_summary = self.summary_interval.map(|d| at + d);
+                self.next_summary = self.config.summary_interval.map(|d| at.max(Instant::now() - d) + d);
             }
         }
-        // Events already read, then a last look at the flows, then every pending alert update.
+        // The readers have stopped after draining the kernel's rings: judge everything queued,
+        // take a last look at the flows, then write every pending alert update.
         while let Ok(ev) = self.events.try_recv() {
             self.judge_event(ev);
         }
-        self.poll_all(&mut latest);
-        self.judge.finish();
+        self.poll_all();
+        self.pipeline.finish();
     }
 
     /// Re-read the config file under the original command line; apply it only if it validates.
+    /// What changed is worked out key by key from the effective settings: reloadable keys are
+    /// applied here, the others are reported as needing a restart and stay as they run.
     fn reload_config(&mut self) {
         let outcome = self.config.cli.clone().into_config().and_then(|new| {
             self.sinks
                 .reconfigure(new.alert_format.resolve(), new.alerts_path.as_deref())
                 .map_err(|e| crate::config::invalid("alerts", e.to_string()))?;
-            Ok(new)
+            let in_force = reload::in_force(&self.config.settings, &new.settings);
+            Ok((reload::changed(&self.config.settings, &new.settings), Config::resolve(in_force, new.source, new.cli)?))
         });
         match outcome {
-            Ok(new) => {
-                let changed = crate::reload::changed(&self.config, &new);
-                let restart = crate::reload::needs_restart(&self.config, &new);
-                self.judge.reconfigure(&new.detectors, new.alert_window);
-                tracing::info!(?changed, "configuration reloaded from {:?}", new.source);
+            Ok((changed, applied)) => {
+                let restart = reload::needs_restart(&changed);
+                self.pipeline.reconfigure(&applied.detectors, applied.alert_window);
+                if applied.summary_interval != self.config.summary_interval {
+                    self.next_summary = applied.summary_interval.map(|d| Instant::now() + d);
+                }
+                tracing::info!(?changed, "configuration reloaded from {:?}", applied.source);
                 if !restart.is_empty() {
                     tracing::warn!(settings = ?restart, "changed in the file but only applied at the next restart");
                 }
-                // Keep what needs a restart as it runs now, so later reloads compare against reality.
-                let mut applied = self.config.clone();
-                applied.detectors = new.detectors;
-                applied.alert_window = new.alert_window;
-                applied.alerts_path = new.alerts_path;
-                applied.alert_format = new.alert_format;
-                applied.source = new.source;
                 self.config = applied;
                 self.metrics.config_reloads.with_label_values(&["success"]).inc();
             }
@@ -115,25 +128,24 @@ impl Engine {
     fn judge_event(&mut self, ev: IfaceEvent) {
         let IfaceEvent { iface_index, mut event } = ev;
         let poller = &self.pollers[iface_index];
-        poller.complete_history(&mut event);
+        poller.complete_event(&mut event);
         let iface = poller.iface.clone();
-        self.judge.event(&iface, &event, judge::monotonic_to_wall_offset());
+        self.pipeline.event(&iface, &event);
     }
 
-    fn poll_all(&mut self, latest: &mut [Option<String>]) {
+    fn poll_all(&mut self) {
         let timer = self.metrics.poll_duration.start_timer();
-        let offset = judge::monotonic_to_wall_offset();
-        let now = judge::wall_now_ns();
+        let now = clock::wall_now_ns();
         for (i, p) in self.pollers.iter_mut().enumerate() {
             match p.poll(&self.metrics) {
                 Ok(out) => {
-                    latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
-                    self.judge.flows(now, &out.deltas, offset);
+                    self.latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
+                    self.pipeline.flows(now, &out.deltas);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
             }
         }
-        self.judge.tick(now);
+        self.pipeline.tick(now);
         timer.observe_duration();
         self.health.mark_poll();
     }

@@ -1,8 +1,12 @@
-//! A bounds-checked header cursor over packet memory: Ethernet, up to two VLAN tags, IPv4 (options
-//! included), IPv6 (up to six extension headers) and TCP. Every read is checked against the end of
-//! the packet in a form the verifier follows, and nothing here touches a map.
+//! The one header parser: a bounds-checked cursor over packet memory for Ethernet, up to two VLAN
+//! tags, IPv4 (options included), IPv6 (up to six extension headers) and TCP. The kernel program
+//! runs it over `[data, data_end)`; replay runs it over a captured frame. Every read is checked
+//! against the end of the packet in a form the verifier follows, and nothing here touches a map,
+//! so live and replay parse with the same code instead of two parsers kept in step.
 
-use probe_common::{
+use core::marker::PhantomData;
+
+use crate::{
     counters::{PROTO_ICMP, PROTO_ICMPV6, PROTO_NON_IP, PROTO_OTHER_IP, PROTO_UDP, ParseError},
     flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment},
 };
@@ -35,6 +39,7 @@ pub struct TcpPacket {
 }
 
 /// Why a packet is not a TCP segment we count per flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotTcp {
     /// A well-formed packet of another protocol (a `PROTO_*` slot).
     Protocol(usize),
@@ -77,17 +82,33 @@ struct TcpHeader {
     window: [u8; 2],
 }
 
-/// Packet memory `[start, end)`.
+/// Packet memory `[start, end)`, borrowed for `'a`. Addresses rather than a slice, because that
+/// is what XDP and TC hand the kernel program, and the verifier follows `p + size > end` checks.
 #[derive(Clone, Copy)]
-pub struct Cursor {
+pub struct Cursor<'a> {
     start: usize,
     end: usize,
+    bytes: PhantomData<&'a [u8]>,
 }
 
-impl Cursor {
+impl Cursor<'static> {
+    /// The kernel's packet pointers.
+    ///
+    /// # Safety
+    /// `[start, end)` must be readable for as long as the cursor and what it returns are used (in a
+    /// BPF program: the packet, until a helper that may move it, such as a pull, is called).
     #[inline(always)]
-    pub fn new(start: usize, end: usize) -> Self {
-        Cursor { start, end }
+    pub unsafe fn from_raw(start: usize, end: usize) -> Self {
+        Cursor { start, end, bytes: PhantomData }
+    }
+}
+
+impl<'a> Cursor<'a> {
+    /// A captured frame.
+    #[inline(always)]
+    pub fn from_slice(frame: &'a [u8]) -> Self {
+        let start = frame.as_ptr() as usize;
+        Cursor { start, end: start + frame.len(), bytes: PhantomData }
     }
 
     #[inline(always)]
@@ -95,9 +116,14 @@ impl Cursor {
         self.end - self.start
     }
 
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
     /// A `T` at `offset`, or `None` when it would run past the end.
     #[inline(always)]
-    fn at<T>(&self, offset: usize) -> Option<&T> {
+    fn at<T>(&self, offset: usize) -> Option<&'a T> {
         if offset > MAX_HEADER_OFFSET {
             return None;
         }
@@ -122,7 +148,7 @@ fn be32(b: [u8; 4]) -> u32 {
 
 /// Parse a frame down to its TCP header.
 #[inline(always)]
-pub fn parse(pkt: &Cursor) -> Result<TcpPacket, NotTcp> {
+pub fn parse(pkt: &Cursor<'_>) -> Result<TcpPacket, NotTcp> {
     use NotTcp::{Error, Protocol};
     let ethertype: &[u8; 2] = pkt.at(12).ok_or(Error(ParseError::TruncatedEthernet))?;
     let mut ethertype = be16(*ethertype);
@@ -157,7 +183,7 @@ fn other_protocol(proto: u8) -> NotTcp {
 }
 
 #[inline(always)]
-fn parse_ipv4(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
+fn parse_ipv4(pkt: &Cursor<'_>, offset: usize) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let ip: &Ipv4Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv4))?;
     let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
@@ -181,7 +207,7 @@ fn parse_ipv4(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
 }
 
 #[inline(always)]
-fn parse_ipv6(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
+fn parse_ipv6(pkt: &Cursor<'_>, offset: usize) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let ip: &Ipv6Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv6))?;
     let payload_len = be16(ip.payload_len) as usize;
@@ -222,7 +248,7 @@ fn parse_ipv6(pkt: &Cursor, offset: usize) -> Result<TcpPacket, NotTcp> {
 }
 
 #[inline(always)]
-fn parse_tcp(pkt: &Cursor, offset: usize, ip_end: usize, mut ep: Endpoints, ttl: u8, ip_len: u32) -> Result<TcpPacket, NotTcp> {
+fn parse_tcp(pkt: &Cursor<'_>, offset: usize, ip_end: usize, mut ep: Endpoints, ttl: u8, ip_len: u32) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let tcp: &TcpHeader = pkt.at(offset).ok_or(Error(ParseError::TruncatedTcp))?;
     let data_offset = ((tcp.offset_reserved >> 4) as usize) * 4;

@@ -9,12 +9,12 @@ use std::{
 };
 
 use probe_common::{
-    counters::{HOOKS, HookCounters, PROTO_TCP},
+    counters::{HOOKS, HookCounters},
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
     flow::{Endpoints, FlowEntry, FlowKey, Segment, notable_reasons},
 };
 
-use crate::flows::FlowDelta;
+use super::FlowDelta;
 
 #[derive(Default)]
 pub struct SoftTable {
@@ -33,8 +33,7 @@ impl SoftTable {
     /// (No rate limit: offline there is no line rate to protect.)
     pub fn segment(&mut self, ep: &Endpoints, seg: &Segment, window: u16, payload: &[u8]) -> Option<PacketEvent> {
         let c = &mut self.counters[(seg.hook & 1) as usize];
-        c.protocols[PROTO_TCP] += 1;
-        c.flags[seg.flags as usize] += 1;
+        c.count_tcp(seg.flags);
         let (key, side) = FlowKey::canonical(ep);
         let is_new = !self.flows.contains_key(&key);
         if is_new {

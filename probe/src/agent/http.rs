@@ -27,7 +27,7 @@ impl Health {
 }
 
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    crate::kernel::clock::wall_now_ns() / 1_000_000
 }
 
 #[derive(Clone)]

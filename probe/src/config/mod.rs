@@ -1,90 +1,50 @@
-//! Command line and config file → one validated [`Config`]. Every setting is both a flag and a key
-//! of the TOML file (same kebab-case name); the command line wins. Every error is one line naming
-//! the field.
+//! Every setting of `flagprobe run`, declared once in [`Settings`]: the same struct is the command
+//! line (clap), the TOML file (serde), the `check-config` rendering and what SIGHUP compares. The
+//! command line wins over the file, key by key; then [`Config::resolve`] fills the defaults and
+//! validates into one typed [`Config`]. Every error is one line naming the field.
+//!
+//! This module sits at the top of the library: it assembles the subsystems' own setting types
+//! (detector configs, the XDP mode, the alert format) and nothing below imports it.
+
+pub mod file;
+pub mod netinfo;
+pub mod reload;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Args;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{alert::TerminalFormat, config_file::FileConfig, detect::DetectorsConfig, netinfo};
+use crate::{
+    alert::AlertFormat,
+    detect::{self, DetectorsConfig},
+    kernel::XdpMode,
+    units::{parse_duration, parse_net},
+};
 
 /// Where the config file is looked for when `--config` is not given (absent is fine).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/flagprobe/flagprobe.toml";
 
-#[derive(Debug, Parser)]
-#[command(name = "flagprobe", version, about = "Why did this TCP reset happen? TCP flag classifier for edge gateways (eBPF/XDP)")]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-    /// Log filter (tracing's env-filter syntax), e.g. `info`, `flagprobe=debug`.
-    #[arg(long, global = true, default_value = "info", env = "FLAGPROBE_LOG")]
-    pub log: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Attach to interfaces, count, and serve metrics until SIGINT/SIGTERM; SIGHUP reloads.
-    Run(RunArgs),
-    /// Replay captures through the same flow logic and detectors (offline, or --kernel).
-    Replay(crate::replay::ReplayArgs),
-    /// Validate a config file (default /etc/flagprobe/flagprobe.toml) and print the effective configuration.
-    CheckConfig { path: Option<PathBuf> },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum XdpMode {
-    /// Driver (native) mode, falling back to generic (skb) mode.
-    #[default]
-    Auto,
-    Driver,
-    Generic,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AlertFormat {
-    /// Text on a terminal, JSON lines otherwise.
-    #[default]
-    Auto,
-    Text,
-    Json,
-    Off,
-}
-
-impl AlertFormat {
-    pub fn resolve(self) -> TerminalFormat {
-        use std::io::IsTerminal;
-        match self {
-            AlertFormat::Auto if std::io::stdout().is_terminal() => TerminalFormat::Text,
-            AlertFormat::Auto | AlertFormat::Json => TerminalFormat::Json,
-            AlertFormat::Text => TerminalFormat::Text,
-            AlertFormat::Off => TerminalFormat::Off,
-        }
-    }
-}
-
-/// `flagprobe run`'s flags. Unset flags fall back to the config file, then to the defaults.
-#[derive(Debug, Args, Clone, Default)]
-pub struct RunArgs {
-    /// The TOML config file (default /etc/flagprobe/flagprobe.toml if it exists).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+/// Every setting, as a flag (`--poll-interval 1s`) and as a config-file key (`poll-interval =
+/// "1s"`) of the same kebab-case name. Unset means "from the file, else the default"; after
+/// [`Config::resolve`] every field is set (the effective configuration).
+#[derive(Debug, Args, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
     /// Interface to watch (repeatable). Default: the interface that holds the default route.
     #[arg(long = "iface", short = 'i')]
-    pub iface: Vec<String>,
+    pub iface: Option<Vec<String>>,
     /// A network of ours (repeatable). Default: the addresses assigned to this host.
     #[arg(long = "home-net")]
-    pub home_net: Vec<String>,
+    pub home_net: Option<Vec<String>>,
     /// Where /metrics, /alerts, /healthz are served [default: 127.0.0.1:9750].
     #[arg(long)]
     pub metrics_addr: Option<String>,
     /// How often the maps are read, e.g. `1s`, `500ms` [default: 1s].
     #[arg(long)]
     pub poll_interval: Option<String>,
-    /// [default: auto]
+    /// XDP attach mode [default: auto: driver, falling back to generic].
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpMode>,
     /// Flow-table slots over all CPUs, rounded up to a power of two per CPU [default: 262144].
@@ -113,11 +73,25 @@ pub struct RunArgs {
     pub alert_window: Option<String>,
     /// Log malformed packets from inside the kernel programs (aya-log). Off by default: the level is
     /// frozen at load, so when off the verifier removes the logging code entirely.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub ebpf_log: Option<bool>,
+    /// Detector thresholds and switches: `[detectors.NAME]` tables in the file, `--set
+    /// detectors.NAME.KEY=VALUE` on the command line.
+    #[arg(skip)]
+    pub detectors: Option<DetectorsConfig>,
+}
+
+/// `flagprobe run`'s command line: every [`Settings`] flag, plus where the file is and overrides.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// The TOML config file (default /etc/flagprobe/flagprobe.toml if it exists).
     #[arg(long)]
-    pub ebpf_log: bool,
+    pub config: Option<PathBuf>,
     /// Any config-file key, e.g. `--set detectors.scan.min-ports=20` (repeatable; wins over the file).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// Everything `run` needs, validated.
@@ -138,6 +112,8 @@ pub struct Config {
     pub alert_window: Duration,
     pub detectors: DetectorsConfig,
     pub ebpf_log: bool,
+    /// The effective settings, defaults filled in: what `check-config` prints and a reload compares.
+    pub settings: Settings,
     /// The file these came from, if any (what SIGHUP re-reads).
     pub source: Option<PathBuf>,
     /// The command line, kept so a reload applies it over the re-read file again.
@@ -161,32 +137,10 @@ pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigEr
     ConfigError::Invalid { field: field.into(), problem: problem.into() }
 }
 
-/// `1s`, `250ms`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration like 1s or 500ms"))?;
-    let secs = match unit {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "us" => value / 1e6,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{text}` is not a duration"));
+impl From<detect::Invalid> for ConfigError {
+    fn from(e: detect::Invalid) -> Self {
+        invalid(format!("detectors.{}", e.field), e.problem)
     }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// A CIDR, or a bare address meaning a host route.
-pub fn parse_net(text: &str) -> Result<IpNet, String> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("`{text}` is not a CIDR like 192.0.2.0/24"))
 }
 
 fn duration(field: &'static str, text: &str) -> Result<Duration, ConfigError> {
@@ -194,44 +148,50 @@ fn duration(field: &'static str, text: &str) -> Result<Duration, ConfigError> {
 }
 
 impl RunArgs {
-    /// Read the config file (if any), apply these flags over it, fill defaults from the system,
-    /// and validate.
+    /// Read the config file (if any) with `--set` applied, put these flags over it key by key,
+    /// fill defaults from the system, and validate.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let (file, source) = crate::config_file::load(self.config.as_deref(), &self.set)?;
-        self.merge(file, source)
+        let (mut table, source) = file::load(self.config.as_deref(), &self.set)?;
+        let flags = toml::Table::try_from(&self.settings).map_err(|e| invalid("command line", e.to_string()))?;
+        table.extend(flags);
+        let settings = file::from_table(table, "command line")?;
+        Config::resolve(settings, source, self)
     }
+}
 
-    fn merge(self, f: FileConfig, source: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let cli = self.clone();
-        let pick = |a: Vec<String>, b: Option<Vec<String>>| if a.is_empty() { b.unwrap_or_default() } else { a };
-        let metrics_text = self.metrics_addr.or(f.metrics_addr).unwrap_or_else(|| "127.0.0.1:9750".into());
+impl Config {
+    /// Fill every unset setting with its default, validate, and type it.
+    pub fn resolve(mut s: Settings, source: Option<PathBuf>, cli: RunArgs) -> Result<Config, ConfigError> {
+        let text = |v: &mut Option<String>, default: &str| v.get_or_insert_with(|| default.to_string()).clone();
+        let metrics_text = text(&mut s.metrics_addr, "127.0.0.1:9750");
         let metrics_addr = metrics_text.parse().map_err(|_| invalid("metrics-addr", format!("`{metrics_text}` is not an address:port")))?;
-        let poll_interval = duration("poll-interval", &self.poll_interval.or(f.poll_interval).unwrap_or_else(|| "1s".into()))?;
+        let poll_interval = duration("poll-interval", &text(&mut s.poll_interval, "1s"))?;
         if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
             return Err(invalid("poll-interval", "must be between 10ms and 1h"));
         }
-        let flow_idle = duration("flow-idle", &self.flow_idle.or(f.flow_idle).unwrap_or_else(|| "120s".into()))?;
+        let flow_idle = duration("flow-idle", &text(&mut s.flow_idle, "120s"))?;
         if flow_idle < Duration::from_secs(1) {
             return Err(invalid("flow-idle", "must be at least 1s"));
         }
-        let summary = duration("summary-interval", &self.summary_interval.or(f.summary_interval).unwrap_or_else(|| "5s".into()))?;
-        let alert_window = duration("alert-window", &self.alert_window.or(f.alert_window).unwrap_or_else(|| "60s".into()))?;
-        let flow_capacity = self.flow_capacity.or(f.flow_capacity).unwrap_or(probe_common::maps::DEFAULT_FLOW_CAPACITY);
+        let summary = duration("summary-interval", &text(&mut s.summary_interval, "5s"))?;
+        let alert_window = duration("alert-window", &text(&mut s.alert_window, "60s"))?;
+        let flow_capacity = *s.flow_capacity.get_or_insert(probe_common::maps::DEFAULT_FLOW_CAPACITY);
         if !(1024..=1 << 26).contains(&flow_capacity) {
             return Err(invalid("flow-capacity", format!("{flow_capacity} is outside 1024..=67108864")));
         }
-        let event_rate = self.event_rate.or(f.event_rate).unwrap_or(probe_common::maps::DEFAULT_EVENT_RATE);
+        let event_rate = *s.event_rate.get_or_insert(probe_common::maps::DEFAULT_EVENT_RATE);
         if event_rate == 0 || event_rate > 10_000_000 {
             return Err(invalid("event-rate", "must be between 1 and 10000000"));
         }
         let mut home_nets = Vec::new();
-        for text in pick(self.home_net, f.home_net) {
-            home_nets.push(parse_net(&text).map_err(|p| invalid("home-net", p))?);
+        for text in s.home_net.iter().flatten() {
+            home_nets.push(parse_net(text).map_err(|p| invalid("home-net", p))?);
         }
         if home_nets.is_empty() {
             home_nets = netinfo::local_addresses().map_err(|e| ConfigError::NoDefault { field: "home-net", problem: e.to_string() })?;
         }
-        let mut ifaces = pick(self.iface, f.iface);
+        s.home_net = Some(home_nets.iter().map(|n| n.to_string()).collect());
+        let mut ifaces = s.iface.clone().unwrap_or_default();
         for name in &ifaces {
             if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
                 return Err(invalid("iface", format!("`{name}` is not an interface name")));
@@ -242,46 +202,54 @@ impl RunArgs {
             ifaces.push(name);
         }
         ifaces.dedup();
-        let detectors = f.detectors.unwrap_or_default();
+        s.iface = Some(ifaces.clone());
+        let detectors = s.detectors.get_or_insert_with(DetectorsConfig::default).clone();
         detectors.validate()?;
         Ok(Config {
             ifaces,
             home_nets,
             metrics_addr,
             poll_interval,
-            xdp_mode: self.xdp_mode.or(f.xdp_mode).unwrap_or_default(),
+            xdp_mode: *s.xdp_mode.get_or_insert_default(),
             flow_capacity,
             flow_idle,
             event_rate,
             summary_interval: (!summary.is_zero()).then_some(summary),
-            ebpf_object: self.ebpf_object.or(f.ebpf_object),
-            alerts_path: self.alerts.or(f.alerts),
-            alert_format: self.alert_format.or(f.alert_format).unwrap_or_default(),
+            ebpf_object: s.ebpf_object.clone(),
+            alerts_path: s.alerts.clone(),
+            alert_format: *s.alert_format.get_or_insert_default(),
             alert_window,
             detectors,
-            ebpf_log: self.ebpf_log || f.ebpf_log.unwrap_or(false),
+            ebpf_log: *s.ebpf_log.get_or_insert(false),
+            settings: s,
             source,
             cli,
         })
+    }
+
+    /// The effective configuration as a config file would say it.
+    pub fn render(&self) -> String {
+        toml::to_string_pretty(&self.settings).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
 
     fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec!["flagprobe", "run", "--config", "/nonexistent-ok", "--iface", "eth9", "--home-net", "10.0.0.0/8"];
-        argv.retain(|a| *a != "--config" && *a != "/nonexistent-ok");
+        let mut argv = vec!["flagprobe", "run", "--iface", "eth9", "--home-net", "10.0.0.0/8"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(a) => a,
+            Command::Run(a) => *a,
             _ => unreachable!("run was parsed"),
         }
     }
 
     fn config(a: RunArgs) -> Result<Config, ConfigError> {
-        a.merge(FileConfig::default(), None)
+        Config::resolve(a.settings.clone(), None, a)
     }
 
     #[test]
@@ -293,15 +261,7 @@ mod tests {
         assert_eq!(c.flow_capacity, 262_144);
         assert_eq!(c.ifaces, ["eth9"]);
         assert_eq!(c.home_nets, ["10.0.0.0/8".parse::<IpNet>().unwrap()]);
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1d").is_err());
+        assert!(!c.ebpf_log);
     }
 
     #[test]
@@ -318,15 +278,29 @@ mod tests {
     }
 
     #[test]
-    fn the_command_line_wins_over_the_file() {
-        let file = FileConfig { poll_interval: Some("3s".into()), flow_capacity: Some(4096), ..Default::default() };
-        let c = args(&["--poll-interval", "2s"]).merge(file, None).unwrap();
-        assert_eq!((c.poll_interval, c.flow_capacity), (Duration::from_secs(2), 4096));
+    fn the_command_line_wins_over_the_file_key_by_key() {
+        let dir = std::env::temp_dir().join(format!("fp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.toml");
+        std::fs::write(&path, "poll-interval = \"3s\"\nflow-capacity = 4096\nebpf-log = true\n").unwrap();
+        let mut a = args(&["--poll-interval", "2s"]);
+        a.config = Some(path);
+        let c = a.into_config().unwrap();
+        assert_eq!((c.poll_interval, c.flow_capacity, c.ebpf_log), (Duration::from_secs(2), 4096, true));
     }
 
     #[test]
-    fn bare_address_is_a_host_net() {
-        assert_eq!(parse_net("192.0.2.7").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
-        assert_eq!(parse_net("192.0.2.7/24").unwrap(), "192.0.2.0/24".parse::<IpNet>().unwrap());
+    fn ebpf_log_is_a_switch_on_the_command_line() {
+        assert_eq!(args(&["--ebpf-log"]).settings.ebpf_log, Some(true));
+        assert_eq!(args(&["--ebpf-log=false"]).settings.ebpf_log, Some(false));
+        assert_eq!(args(&[]).settings.ebpf_log, None);
+    }
+
+    #[test]
+    fn the_rendering_reads_back_as_the_same_configuration() {
+        let c = config(args(&["--summary-interval", "0s"])).unwrap();
+        let again: Settings = toml::from_str(&c.render()).unwrap();
+        assert_eq!(again, c.settings, "every setting, defaults included, survives the round trip");
+        assert!(c.render().contains("[detectors.scan]"), "{}", c.render());
     }
 }

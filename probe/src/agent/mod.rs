@@ -1,0 +1,123 @@
+//! `flagprobe run`: the live agent. [`run`] loads and attaches one copy of the programs per
+//! interface, starts a ring-buffer reader thread per interface, the engine thread and the HTTP
+//! server, and tears everything down when `shutdown` resolves.
+//!
+//! Why the engine is a std thread beside tokio: its work is blocking and CPU-bound (reading the
+//! mmap'd flow table, running detectors), and it must keep its pace when the HTTP side is busy. It
+//! waits on a crossbeam channel fed by the reader threads, with the poll deadline as timeout. Only
+//! the HTTP server and the signals live on tokio, where waiting on sockets is what it is good at.
+
+pub mod engine;
+pub mod http;
+pub mod poller;
+pub mod summary;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use crate::{
+    alert::AlertSinks,
+    config::Config,
+    detect::HomeNets,
+    kernel::{self, LoadOptions, ring},
+    metrics::Metrics,
+    pipeline::Pipeline,
+};
+use engine::Engine;
+use http::Health;
+use poller::IfacePoller;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Loading or attaching the eBPF programs, or reading their maps, failed.
+    #[error(transparent)]
+    Load(#[from] kernel::LoadError),
+    /// The flow table could not be mapped.
+    #[error(transparent)]
+    FlowTable(#[from] kernel::flowtable::FlowTableError),
+    /// The metrics address could not be bound.
+    #[error("binding the metrics address {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    /// The alerts file could not be opened for appending.
+    #[error("opening the alerts file {}: {source}", path.display())]
+    Alerts { path: std::path::PathBuf, source: std::io::Error },
+    /// A thread could not be started.
+    #[error("starting a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Run the agent until `shutdown` resolves; then detach everything and return.
+/// `reload` delivers one message per SIGHUP.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: crossbeam_channel::Receiver<()>) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let object = kernel::loader::object_bytes(config.ebpf_object.as_deref())?;
+    let options = LoadOptions {
+        flow_capacity: config.flow_capacity,
+        flow_idle_ns: config.flow_idle.as_nanos() as u64,
+        event_rate: config.event_rate,
+        ebpf_log: config.ebpf_log,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
+
+    // Two stop flags, because the order matters at shutdown: the ring readers drain what the kernel
+    // has written and stop first; only then does the engine judge what is queued and poll a last time.
+    let readers_stop = Arc::new(AtomicBool::new(false));
+    let engine_stop = Arc::new(AtomicBool::new(false));
+    let mut log_readers = Vec::new();
+    let mut pollers = Vec::new();
+    for iface in &config.ifaces {
+        let mut probe = kernel::loader::load(&object, options)?;
+        log_readers.extend(probe.start_log_reader(readers_stop.clone()));
+        let mode = probe.attach(iface, config.xdp_mode)?;
+        tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
+        let poller = IfacePoller::new(iface, mode, probe)?;
+        metrics.init_iface(iface, poller.capacity() as u64, mode);
+        pollers.push(poller);
+    }
+    tracing::info!(addr = %config.metrics_addr, home_nets = ?config.home_nets, "serving /metrics and /healthz");
+
+    let (tx, rx) = crossbeam_channel::bounded(65_536);
+    let mut readers = Vec::new();
+    for (i, p) in pollers.iter_mut().enumerate() {
+        let events = p.take_events()?;
+        let counters = ring::ReaderCounters {
+            received: metrics.events_received.with_label_values(&[&p.iface]),
+            dropped: metrics.events_dropped.with_label_values(&[&p.iface, "agent_queue_full"]),
+        };
+        readers.push(ring::spawn(p.iface.clone(), i, events, tx.clone(), readers_stop.clone(), counters).map_err(RunError::Thread)?);
+    }
+    drop(tx);
+
+    let health = Arc::new(Health { last_poll_unix_ms: AtomicU64::new(0), poll_interval: config.poll_interval });
+    let sinks = Arc::new(
+        AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
+            .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
+    );
+    let pipeline =
+        Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone());
+    let engine = Engine::new(pollers, rx, metrics.clone(), health.clone(), pipeline, sinks.clone(), config, reload);
+    let stop = engine_stop.clone();
+    let engine = std::thread::Builder::new().name("engine".into()).spawn(move || engine.run(&stop)).map_err(RunError::Thread)?;
+    let server = tokio::spawn(http::serve(listener, metrics, health, sinks));
+
+    shutdown.await;
+    tracing::info!("shutting down: detaching programs");
+    let _ = tokio::task::spawn_blocking(move || {
+        readers_stop.store(true, Ordering::Relaxed);
+        for r in readers.into_iter().chain(log_readers) {
+            let _ = r.join();
+        }
+        engine_stop.store(true, Ordering::Relaxed);
+        let _ = engine.join();
+    })
+    .await;
+    server.abort();
+    tracing::info!("detached; bye");
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Per interface, per poll: read the hook counters (summed over CPUs) and the flow table, feed the
+//! counter deltas to the metrics, and hand the changed flows on as [`FlowDelta`]s in wall-clock ns.
+
+use std::sync::Arc;
+
+use aya::maps::{Map, MapData, RingBuf};
+use probe_common::{
+    counters::{HOOKS, HookCounters},
+    event::PacketEvent,
+    flow::FlowKey,
+    maps::EVENTS,
+};
+
+use crate::{
+    flows::{FlowDelta, FlowTracker, merge},
+    kernel::{
+        LoadError, Probe,
+        flowtable::{FlowTable, FlowTableError},
+    },
+    metrics::Metrics,
+};
+
+/// What one poll of one interface found.
+pub struct PollOutput {
+    pub counters: [HookCounters; HOOKS as usize],
+    pub deltas: Vec<FlowDelta>,
+    pub live_flows: u64,
+}
+
+pub struct IfacePoller {
+    pub iface: Arc<str>,
+    pub xdp_mode: &'static str,
+    probe: Probe,
+    table: FlowTable,
+    tracker: FlowTracker,
+    last: [HookCounters; HOOKS as usize],
+}
+
+impl IfacePoller {
+    pub fn new(iface: &str, xdp_mode: &'static str, probe: Probe) -> Result<Self, FlowTableError> {
+        let slots = probe.geometry.slots();
+        let table = FlowTable::map(&probe.ebpf, slots)?;
+        Ok(IfacePoller {
+            iface: iface.into(),
+            xdp_mode,
+            tracker: FlowTracker::new(slots as usize),
+            table,
+            probe,
+            last: [HookCounters::default(); HOOKS as usize],
+        })
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.probe.geometry.slots()
+    }
+
+    /// Take the ring buffer for a reader thread.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map: Map = self.probe.ebpf.take_map(EVENTS).ok_or(LoadError::Missing(EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map { map: EVENTS, source })
+    }
+
+    /// An event ready to judge: its flow's history before it over all CPUs (the event carries its
+    /// own CPU's partition; the other partitions, since egress often runs on another CPU than
+    /// ingress, are read in place), and every timestamp in wall-clock ns.
+    pub fn complete_event(&self, ev: &mut PacketEvent) {
+        let (key, _) = FlowKey::canonical(&ev.endpoints());
+        for other in self.table.copies_of(&key, self.probe.geometry.slots_per_cpu, ev.cpu as u32) {
+            merge(&mut ev.flow_before, &other);
+        }
+        self.probe.clock.to_wall().event(ev);
+    }
+
+    pub fn poll(&mut self, metrics: &Metrics) -> Result<PollOutput, LoadError> {
+        let counters = self.probe.counters()?;
+        for (hook, (before, now)) in self.last.iter().zip(counters.iter()).enumerate() {
+            metrics.add_hook_counters(&self.iface, hook, before, now);
+        }
+        self.last = counters;
+        let clock = self.probe.clock;
+        let idle = clock.ticks_for(std::time::Duration::from_nanos(self.probe.options.flow_idle_ns));
+        let mut scan = self.tracker.scan(&self.table, &self.iface, clock.now_ticks(), idle);
+        let wall = clock.to_wall();
+        for d in &mut scan.deltas {
+            wall.entry(&mut d.now);
+            wall.entry(&mut d.before);
+        }
+        metrics.flows.with_label_values(&[&self.iface]).set(scan.live_flows as i64);
+        Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows })
+    }
+}

@@ -1,0 +1,157 @@
+//! One alert per detector and key per window, and a per-detector budget of new keys per window: a
+//! flood of distinct keys (one per forged source) is counted, not written line by line.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::Alert;
+
+/// One alert per detector and key per window; later changes wait, and go out as one updated
+/// line when the window has passed (or at [`Deduper::flush_all`]).
+pub struct Deduper {
+    window_ns: u64,
+    last_emit: HashMap<(&'static str, String), u64>,
+    pending: HashMap<(&'static str, String), Alert>,
+    /// Bound on remembered keys: a flood of distinct keys must not grow memory without end.
+    max_keys: usize,
+    /// New keys each detector may open per window; beyond it alerts are held back and counted.
+    new_keys_per_window: u64,
+    /// Per detector: (window start, new keys this window, alerts held back this window).
+    budget: HashMap<&'static str, (u64, u64, u64)>,
+    /// Alerts held back since the last [`Deduper::take_suppressed`], per detector.
+    suppressed: HashMap<&'static str, u64>,
+}
+
+/// New alert keys per detector per window before the rest are only counted.
+pub const NEW_KEYS_PER_WINDOW: u64 = 50;
+
+impl Deduper {
+    pub fn new(window: Duration) -> Self {
+        Deduper {
+            window_ns: window.as_nanos() as u64,
+            last_emit: HashMap::new(),
+            pending: HashMap::new(),
+            max_keys: 100_000,
+            new_keys_per_window: NEW_KEYS_PER_WINDOW,
+            budget: HashMap::new(),
+            suppressed: HashMap::new(),
+        }
+    }
+
+    /// Alerts held back by the per-detector budget since the last call (for the metrics).
+    pub fn take_suppressed(&mut self) -> Vec<(&'static str, u64)> {
+        self.suppressed.drain().collect()
+    }
+
+    /// The alert to emit now, if any.
+    pub fn offer(&mut self, alert: Alert) -> Option<Alert> {
+        let id = (alert.detector, alert.key.clone());
+        let last = self.last_emit.get(&id).copied();
+        match last {
+            Some(at) if alert.at_ns.saturating_sub(at) < self.window_ns => {
+                self.pending.insert(id, alert);
+                None
+            }
+            None if !self.within_budget(alert.detector, alert.at_ns) => None,
+            _ => {
+                if self.last_emit.len() >= self.max_keys {
+                    let cutoff = alert.at_ns.saturating_sub(self.window_ns);
+                    self.last_emit.retain(|_, at| *at >= cutoff);
+                }
+                self.last_emit.insert(id.clone(), alert.at_ns);
+                self.pending.remove(&id);
+                Some(alert)
+            }
+        }
+    }
+
+    /// Count a new key against its detector's budget for this window.
+    fn within_budget(&mut self, detector: &'static str, at_ns: u64) -> bool {
+        let window = self.window_ns;
+        let b = self.budget.entry(detector).or_insert((at_ns, 0, 0));
+        if at_ns.saturating_sub(b.0) >= window {
+            *b = (at_ns, 0, 0);
+        }
+        if b.1 < self.new_keys_per_window {
+            b.1 += 1;
+            return true;
+        }
+        b.2 += 1;
+        *self.suppressed.entry(detector).or_default() += 1;
+        false
+    }
+
+    /// Pending updates whose window has passed by `now_ns`.
+    pub fn flush(&mut self, now_ns: u64) -> Vec<Alert> {
+        let due: Vec<_> = self
+            .pending
+            .keys()
+            .filter(|id| self.last_emit.get(*id).is_none_or(|at| now_ns.saturating_sub(*at) >= self.window_ns))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            if let Some(mut a) = self.pending.remove(&id) {
+                self.last_emit.insert(id, now_ns);
+                a.at_ns = now_ns;
+                out.push(a);
+            }
+        }
+        out.sort_by_key(|a| a.at_ns);
+        out
+    }
+
+    /// Every pending update, now (shutdown, end of a replay).
+    pub fn flush_all(&mut self) -> Vec<Alert> {
+        let mut out: Vec<Alert> = self.pending.drain().map(|(_, a)| a).collect();
+        out.sort_by_key(|a| a.at_ns);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{AlertDraft, HostRole, Severity};
+
+    fn alert(key: &str, at_s: u64, packets: u64) -> Alert {
+        AlertDraft {
+            detector: "test",
+            severity: Severity::Low,
+            verdict: "test",
+            host_role: HostRole::Observer,
+            key: key.into(),
+            iface: "eth0".into(),
+            src: None,
+            dest: None,
+            first_seen_ns: 0,
+            last_seen_ns: at_s * 1_000_000_000,
+            packets,
+            flows: 1,
+        }
+        .build(at_s * 1_000_000_000, "s".into(), "e".into(), serde_json::json!({}))
+    }
+
+    #[test]
+    fn one_alert_per_key_per_window_then_an_update() {
+        let mut d = Deduper::new(Duration::from_secs(60));
+        assert!(d.offer(alert("a", 100, 1)).is_some());
+        assert!(d.offer(alert("a", 110, 5)).is_none());
+        assert!(d.offer(alert("b", 111, 1)).is_some(), "another key is independent");
+        assert!(d.offer(alert("a", 120, 9)).is_none());
+        assert!(d.flush(150 * 1_000_000_000).is_empty(), "window not over");
+        let updates = d.flush(161 * 1_000_000_000);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].packets, 9, "the latest counts");
+        assert!(d.flush_all().is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_is_capped_and_counted() {
+        let mut d = Deduper::new(Duration::from_secs(60));
+        let emitted = (0..500).filter(|i| d.offer(alert(&format!("victim-{i}"), 100, 1)).is_some()).count();
+        assert_eq!(emitted as u64, NEW_KEYS_PER_WINDOW);
+        assert_eq!(d.take_suppressed(), vec![("test", 500 - NEW_KEYS_PER_WINDOW)]);
+        assert!(d.offer(alert("victim-0", 110, 2)).is_none(), "known keys still update");
+        assert!(d.offer(alert("fresh", 200, 1)).is_some(), "a new window, a new budget");
+    }
+}

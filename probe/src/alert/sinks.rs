@@ -1,0 +1,102 @@
+//! Where alerts go: stdout (text or JSON lines), an appended JSON-lines file, and the recent list
+//! behind `/alerts`. A reload swaps the outputs in place.
+
+use std::{collections::VecDeque, io::Write, path::Path, sync::Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::Alert;
+
+/// The `alert-format` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertFormat {
+    /// Text on a terminal, JSON lines otherwise.
+    #[default]
+    Auto,
+    Text,
+    Json,
+    Off,
+}
+
+impl AlertFormat {
+    pub fn resolve(self) -> TerminalFormat {
+        use std::io::IsTerminal;
+        match self {
+            AlertFormat::Auto if std::io::stdout().is_terminal() => TerminalFormat::Text,
+            AlertFormat::Auto | AlertFormat::Json => TerminalFormat::Json,
+            AlertFormat::Text => TerminalFormat::Text,
+            AlertFormat::Off => TerminalFormat::Off,
+        }
+    }
+}
+
+/// How the terminal sink writes alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalFormat {
+    Text,
+    Json,
+    Off,
+}
+
+/// Where alerts go: stdout, an appended JSON-lines file, and the recent list for `/alerts`.
+pub struct AlertSinks {
+    outputs: Mutex<Outputs>,
+    recent: Mutex<VecDeque<Alert>>,
+    recent_max: usize,
+}
+
+struct Outputs {
+    terminal: TerminalFormat,
+    file: Option<std::fs::File>,
+}
+
+fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(p)
+}
+
+impl AlertSinks {
+    /// `file` is opened for appending (created if missing, never truncated).
+    pub fn new(terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<Self> {
+        let file = file.map(open_append).transpose()?;
+        Ok(AlertSinks { outputs: Mutex::new(Outputs { terminal, file }), recent: Mutex::new(VecDeque::new()), recent_max: 1000 })
+    }
+
+    /// Switch outputs (a reload): the new file is opened first, so a failure changes nothing.
+    pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<()> {
+        let file = file.map(open_append).transpose()?;
+        *self.outputs.lock().unwrap_or_else(|e| e.into_inner()) = Outputs { terminal, file };
+        Ok(())
+    }
+
+    pub fn emit(&self, alert: &Alert) {
+        let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        match outputs.terminal {
+            TerminalFormat::Text => {
+                let _ = std::io::stdout().lock().write_all(alert.to_text().as_bytes());
+            }
+            TerminalFormat::Json => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", alert.to_json_line());
+                let _ = out.flush();
+            }
+            TerminalFormat::Off => {}
+        }
+        if let Some(f) = outputs.file.as_mut()
+            && let Err(e) = writeln!(f, "{}", alert.to_json_line())
+        {
+            tracing::warn!(error = %e, "writing the alerts file");
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= self.recent_max {
+            recent.pop_front();
+        }
+        recent.push_back(alert.clone());
+    }
+
+    /// The most recent alerts, oldest first, as a JSON array.
+    pub fn recent_json(&self) -> String {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::to_string(&recent.iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+    }
+}

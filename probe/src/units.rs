@@ -1,0 +1,55 @@
+//! Settings written as text: durations (`1s`, `250ms`, `2m`) and networks (`192.0.2.0/24`, or a bare
+//! address for one host). A leaf: the command line, the config file and replay all read values
+//! with these, so `--poll-interval 1s` and `poll-interval = "1s"` mean the same thing.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// `1s`, `250ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("`{text}` is not a duration like 1s or 500ms"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{text}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A CIDR, or a bare address meaning a host route.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("`{text}` is not a CIDR like 192.0.2.0/24"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1d").is_err());
+    }
+
+    #[test]
+    fn bare_address_is_a_host_net() {
+        assert_eq!(parse_net("192.0.2.7").unwrap(), "192.0.2.7/32".parse::<IpNet>().unwrap());
+        assert_eq!(parse_net("192.0.2.7/24").unwrap(), "192.0.2.0/24".parse::<IpNet>().unwrap());
+    }
+}
