@@ -102,9 +102,39 @@ impl Agent {
         body
     }
 
-    /// Wait two poll intervals and a bit, so every counted packet has reached the metrics.
+    /// Wait until the agent has caught up: every event the kernel sent has been read, and two
+    /// scrapes a poll apart agree on every packet, flow and event count. Then every packet already
+    /// on the wire is in the metrics and has been judged (stop the agent for the last updates).
     pub fn settle(&self) {
-        std::thread::sleep(Duration::from_millis(700));
+        self.settle_after(0, 0);
+    }
+
+    /// Like [`Agent::settle`], first waiting for at least `ingress` and `egress` packets.
+    pub fn settle_after(&self, ingress: u64, egress: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut previous: Option<Vec<u64>> = None;
+        loop {
+            let m = self.metrics();
+            let sum = |name: &str, labels: &[(&str, &str)]| crate::metrics_text::sum(&m, name, labels) as u64;
+            // The reader counts an event as received before it queues it (a full queue then
+            // counts a drop), so received reaching sent means the ring is read to the end.
+            let (sent, read) = (sum("flagprobe_events_total", &[]), sum("flagprobe_events_received_total", &[]));
+            let (inn, out) =
+                (sum("flagprobe_packets_total", &[("hook", "ingress")]), sum("flagprobe_packets_total", &[("hook", "egress")]));
+            let now = vec![inn, out, sent, read, sum("flagprobe_flow_inserts_total", &[])];
+            let caught_up = inn >= ingress && out >= egress && read >= sent;
+            if caught_up && previous.as_ref() == Some(&now) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not settle: in {inn}/{ingress}, out {out}/{egress}, events read {read} of {sent}\n{}",
+                self.stderr()
+            );
+            previous = caught_up.then_some(now);
+            // One poll interval (the tests run the agent with 200 ms).
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// SIGTERM and wait; returns the exit status and stderr.

@@ -5,7 +5,10 @@ use std::{
     fs::File,
     os::fd::AsRawFd,
     process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 pub const HOME_IP: &str = "10.77.0.2";
@@ -15,6 +18,20 @@ pub const HOME_IF: &str = "fp-home";
 pub const PEER_IF: &str = "fp-peer";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Labs share the machine's two cores: every lab holds this shared, and a test whose traffic would
+/// disturb the others' timing (a max-rate flood, the demo's own labs) holds it exclusively, so it
+/// runs alone in the one test binary.
+static LABS: RwLock<()> = RwLock::new(());
+
+/// Hold while a machine-wide disturbance runs; no lab exists meanwhile.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    LABS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    LABS.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Run a command; panic with its stderr if it fails.
 pub fn run(cmd: &mut Command) -> Output {
@@ -32,6 +49,8 @@ pub struct Lab {
     pub peer: String,
     /// A third party behind the peer (see [`Lab::add_third_party`]).
     pub third: Option<String>,
+    /// Shared hold on the labs (`None` inside an [`exclusive`] hold, which the test keeps).
+    _share: Option<RwLockReadGuard<'static, ()>>,
 }
 
 /// The third party's own address; it forges others'.
@@ -40,8 +59,17 @@ pub const THIRD_IP: &str = "10.78.0.2";
 impl Lab {
     /// A fresh lab with unique namespace names; offloads off so every packet is one wire segment.
     pub fn new() -> Lab {
+        Self::build(Some(shared()))
+    }
+
+    /// A lab for a test that already holds [`exclusive`].
+    pub fn new_alone(_held: &RwLockWriteGuard<'static, ()>) -> Lab {
+        Self::build(None)
+    }
+
+    fn build(share: Option<RwLockReadGuard<'static, ()>>) -> Lab {
         let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}"), third: None };
+        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}"), third: None, _share: share };
         let (h, p) = (&lab.home, &lab.peer);
         sh(&format!(
             "set -e

@@ -52,6 +52,10 @@ pub fn backscatter(lab: &Lab) {
 /// The home host connects to three ports of 192.0.2.80, whose responder refuses each SYN with a
 /// RST/ACK saying "Go away, we're not home".
 pub fn go_away(lab: &Lab) {
+    // 192.0.2.80 exists only as the responder's sniffer. A peer that forwards (it does once a third
+    // party is added) would answer our SYNs with ICMP "network unreachable" before the responder's
+    // RST; a blackhole route drops them silently instead, so the RST is the only answer.
+    lab.exec(&lab.peer, "ip route replace blackhole 192.0.2.80/32");
     let script = workspace_root().join("tests/scripts/goaway_responder.py");
     let mut responder = lab
         .command(&lab.peer, PY)

@@ -11,12 +11,14 @@ fn a_spoofed_flood_is_counted_never_silent() {
     if !privileged("a_spoofed_flood_is_counted_never_silent") || !tool("flood", "hping3") {
         return;
     }
-    let lab = Lab::new();
+    // A max-rate flood takes both cores: no other lab runs meanwhile.
+    let alone = tests::lab::exclusive();
+    let lab = Lab::new_alone(&alone);
     let agent = Agent::start(&lab, &["--flow-capacity", "4096", "--event-rate", "100", "--alert-format", "off"]);
     // Unsolicited SYN/ACKs from random forged sources: every one is a new flow and an event, and our
     // kernel answers each with a RST (egress), so both hooks are busy.
     lab.exec(&lab.peer, "timeout 3 hping3 --flood -q -S -A --rand-source -p 8080 10.77.0.2 >/dev/null 2>&1; true");
-    std::thread::sleep(Duration::from_millis(700));
+    agent.settle();
     assert_eq!(agent.get("/healthz").map(|r| r.0), Some(200), "still healthy after the flood");
     let m = agent.metrics();
     let sa = metrics_text::tcp(&m, "ingress", "SA");

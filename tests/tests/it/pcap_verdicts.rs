@@ -20,8 +20,8 @@ fn verdicts_for(test: &str, file: &str) -> Option<Vec<serde_json::Value>> {
     let Expected { home, verdicts, .. } = expected(file);
     let lab = Lab::new();
     let mut agent = Agent::start_with_home(&lab, &format!("{home}/32"), &[]);
-    oracle::replay_on_wire_timed(&lab, &shared_dir().join("pcaps").join(file), home.parse::<IpAddr>().unwrap());
-    agent.settle();
+    let (n_in, n_out) = oracle::replay_on_wire_timed(&lab, &shared_dir().join("pcaps").join(file), home.parse::<IpAddr>().unwrap());
+    agent.settle_after(n_in as u64, n_out as u64);
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
     let alerts = agent.alerts();

@@ -14,9 +14,15 @@ fn reloads(agent: &Agent, result: &str) -> f64 {
     metrics_text::sum(&agent.metrics(), "flagprobe_config_reloads_total", &[("result", result)])
 }
 
+/// SIGHUP, then wait until the agent has counted the reload (either result).
 fn hup(agent: &Agent) {
+    let before = reloads(agent, "success") + reloads(agent, "failure");
     unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reloads(agent, "success") + reloads(agent, "failure") == before {
+        assert!(std::time::Instant::now() < deadline, "the reload was never counted:\n{}", agent.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

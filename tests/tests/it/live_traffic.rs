@@ -63,23 +63,45 @@ struct Capture {
 
 fn tcpdump(lab: &Lab) -> Capture {
     let path = std::env::temp_dir().join(format!("{}-live.pcap", lab.home));
-    let child = lab
+    let mut child = lab
         .command(&lab.home, "tcpdump")
         .args(["-i", HOME_IF, "-U", "-n", "-w"])
         .arg(&path)
         .arg("tcp")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // tcpdump says "listening on IF" once its capture is open: from then on it sees every packet.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("listening on") {
+        let n = std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+        assert!(n > 0, "tcpdump did not start: {said}");
+    }
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     Capture { child, path }
+}
+
+/// Wait until `path` stops growing across two looks a poll apart.
+fn quiet(path: &std::path::Path) {
+    let size = || std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut last = size();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = size();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 impl Capture {
     fn finish(mut self) -> std::path::PathBuf {
-        // Let the connection's last ACKs land first (the suite runs many labs at once).
-        std::thread::sleep(Duration::from_millis(1500));
+        // Let the connection's last ACKs land first: tcpdump -U writes each packet as it comes.
+        quiet(&self.path);
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
         self.path

@@ -48,7 +48,7 @@ fn scenario_captures_on_the_wire_give_tsharks_counts() {
         let lab = Lab::new();
         let agent = Agent::start(&lab, &[]);
         let (n_in, n_out) = oracle::replay_on_wire(&lab, &pcap, HOME_IP.parse::<IpAddr>().unwrap());
-        agent.settle();
+        agent.settle_after(n_in as u64, n_out as u64);
         let counted = metrics_text::tcp_by_hook(&agent.metrics());
         let expected: BTreeMap<(String, u8), u64> = oracle::tshark_flags_by_direction(&pcap, HOME_IP)
             .into_iter()

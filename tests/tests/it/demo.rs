@@ -7,6 +7,8 @@ fn the_demo_plays_every_story_and_raises_its_alerts() {
     if !tests::privileged("the_demo_plays_every_story") || !tests::tool("the_demo", "hping3") {
         return;
     }
+    // The demo builds its own labs in another process and floods one of them: it runs alone.
+    let _alone = tests::lab::exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_flagprobe-demo")).arg("--check").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
