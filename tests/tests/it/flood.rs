@@ -2,8 +2,6 @@
 //! stays up and healthy, the histogram counts every packet, and what the table and the event rate
 //! limit could not take is counted — nothing is silent.
 
-use std::time::Duration;
-
 use tests::{agent::Agent, lab::Lab, metrics_text, privileged, tool};
 
 #[test]
