@@ -63,9 +63,11 @@ struct Capture {
 
 fn tcpdump(lab: &Lab) -> Capture {
     let path = std::env::temp_dir().join(format!("{}-live.pcap", lab.home));
+    // --immediate-mode: otherwise packets wait in the capture ring until a block times out, and
+    // a SIGINT before that loses them.
     let mut child = lab
         .command(&lab.home, "tcpdump")
-        .args(["-i", HOME_IF, "-U", "-n", "-w"])
+        .args(["--immediate-mode", "-i", HOME_IF, "-U", "-n", "-w"])
         .arg(&path)
         .arg("tcp")
         .stdout(Stdio::null())
