@@ -50,6 +50,11 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// An address from the contract's 16-byte form (IPv4 in the first four bytes).
+pub fn ip_addr(bytes: [u8; 16], family: u8) -> core::net::IpAddr {
+    if family == FAMILY_V4 { core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { core::net::IpAddr::from(bytes) }
+}
+
 /// A packet's endpoints as the parser saw them (source → destination).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {

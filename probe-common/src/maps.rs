@@ -7,6 +7,8 @@ pub const FLOWS: &str = "FLOWS";
 pub const HOOK_COUNTERS: &str = "HOOK_COUNTERS";
 /// Ring buffer of [`crate::event::PacketEvent`].
 pub const EVENTS: &str = "EVENTS";
+/// Per-CPU array of one `aggregate::Aggregates`: the counts a flood cannot push out.
+pub const AGGREGATES: &str = "AGGREGATES";
 
 /// Flow-table slots over all CPUs, unless configured otherwise.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;

@@ -16,7 +16,7 @@ use probe_common::{
     parse::TcpPacket,
 };
 
-use crate::{EVENTS, FLOWS, config};
+use crate::{AGGREGATES, EVENTS, FLOWS, config};
 
 /// Copies payload bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
 /// `bpf_skb_load_bytes`), which works on non-linear packets and needs no byte loop.
@@ -38,7 +38,14 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
 
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let entry = flow_slot(counters, &key, now, cpu);
-    let reasons = notable_reasons(entry.as_deref(), side, &pkt.segment);
+    // A slot about to be started (an idle one taken over still holds the old flow's counts) reads
+    // as no history, for the reasons, the aggregates and the event alike.
+    let history = entry.as_deref().filter(|e| e.key.family != FAMILY_NONE);
+    let reasons = notable_reasons(history, side, &pkt.segment);
+    if let Some(agg) = AGGREGATES.get_ptr_mut(0) {
+        // SAFETY: this CPU's value, touched only by this program run (bottom halves off).
+        unsafe { &mut *agg }.count(history, side, &pkt.endpoints, &pkt.segment, reasons, counters.flow_idle_ticks / 8);
+    }
     if reasons != 0 {
         emit_event(src, counters, entry.as_deref(), pkt, reasons, frame_len, cpu);
     }

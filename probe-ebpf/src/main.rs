@@ -19,6 +19,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use probe_common::{
+    aggregate::Aggregates,
     counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters, ParseError},
     flow::FlowEntry,
     maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES},
@@ -35,6 +36,10 @@ static FLOWS: Array<FlowEntry> = Array::with_max_entries(FLOWS_ELF_ENTRIES, BPF_
 
 #[map(name = "HOOK_COUNTERS")]
 static HOOK_COUNTERS: PerCpuArray<HookCounters> = PerCpuArray::with_max_entries(HOOKS, 0);
+
+/// Flood-proof aggregates (services, distinct-source sketches, heavy hitters): one per CPU.
+#[map(name = "AGGREGATES")]
+static AGGREGATES: PerCpuArray<Aggregates> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -9,8 +9,8 @@ use probe_common::{event::PacketEvent, flow::Side};
 
 use crate::{
     alert::{Alert, AlertSinks, Deduper},
-    detect::{self, Detector, DetectorsConfig, EventView, FlowView, HomeNets, Tally, addr},
-    flows::FlowDelta,
+    detect::{self, AggregateView, Detector, DetectorsConfig, EventView, FlowView, HomeNets, Tally, addr},
+    flows::{FlowDelta, aggregate::AggregateSnapshot},
     metrics::Metrics,
 };
 
@@ -78,6 +78,16 @@ impl Pipeline {
         let mut alerts = Vec::new();
         for d in &mut self.detectors {
             alerts.extend(d.observe_flows(now_ns, &views));
+        }
+        self.offer(alerts);
+    }
+
+    /// The flood-proof aggregates of one interface, as of this poll.
+    pub fn aggregates(&mut self, now_ns: u64, iface: &str, snapshot: &AggregateSnapshot) {
+        let view = AggregateView { iface, snapshot, home: &self.home };
+        let mut alerts = Vec::new();
+        for d in &mut self.detectors {
+            alerts.extend(d.observe_aggregates(now_ns, &view));
         }
         self.offer(alerts);
     }

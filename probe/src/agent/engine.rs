@@ -141,6 +141,7 @@ impl Engine {
                 Ok(out) => {
                     self.latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
                     self.pipeline.flows(now, &out.deltas);
+                    self.pipeline.aggregates(now, &p.iface, &out.aggregates);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
             }

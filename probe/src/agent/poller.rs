@@ -12,7 +12,7 @@ use probe_common::{
 };
 
 use crate::{
-    flows::{FlowDelta, FlowTracker, merge},
+    flows::{FlowDelta, FlowTracker, aggregate::AggregateSnapshot, merge},
     kernel::{
         LoadError, Probe,
         flowtable::{FlowTable, FlowTableError},
@@ -25,6 +25,8 @@ pub struct PollOutput {
     pub counters: [HookCounters; HOOKS as usize],
     pub deltas: Vec<FlowDelta>,
     pub live_flows: u64,
+    /// The flood-proof aggregates, merged over CPUs, in wall-clock ns.
+    pub aggregates: AggregateSnapshot,
 }
 
 pub struct IfacePoller {
@@ -86,6 +88,7 @@ impl IfacePoller {
             wall.entry(&mut d.before);
         }
         metrics.flows.with_label_values(&[&self.iface]).set(scan.live_flows as i64);
-        Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows })
+        let aggregates = AggregateSnapshot::merge(&self.probe.aggregates()?, |t| wall.jiffies(t));
+        Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows, aggregates })
     }
 }

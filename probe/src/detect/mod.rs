@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use probe_common::{
     event::PacketEvent,
-    flow::{FAMILY_V4, FlowEntry, FlowKey, Side, SideStats},
+    flow::{FlowEntry, FlowKey, Side, SideStats},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::alert::Alert;
+use crate::{alert::Alert, flows::aggregate::AggregateSnapshot};
 
 /// Which addresses are ours.
 #[derive(Debug, Clone, Default)]
@@ -42,9 +42,7 @@ impl HomeNets {
 }
 
 /// An address from the contract's 16-byte form.
-pub fn addr(bytes: [u8; 16], family: u8) -> IpAddr {
-    if family == FAMILY_V4 { IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { IpAddr::from(bytes) }
-}
+pub use probe_common::flow::ip_addr as addr;
 
 /// A flow that changed since the last poll, from our side's point of view. Its timestamps are
 /// wall-clock ns (capture time in replay): the kernel boundary converted them.
@@ -111,10 +109,22 @@ impl EventView<'_> {
     }
 }
 
+/// The flood-proof aggregates of one interface (cumulative; a detector keeps what it needs to
+/// diff), with the home networks to tell our services from others.
+pub struct AggregateView<'a> {
+    pub iface: &'a str,
+    pub snapshot: &'a AggregateSnapshot,
+    pub home: &'a HomeNets,
+}
+
 /// Every detector's contract.
 pub trait Detector: Send {
     /// Flows that changed since the last poll.
     fn observe_flows(&mut self, _now_ns: u64, _flows: &[FlowView<'_>]) -> Vec<Alert> {
+        Vec::new()
+    }
+    /// The aggregates a flood cannot push out, once per poll.
+    fn observe_aggregates(&mut self, _now_ns: u64, _view: &AggregateView<'_>) -> Vec<Alert> {
         Vec::new()
     }
     /// One notable packet, as it arrives.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use probe_common::flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment};
 
-use super::{Detector, EventView, FlowView, HomeNets};
+use super::{AggregateView, Detector, EventView, FlowView, HomeNets};
 use crate::{alert::Alert, flows::SoftTable};
 
 pub const S: u64 = 1_000_000_000;
@@ -76,7 +76,8 @@ impl Script {
         }
     }
 
-    /// Poll: the flows changed since the last poll, through `d.observe_flows` at `now_ns`.
+    /// Poll: the flows changed since the last poll through `d.observe_flows`, then the aggregates
+    /// through `d.observe_aggregates`, at `now_ns`.
     pub fn poll(&mut self, d: &mut dyn Detector, now_ns: u64) -> Vec<Alert> {
         let deltas = self.table.take_deltas(&Arc::from("eth0"));
         let views: Vec<FlowView<'_>> = deltas
@@ -86,7 +87,10 @@ impl Script {
                 Some(FlowView { iface: "eth0", now: &dl.now, before: &dl.before, local })
             })
             .collect();
-        d.observe_flows(now_ns, &views)
+        let mut alerts = d.observe_flows(now_ns, &views);
+        let snapshot = self.table.aggregates();
+        alerts.extend(d.observe_aggregates(now_ns, &AggregateView { iface: "eth0", snapshot: &snapshot, home: &self.home }));
+        alerts
     }
 
     /// Every event so far, through `d.observe_event`.

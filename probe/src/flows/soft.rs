@@ -9,12 +9,17 @@ use std::{
 };
 
 use probe_common::{
+    aggregate::Aggregates,
     counters::{HOOKS, HookCounters},
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
     flow::{Endpoints, FlowEntry, FlowKey, Segment, notable_reasons},
 };
 
-use super::FlowDelta;
+use super::{FlowDelta, aggregate::AggregateSnapshot};
+
+/// How long a service's aggregate bucket stays its own without inbound SYNs (the kernel uses an
+/// eighth of the flow idle time: 15 s by default).
+const SERVICE_IDLE_NS: u64 = 15_000_000_000;
 
 #[derive(Default)]
 pub struct SoftTable {
@@ -22,11 +27,18 @@ pub struct SoftTable {
     at_last_take: HashMap<FlowKey, FlowEntry>,
     changed: HashSet<FlowKey>,
     pub counters: [HookCounters; HOOKS as usize],
+    /// The flood-proof aggregates, one "CPU"'s worth.
+    aggregates: Box<Aggregates>,
 }
 
 impl SoftTable {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The aggregates so far (timestamps are already ns).
+    pub fn aggregates(&self) -> AggregateSnapshot {
+        AggregateSnapshot::merge(std::iter::once(&*self.aggregates), |t| t)
     }
 
     /// Count one TCP segment as the kernel would; returns the ring-buffer event if it is notable.
@@ -42,6 +54,7 @@ impl SoftTable {
         let entry = self.flows.entry(key).or_default();
         let history = (!is_new).then_some(&*entry);
         let reasons = notable_reasons(history, side, seg);
+        self.aggregates.count(history, side, ep, seg, reasons, SERVICE_IDLE_NS);
         let event = (reasons != 0).then(|| {
             c.events += 1;
             let mut ev = PacketEvent {

@@ -9,8 +9,9 @@ use aya::{
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
 };
 use probe_common::{
+    aggregate::Aggregates,
     counters::{HOOKS, HookCounters},
-    maps::{EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP},
+    maps::{AGGREGATES, EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP},
 };
 
 use super::{
@@ -124,7 +125,7 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
         .override_global(aya_log::LEVEL, if options.ebpf_log { &LOG_DEBUG } else { &LOG_OFF }, true)
         .load(object)?;
-    for name in [FLOWS, HOOK_COUNTERS, EVENTS] {
+    for name in [FLOWS, HOOK_COUNTERS, EVENTS, AGGREGATES] {
         ebpf.map(name).ok_or(LoadError::Missing(name))?;
     }
     let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP)?;
@@ -171,6 +172,15 @@ impl Probe {
             }
         }
         Ok(out)
+    }
+
+    /// Every CPU's flood-proof aggregates (timestamps in jiffies).
+    pub fn aggregates(&self) -> Result<Vec<Aggregates>, LoadError> {
+        let map = self.ebpf.map(AGGREGATES).ok_or(LoadError::Missing(AGGREGATES))?;
+        let array: PerCpuArray<&MapData, Aggregates> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map { map: AGGREGATES, source })?;
+        let values = array.get(&0, 0).map_err(|source| LoadError::Map { map: AGGREGATES, source })?;
+        Ok(values.iter().copied().collect())
     }
 
     /// Forward the programs' log records to our logger (tracing, through the `log` bridge) from a

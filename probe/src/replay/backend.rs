@@ -19,7 +19,7 @@ use probe_common::{
 
 use super::decode::Decoded;
 use crate::{
-    flows::{FlowDelta, FlowTracker, SoftTable, merge},
+    flows::{FlowDelta, FlowTracker, SoftTable, aggregate::AggregateSnapshot, merge},
     kernel::{
         LoadError, LoadOptions, Probe,
         clock::{ToWall, monotonic_now_ns},
@@ -48,6 +48,8 @@ pub trait Backend {
     fn counters(&self) -> [HookCounters; HOOKS as usize];
     /// Every flow still held.
     fn flows(&self) -> Vec<FlowEntry>;
+    /// The flood-proof aggregates so far.
+    fn aggregates(&self) -> AggregateSnapshot;
 }
 
 #[derive(Default)]
@@ -89,6 +91,10 @@ impl Backend for SoftBackend {
 
     fn flows(&self) -> Vec<FlowEntry> {
         self.table.flows().copied().collect()
+    }
+
+    fn aggregates(&self) -> AggregateSnapshot {
+        self.table.aggregates()
     }
 }
 
@@ -198,5 +204,10 @@ impl Backend for KernelBackend {
                 e
             })
             .collect()
+    }
+
+    fn aggregates(&self) -> AggregateSnapshot {
+        let cpus = self.probe.aggregates().unwrap_or_default();
+        AggregateSnapshot::merge(&cpus, |t| self.to_capture.jiffies(t))
     }
 }

@@ -174,6 +174,7 @@ impl Replayer {
     fn poll(&mut self, now_ns: u64) {
         let deltas = self.backend.take_deltas(&self.iface);
         self.pipeline.flows(now_ns, &deltas);
+        self.pipeline.aggregates(now_ns, &self.iface, &self.backend.aggregates());
         self.pipeline.tick(now_ns);
     }
 
