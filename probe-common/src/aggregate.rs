@@ -26,6 +26,12 @@ pub const SKETCH_REGISTERS: usize = 256;
 /// Heavy-hitter slots per CPU (a power of two).
 pub const TOP_REMOTES: usize = 32;
 
+/// Indexes of [`ServiceStats::counts`].
+pub const SVC_SYN_IN: usize = 0;
+pub const SVC_SYN_ACK_OUT: usize = 1;
+pub const SVC_RST_OUT: usize = 2;
+pub const SVC_COMPLETED: usize = 3;
+
 /// What a remote did, as bits of [`RemoteSlot::kinds`].
 pub const REMOTE_SYN: u8 = 1 << 0;
 pub const REMOTE_SYN_ACK: u8 = 1 << 1;
@@ -42,14 +48,10 @@ pub struct ServiceStats {
     /// First and last inbound SYN, in the producer's clock (jiffies in the kernel).
     pub first_seen: u64,
     pub last_seen: u64,
-    /// Inbound SYNs (no ACK).
-    pub syn_in: u32,
-    /// Our SYN/ACKs from this service.
-    pub syn_ack_out: u32,
-    /// Our RSTs from this service (a closed port answers each SYN with one).
-    pub rst_out: u32,
-    /// Handshakes completed: the client's first ACK after our SYN/ACK, on a tracked flow.
-    pub completed: u32,
+    /// Indexed by `SVC_*`: inbound SYNs (no ACK); our SYN/ACKs; our RSTs (a closed port answers
+    /// each SYN with one); handshakes completed (the client's first ACK after our SYN/ACK, on a
+    /// tracked flow).
+    pub counts: [u32; 4],
     /// HyperLogLog registers over the inbound SYNs' source addresses.
     pub sources: [u8; SERVICE_REGISTERS],
 }
@@ -64,10 +66,7 @@ impl Default for ServiceStats {
             _pad: [0; 5],
             first_seen: 0,
             last_seen: 0,
-            syn_in: 0,
-            syn_ack_out: 0,
-            rst_out: 0,
-            completed: 0,
+            counts: [0; 4],
             sources: [0; SERVICE_REGISTERS],
         }
     }
@@ -225,61 +224,66 @@ impl Aggregates {
     /// tracks it), with the notable `reasons` already worked out. Only flood-shaped packets (SYNs,
     /// SYN/ACKs, RSTs, and the first ACK of a handshake) touch anything. `idle` (in `seg.now`'s
     /// clock) is how long a service's bucket stays its own without inbound SYNs.
+    ///
+    /// The packet is classified first and each structure is then touched in one place: every
+    /// inlined copy would multiply the paths the verifier has to walk.
     #[inline(always)]
     pub fn count(&mut self, entry: Option<&FlowEntry>, side: Side, ep: &Endpoints, seg: &Segment, reasons: u8, idle: u64) {
         let f = seg.flags;
         let inbound = seg.hook == crate::counters::HOOK_INGRESS as u8;
-        let syn_only = f & (SYN | ACK | RST) == SYN;
-        if inbound && syn_only {
-            self.syn_in += 1;
-            self.remember(&ep.src, ep.family, REMOTE_SYN);
-            let src = addr_hash(&ep.src, 0);
-            if let Some(s) = self.service(&ep.dst, ep.dport, ep.family, seg.now, idle, true) {
-                s.syn_in += 1;
-                s.last_seen = seg.now;
-                hll_add::<SERVICE_REGISTERS, 8>(&mut s.sources, src);
-            }
-            return;
-        }
-        if !inbound {
-            if f & RST != 0 {
-                if let Some(s) = self.service(&ep.src, ep.sport, ep.family, seg.now, idle, false) {
-                    s.rst_out += 1;
-                }
-            } else if f & (SYN | ACK) == SYN | ACK
-                && let Some(s) = self.service(&ep.src, ep.sport, ep.family, seg.now, idle, false)
-            {
-                s.syn_ack_out += 1;
-            }
-            return;
-        }
-        if reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
-            self.unsolicited_syn_ack += 1;
-            hll_add::<SKETCH_REGISTERS, 8>(&mut self.syn_ack_sources, addr_hash(&ep.src, 1));
-            self.remember(&ep.src, ep.family, REMOTE_SYN_ACK);
-            return;
-        }
-        // Whether the receiving (our) side had ever sent on this flow.
-        let we_sent = entry.is_some_and(|e| e.sides[side.other().index()].packets > 0);
-        if f & RST != 0 && !we_sent {
-            self.unsolicited_rst += 1;
-            hll_add::<SKETCH_REGISTERS, 8>(&mut self.rst_sources, addr_hash(&ep.src, 2));
-            self.remember(&ep.src, ep.family, REMOTE_RST);
-            return;
-        }
-        // The client's first ACK after our SYN/ACK completes the handshake.
-        if let Some(e) = entry
+        // Which service counter (and whose address and port is the service), and what the remote did.
+        let mut counter = usize::MAX;
+        let mut remote = 0u8;
+        if inbound && f & (SYN | ACK | RST) == SYN {
+            counter = SVC_SYN_IN;
+            remote = REMOTE_SYN;
+        } else if !inbound && f & RST != 0 {
+            counter = SVC_RST_OUT;
+        } else if !inbound && f & (SYN | ACK) == SYN | ACK {
+            counter = SVC_SYN_ACK_OUT;
+        } else if inbound && reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
+            remote = REMOTE_SYN_ACK;
+        } else if inbound && f & RST != 0 && !entry.is_some_and(|e| e.sides[side.other().index()].packets > 0) {
+            // Our side never sent on this flow.
+            remote = REMOTE_RST;
+        } else if let Some(e) = entry
+            && inbound
             && f & (SYN | FIN | RST | ACK | URG) == ACK
         {
             let (client, server) = (&e.sides[side.index()], &e.sides[side.other().index()]);
-            if client.syn > 0
-                && server.syn_ack > 0
-                && client.pure_ack + client.data == 0
-                && let Some(s) = self.service(&ep.dst, ep.dport, ep.family, seg.now, idle, false)
-            {
-                s.completed += 1;
+            if client.syn > 0 && server.syn_ack > 0 && client.pure_ack + client.data == 0 {
+                counter = SVC_COMPLETED;
             }
         }
+        if counter < 4 {
+            let (addr, port) = if inbound { (&ep.dst, ep.dport) } else { (&ep.src, ep.sport) };
+            let claim = counter == SVC_SYN_IN;
+            if let Some(s) = self.service(addr, port, ep.family, seg.now, idle, claim) {
+                if let Some(c) = s.counts.get_mut(counter) {
+                    *c += 1;
+                }
+                if claim {
+                    s.last_seen = seg.now;
+                    hll_add::<SERVICE_REGISTERS, 8>(&mut s.sources, addr_hash(&ep.src, 0));
+                }
+            }
+        }
+        if remote == 0 {
+            return;
+        }
+        self.remember(&ep.src, ep.family, remote);
+        if remote == REMOTE_SYN {
+            self.syn_in += 1;
+            return;
+        }
+        let registers = if remote == REMOTE_SYN_ACK {
+            self.unsolicited_syn_ack += 1;
+            &mut self.syn_ack_sources
+        } else {
+            self.unsolicited_rst += 1;
+            &mut self.rst_sources
+        };
+        hll_add::<SKETCH_REGISTERS, 8>(registers, addr_hash(&ep.src, 1));
     }
 
     /// The bucket of service (`addr`, `port`): its own, or (`claim`) a free one or one idle for
@@ -304,10 +308,7 @@ impl Aggregates {
         s.family = family;
         s.first_seen = now;
         s.last_seen = now;
-        s.syn_in = 0;
-        s.syn_ack_out = 0;
-        s.rst_out = 0;
-        s.completed = 0;
+        s.counts = [0; 4];
         // Word stores: a byte loop or `fill` may become a `memset` the eBPF target cannot lower.
         let words = s.sources.as_mut_ptr().cast::<u64>();
         for i in 0..SERVICE_REGISTERS / 8 {
@@ -382,7 +383,7 @@ mod tests {
             syn_to(&mut agg, 0xc612_0000 + src, 80, 2);
         }
         let s = agg.services.iter().find(|s| s.port == 80).unwrap();
-        assert_eq!((s.syn_in, agg.syn_in), (40_000, 40_000));
+        assert_eq!((s.counts[SVC_SYN_IN], agg.syn_in), (40_000, 40_000));
         let est = hll_estimate(&s.sources);
         assert!((15_000.0..25_000.0).contains(&est), "about 20000 distinct sources, estimated {est}");
         let mut one = Aggregates::default();
@@ -403,7 +404,7 @@ mod tests {
         syn_to(&mut agg, 1, other, 105);
         assert_eq!((agg.services[index].port, agg.service_overflow), (80, 1), "busy: the newcomer is counted as overflow");
         syn_to(&mut agg, 1, other, 200);
-        assert_eq!((agg.services[index].port, agg.services[index].syn_in), (other, 1), "idle: taken over, counts reset");
+        assert_eq!((agg.services[index].port, agg.services[index].counts[SVC_SYN_IN]), (other, 1), "idle: taken over, counts reset");
     }
 
     #[test]

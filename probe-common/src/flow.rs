@@ -180,10 +180,21 @@ pub struct FlowEntry {
     pub initiator: u8,
     /// Bit 0: seen on ingress; bit 1: seen on egress.
     pub hooks_seen: u8,
-    pub _pad: [u8; 6],
+    /// 1 once the flow has shown it is a connection (see [`FlowEntry::proven`]).
+    pub proven: u8,
+    pub _pad: [u8; 5],
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
 const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
+
+/// Whether a packet that would start a new flow is shaped like flood traffic: an inbound SYN,
+/// SYN/ACK or RST. Such a packet takes a free (or idle) slot, never one another flow holds; it is
+/// counted in the aggregates either way.
+#[inline(always)]
+pub fn flood_shaped(seg: &Segment) -> bool {
+    let f = seg.flags;
+    seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK | RST) == SYN || f & (SYN | ACK) == SYN | ACK || f & RST != 0)
+}
 
 /// What the parser learned of one TCP segment, all that a flow update needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -279,13 +290,28 @@ impl FlowEntry {
         }
     }
 
+    /// Whether the flow has shown it is a connection: our host opened it (its first packet left on
+    /// egress), or its initiator sent a follow-up (no SYN, no RST) after the other side answered.
+    /// A spoofed flood's packets never do, so flows that are not proven may give their slot to a
+    /// new flow that is not flood-shaped, while proven ones keep it until they go idle.
+    pub fn proven(&self) -> bool {
+        self.proven != 0
+    }
+
     /// Count `seg`, sent by `side`, into this flow.
     #[inline(always)]
     pub fn apply(&mut self, side: Side, seg: &Segment) {
         self.last_seen = seg.now;
         self.hooks_seen |= 1 << (seg.hook & 1);
-        let s = &mut self.sides[side.index()];
         let f = seg.flags;
+        if self.proven == 0 && side as u8 == self.initiator {
+            let opened_by_us = seg.hook == crate::counters::HOOK_EGRESS as u8 && self.sides[side.index()].packets == 0;
+            let follow_up = f & (SYN | RST) == 0 && self.sides[side.other().index()].packets > 0;
+            if opened_by_us || follow_up {
+                self.proven = 1;
+            }
+        }
+        let s = &mut self.sides[side.index()];
         if s.packets == 0 {
             s.first_ttl = seg.ttl;
         }

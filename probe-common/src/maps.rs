@@ -10,8 +10,11 @@ pub const EVENTS: &str = "EVENTS";
 /// Per-CPU array of one `aggregate::Aggregates`: the counts a flood cannot push out.
 pub const AGGREGATES: &str = "AGGREGATES";
 
-/// Flow-table slots over all CPUs, unless configured otherwise.
-pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+/// Flow-table slots over all CPUs, unless configured otherwise. 32768 slots are 9 MiB in the kernel
+/// and as much again in the agent's copy. Verdicts on floods come from the aggregates, not from the
+/// table, and flood packets never push a proven connection out, so the table need only hold the
+/// real connections; a busy gateway raises it with `--flow-capacity`.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 32_768;
 /// Slots the object file declares; the loader resizes to `slots_per_cpu * possible CPUs`.
 pub const FLOWS_ELF_ENTRIES: u32 = 1024;
 pub const EVENTS_BYTES: u32 = 1 << 20;

@@ -12,7 +12,7 @@ use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::b
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, flood_shaped, notable_reasons},
     parse::TcpPacket,
 };
 
@@ -37,7 +37,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let (key, side) = FlowKey::canonical(&pkt.endpoints);
 
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let entry = flow_slot(counters, &key, now, cpu);
+    let entry = flow_slot(counters, &key, now, cpu, flood_shaped(&pkt.segment));
     // A slot about to be started (an idle one taken over still holds the old flow's counts) reads
     // as no history, for the reasons, the aggregates and the event alike.
     let history = entry.as_deref().filter(|e| e.key.family != FAMILY_NONE);
@@ -57,11 +57,12 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     }
 }
 
-/// The slot for `key`: its own, a free or idle one (reset to empty, `family == 0`, so the caller
-/// starts it after judging the packet against an empty history), or `None` when another live
-/// flow holds it.
+/// The slot for `key`: its own, a free or idle one, or one held by a flow that never proved to be
+/// a connection unless this packet is flood-shaped (reset to empty, `family == 0`, so the caller
+/// starts it after judging the packet against an empty history); `None` when another flow keeps
+/// it. So a spoofed flood fills only free slots, and a real connection's next packet wins one back.
 #[inline(always)]
-fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32) -> Option<&'static mut FlowEntry> {
+fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32, flood: bool) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
     let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
@@ -73,7 +74,8 @@ fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32) -> 
     if entry.key.family != FAMILY_NONE && entry.key.same(key) {
         return Some(entry);
     }
-    if entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_seen) > counters.flow_idle_ticks {
+    let free = entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_seen) > counters.flow_idle_ticks;
+    if free || (!flood && entry.proven == 0) {
         counters.flow_inserts += 1;
         entry.key.family = FAMILY_NONE;
         return Some(entry);
@@ -139,7 +141,12 @@ fn emit_event<P: PayloadSource>(
         if want > in_frame {
             want = in_frame;
         }
-        let n = (want as u32) & 0x7f;
+        // Launder the length through the record: the helper's size argument must be a bounded
+        // constant range, and the verifier would otherwise trace that bound back through every
+        // parser path's header offsets and walk each path separately to the end of the program.
+        let scratch = (*ev).payload.as_mut_ptr().cast::<u32>();
+        core::ptr::write_volatile(scratch, want as u32);
+        let n = core::ptr::read_volatile(scratch) & 0x7f;
         let mut captured = 0u8;
         if n > 0 && n <= EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n) {
             captured = n as u8;

@@ -137,10 +137,10 @@ impl Engine {
         let timer = self.metrics.poll_duration.start_timer();
         let now = clock::wall_now_ns();
         for (i, p) in self.pollers.iter_mut().enumerate() {
-            match p.poll(&self.metrics) {
+            let pipeline = &mut self.pipeline;
+            match p.poll(&self.metrics, |deltas| pipeline.flows(now, deltas)) {
                 Ok(out) => {
                     self.latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
-                    self.pipeline.flows(now, &out.deltas);
                     self.pipeline.aggregates(now, &p.iface, &out.aggregates);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),

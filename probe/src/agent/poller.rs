@@ -20,10 +20,9 @@ use crate::{
     metrics::Metrics,
 };
 
-/// What one poll of one interface found.
+/// What one poll of one interface found (its changed flows went to the poll's sink).
 pub struct PollOutput {
     pub counters: [HookCounters; HOOKS as usize],
-    pub deltas: Vec<FlowDelta>,
     pub live_flows: u64,
     /// The flood-proof aggregates, merged over CPUs, in wall-clock ns.
     pub aggregates: AggregateSnapshot,
@@ -45,7 +44,7 @@ impl IfacePoller {
         Ok(IfacePoller {
             iface: iface.into(),
             xdp_mode,
-            tracker: FlowTracker::new(slots as usize),
+            tracker: FlowTracker::new(slots as usize, probe.geometry.slots_per_cpu),
             table,
             probe,
             last: [HookCounters::default(); HOOKS as usize],
@@ -73,7 +72,8 @@ impl IfacePoller {
         self.probe.clock.to_wall().event(ev);
     }
 
-    pub fn poll(&mut self, metrics: &Metrics) -> Result<PollOutput, LoadError> {
+    /// Read the counters and the aggregates, and hand the changed flows to `sink` in chunks.
+    pub fn poll(&mut self, metrics: &Metrics, mut sink: impl FnMut(&[FlowDelta])) -> Result<PollOutput, LoadError> {
         let counters = self.probe.counters()?;
         for (hook, (before, now)) in self.last.iter().zip(counters.iter()).enumerate() {
             metrics.add_hook_counters(&self.iface, hook, before, now);
@@ -81,14 +81,16 @@ impl IfacePoller {
         self.last = counters;
         let clock = self.probe.clock;
         let idle = clock.ticks_for(std::time::Duration::from_nanos(self.probe.options.flow_idle_ns));
-        let mut scan = self.tracker.scan(&self.table, &self.iface, clock.now_ticks(), idle);
         let wall = clock.to_wall();
-        for d in &mut scan.deltas {
-            wall.entry(&mut d.now);
-            wall.entry(&mut d.before);
-        }
-        metrics.flows.with_label_values(&[&self.iface]).set(scan.live_flows as i64);
+        let live_flows = self.tracker.scan(&self.table, &self.iface, clock.now_ticks(), idle, |deltas| {
+            for d in deltas.iter_mut() {
+                wall.entry(&mut d.now);
+                wall.entry(&mut d.before);
+            }
+            sink(deltas);
+        });
+        metrics.flows.with_label_values(&[&self.iface]).set(live_flows as i64);
         let aggregates = AggregateSnapshot::merge(&self.probe.aggregates()?, |t| wall.jiffies(t));
-        Ok(PollOutput { counters, deltas: scan.deltas, live_flows: scan.live_flows, aggregates })
+        Ok(PollOutput { counters, live_flows, aggregates })
     }
 }

@@ -47,7 +47,7 @@ pub struct Settings {
     /// XDP attach mode [default: auto: driver, falling back to generic].
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpMode>,
-    /// Flow-table slots over all CPUs, rounded up to a power of two per CPU [default: 262144].
+    /// Flow-table slots over all CPUs, rounded up to a power of two per CPU [default: 32768].
     #[arg(long)]
     pub flow_capacity: Option<u32>,
     /// A flow quiet this long gives up its slot to a new flow [default: 120s].
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(c.metrics_addr, "127.0.0.1:9750".parse().unwrap());
         assert_eq!(c.poll_interval, Duration::from_secs(1));
         assert_eq!(c.xdp_mode, XdpMode::Auto);
-        assert_eq!(c.flow_capacity, 262_144);
+        assert_eq!(c.flow_capacity, probe_common::maps::DEFAULT_FLOW_CAPACITY);
         assert_eq!(c.ifaces, ["eth9"]);
         assert_eq!(c.home_nets, ["10.0.0.0/8".parse::<IpNet>().unwrap()]);
         assert!(!c.ebpf_log);

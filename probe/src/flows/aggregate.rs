@@ -5,7 +5,9 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use probe_common::{
-    aggregate::{Aggregates, SERVICE_REGISTERS, SKETCH_REGISTERS, hll_estimate, hll_merge},
+    aggregate::{
+        Aggregates, SERVICE_REGISTERS, SKETCH_REGISTERS, SVC_COMPLETED, SVC_RST_OUT, SVC_SYN_ACK_OUT, SVC_SYN_IN, hll_estimate, hll_merge,
+    },
     flow::ip_addr as addr,
 };
 
@@ -91,10 +93,10 @@ impl AggregateSnapshot {
                 });
                 t.first_seen = t.first_seen.min(first);
                 t.last_seen = t.last_seen.max(last);
-                t.syn_in += u64::from(s.syn_in);
-                t.syn_ack_out += u64::from(s.syn_ack_out);
-                t.rst_out += u64::from(s.rst_out);
-                t.completed += u64::from(s.completed);
+                t.syn_in += u64::from(s.counts[SVC_SYN_IN]);
+                t.syn_ack_out += u64::from(s.counts[SVC_SYN_ACK_OUT]);
+                t.rst_out += u64::from(s.counts[SVC_RST_OUT]);
+                t.completed += u64::from(s.counts[SVC_COMPLETED]);
                 hll_merge(&mut t.sources, &s.sources);
             }
             for r in a.remotes.iter().filter(|r| r.count > 0) {

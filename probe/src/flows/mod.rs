@@ -8,7 +8,7 @@ pub mod soft;
 
 pub use soft::SoftTable;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, SideStats};
 
@@ -41,6 +41,7 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
     }
     into.last_seen = into.last_seen.max(other.last_seen);
     into.hooks_seen |= other.hooks_seen;
+    into.proven |= other.proven;
     for (a, b) in into.sides.iter_mut().zip(other.sides.iter()) {
         merge_side(a, b, other_is_older);
     }
@@ -79,84 +80,84 @@ fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
     a.data_after_rst += b.data_after_rst;
 }
 
-/// Our copy of the table as of the last poll, and which slots hold each flow.
+/// Our copy of the table as of the last poll. A flow's slots are found with the kernel's own
+/// formula (one candidate slot per CPU partition), so no index is kept beside the copy.
 pub struct FlowTracker {
     shadow: Vec<FlowEntry>,
-    slots_of: HashMap<FlowKey, Vec<u32>>,
+    slots_per_cpu: u32,
 }
 
-/// What one scan found.
-pub struct Scan {
-    pub deltas: Vec<FlowDelta>,
-    /// Flows that saw a packet within the idle timeout (a flow in two partitions counts once).
-    pub live_flows: u64,
-}
-
-fn same_flow(a: &FlowEntry, b: &FlowEntry) -> bool {
-    a.key == b.key && a.first_seen == b.first_seen
-}
+/// Changed flows are handed on this many at a time: a flood changes every slot between two polls,
+/// and holding all their deltas at once would cost twice the table again.
+pub const DELTA_CHUNK: usize = 4096;
 
 impl FlowTracker {
-    pub fn new(slots: usize) -> Self {
-        FlowTracker { shadow: vec![FlowEntry::default(); slots], slots_of: HashMap::new() }
+    pub fn new(slots: usize, slots_per_cpu: u32) -> Self {
+        FlowTracker { shadow: vec![FlowEntry::default(); slots], slots_per_cpu: slots_per_cpu.max(1) }
     }
 
-    fn merged(&self, key: &FlowKey) -> FlowEntry {
+    /// The slots `key` can occupy, one per partition.
+    fn slots_of(&self, key: &FlowKey) -> impl Iterator<Item = usize> + use<> {
+        let per_cpu = self.slots_per_cpu as usize;
+        let offset = key.hash() as usize & (per_cpu - 1);
+        (0..self.shadow.len() / per_cpu).map(move |cpu| cpu * per_cpu + offset)
+    }
+
+    /// `key`'s flow merged over the partitions of `entries` that hold it.
+    fn merged(&self, key: &FlowKey, entries: impl Fn(usize) -> FlowEntry) -> FlowEntry {
         let mut out = FlowEntry::default();
-        for &slot in self.slots_of.get(key).into_iter().flatten() {
-            merge(&mut out, &self.shadow[slot as usize]);
+        for slot in self.slots_of(key) {
+            let e = entries(slot);
+            if e.key.family != FAMILY_NONE && e.key == *key {
+                merge(&mut out, &e);
+            }
         }
         out
     }
 
-    /// Compare the table with our copy; return the flows that changed, in the table's own clock
-    /// (jiffies). `now` and `idle`, in the same clock, decide which flows count as live.
-    pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now: u64, idle: u64) -> Scan {
-        // Every packet moves its slot's `last_seen`, so comparing that one word with our copy finds
-        // the changed slots without reading whole entries: a quiet table costs one cache line per
-        // slot. Only changed slots are copied in full.
-        let mut changed = Vec::new();
+    /// Compare the table with our copy and hand the flows that changed to `sink`, in chunks, in the
+    /// table's own clock (jiffies). Returns the flows live within `idle` of `now` (same clock).
+    pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now: u64, idle: u64, mut sink: impl FnMut(&mut [FlowDelta])) -> u64 {
+        let mut chunk = Vec::with_capacity(DELTA_CHUNK.min(self.shadow.len()));
         for i in 0..table.slots().min(self.shadow.len()) {
-            let last = table.last_seen(i);
-            if last != self.shadow[i].last_seen {
-                let e = table.read(i);
-                if e.key.family != FAMILY_NONE && e.last_seen != 0 {
-                    changed.push((i as u32, e));
+            // Every packet moves its slot's `last_seen`: comparing that one word with our copy
+            // finds the changed slots without reading whole entries.
+            if table.last_seen(i) == self.shadow[i].last_seen {
+                continue;
+            }
+            let e = table.read(i);
+            if e.key.family == FAMILY_NONE || e.last_seen == 0 {
+                self.shadow[i] = e;
+                continue;
+            }
+            // The flow before this poll is our copy of all its partitions; then every partition is
+            // brought up to date at once, so a flow in several partitions is one delta.
+            let before = self.merged(&e.key, |s| self.shadow[s]);
+            for slot in self.slots_of(&e.key) {
+                let current = if slot == i { e } else { table.read(slot) };
+                if current.key == e.key || slot == i {
+                    self.shadow[slot] = current;
                 }
             }
-        }
-        // A flow may sit in several partitions (one per CPU that saw it). Its state before this poll
-        // is the merge of our copies of all its slots, taken before any of them is updated.
-        let mut seen = std::collections::HashSet::with_capacity(changed.len());
-        let touched: Vec<FlowKey> = changed.iter().filter(|(_, e)| seen.insert(e.key)).map(|(_, e)| e.key).collect();
-        let before: Vec<FlowEntry> = touched.iter().map(|k| self.merged(k)).collect();
-        // Update our copy and the key → slots index. A slot taken over by another flow (the old one
-        // went idle) leaves the old key's list; when that list empties the old flow is gone.
-        for (slot, e) in changed {
-            let old = self.shadow[slot as usize];
-            if old.key.family != FAMILY_NONE
-                && !same_flow(&old, &e)
-                && let Some(v) = self.slots_of.get_mut(&old.key)
-            {
-                v.retain(|&s| s != slot);
-                if v.is_empty() {
-                    self.slots_of.remove(&old.key);
-                }
+            let now_entry = self.merged(&e.key, |s| self.shadow[s]);
+            chunk.push(FlowDelta { iface: iface.clone(), now: now_entry, before });
+            if chunk.len() == DELTA_CHUNK {
+                sink(&mut chunk);
+                chunk.clear();
             }
-            let v = self.slots_of.entry(e.key).or_default();
-            if !v.contains(&slot) {
-                v.push(slot);
-            }
-            self.shadow[slot as usize] = e;
         }
-        let live = |slot: &u32| now.saturating_sub(self.shadow[*slot as usize].last_seen) <= idle;
-        let live_flows = self.slots_of.values().filter(|slots| slots.iter().any(live)).count() as u64;
-        let deltas = touched
-            .into_iter()
-            .zip(before)
-            .map(|(key, before)| FlowDelta { iface: iface.clone(), now: self.merged(&key), before })
-            .collect();
-        Scan { deltas, live_flows }
+        if !chunk.is_empty() {
+            sink(&mut chunk);
+        }
+        // Live flows, each counted at the first partition that holds it live.
+        let live = |e: &FlowEntry| e.key.family != FAMILY_NONE && now.saturating_sub(e.last_seen) <= idle;
+        let mut live_flows = 0;
+        for (i, e) in self.shadow.iter().enumerate() {
+            if live(e) && self.slots_of(&e.key).find(|&s| s == i || (self.shadow[s].key == e.key && live(&self.shadow[s]))) == Some(i) {
+                live_flows += 1;
+            }
+        }
+        live_flows
     }
 }
 

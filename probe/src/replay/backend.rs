@@ -136,7 +136,8 @@ impl KernelBackend {
         let slots = probe.geometry.slots();
         let table = FlowTable::map(&probe.ebpf, slots)?;
         let to_capture = probe.clock.with_offset(0);
-        Ok(KernelBackend { tracker: FlowTracker::new(slots as usize), probe, ring, table, unconvertible: [0; 2], to_capture })
+        let tracker = FlowTracker::new(slots as usize, probe.geometry.slots_per_cpu);
+        Ok(KernelBackend { tracker, probe, ring, table, unconvertible: [0; 2], to_capture })
     }
 }
 
@@ -170,12 +171,16 @@ impl Backend for KernelBackend {
     }
 
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        let mut deltas = self.tracker.scan(&self.table, iface, self.probe.clock.now_ticks(), u64::MAX / 2).deltas;
-        for d in &mut deltas {
-            self.to_capture.entry(&mut d.now);
-            self.to_capture.entry(&mut d.before);
-        }
-        deltas
+        let mut out = Vec::new();
+        let to_capture = self.to_capture;
+        self.tracker.scan(&self.table, iface, self.probe.clock.now_ticks(), u64::MAX / 2, |deltas| {
+            for d in deltas.iter_mut() {
+                to_capture.entry(&mut d.now);
+                to_capture.entry(&mut d.before);
+            }
+            out.extend_from_slice(deltas);
+        });
+        out
     }
 
     fn expire(&mut self, _cutoff_ns: u64) -> Vec<FlowEntry> {

@@ -70,10 +70,11 @@ fn every_header_shape_is_counted_exactly() {
 
     // Flow table: the v4 handshake pieces share one flow; the two v6 flows are separate.
     let table = FlowTable::map(&p.ebpf, p.geometry.slots()).unwrap();
-    let mut tracker = FlowTracker::new(p.geometry.slots() as usize);
-    let scan = tracker.scan(&table, &"test".into(), p.clock.now_ticks(), u64::MAX);
-    assert_eq!(scan.deltas.len(), 3, "{:#?}", scan.deltas.iter().map(|d| d.now.key).collect::<Vec<_>>());
-    let v4 = scan.deltas.iter().find(|d| d.now.key.family == 4).unwrap();
+    let mut tracker = FlowTracker::new(p.geometry.slots() as usize, p.geometry.slots_per_cpu);
+    let mut deltas = Vec::new();
+    tracker.scan(&table, &"test".into(), p.clock.now_ticks(), u64::MAX, |d| deltas.extend_from_slice(d));
+    assert_eq!(deltas.len(), 3, "{:#?}", deltas.iter().map(|d| d.now.key).collect::<Vec<_>>());
+    let v4 = deltas.iter().find(|d| d.now.key.family == 4).unwrap();
     let (lo, hi) = (&v4.now.sides[Side::Lo.index()], &v4.now.sides[Side::Hi.index()]);
     // 10.0.0.1:40000 is Lo (lower address), the server 10.0.0.2:80 is Hi.
     assert_eq!((lo.packets, lo.syn, lo.fin), (2, 1, 1));
