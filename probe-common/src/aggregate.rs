@@ -44,7 +44,11 @@ pub struct ServiceStats {
     pub addr: [u8; 16],
     pub port: u16,
     pub family: u8,
-    pub _pad: [u8; 5],
+    pub _pad0: u8,
+    /// How far this service is ahead of others contending for its bucket: each of its SYNs adds
+    /// one, each SYN of another service hashing here takes one; at zero the other takes the bucket.
+    pub credit: u16,
+    pub _pad: [u8; 2],
     /// First and last inbound SYN, in the producer's clock (jiffies in the kernel).
     pub first_seen: u64,
     pub last_seen: u64,
@@ -63,7 +67,9 @@ impl Default for ServiceStats {
             addr: [0; 16],
             port: 0,
             family: 0,
-            _pad: [0; 5],
+            _pad0: 0,
+            credit: 0,
+            _pad: [0; 2],
             first_seen: 0,
             last_seen: 0,
             counts: [0; 4],
@@ -243,7 +249,7 @@ impl Aggregates {
             counter = SVC_SYN_ACK_OUT;
         } else if inbound && reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
             remote = REMOTE_SYN_ACK;
-        } else if inbound && f & RST != 0 && !entry.is_some_and(|e| e.sides[side.other().index()].packets > 0) {
+        } else if inbound && f & RST != 0 && entry.is_none_or(|e| e.sides[side.other().index()].packets == 0) {
             // Our side never sent on this flow.
             remote = REMOTE_RST;
         } else if let Some(e) = entry
@@ -286,20 +292,26 @@ impl Aggregates {
         hll_add::<SKETCH_REGISTERS, 8>(registers, addr_hash(&ep.src, 1));
     }
 
-    /// The bucket of service (`addr`, `port`): its own, or (`claim`) a free one or one idle for
-    /// longer than `idle`, reset; `None` when another busy service holds it (counted).
+    /// The bucket of service (`addr`, `port`): its own, or (`claim`, an inbound SYN) a free one, one
+    /// idle for longer than `idle`, or one whose holder has no credit left, reset; `None` when
+    /// another service holds it (counted). So a burst of single probes (a port scan) cannot keep a
+    /// flood out of the buckets: the heavier service wins.
     #[inline(always)]
     fn service(&mut self, addr: &[u8; 16], port: u16, family: u8, now: u64, idle: u64, claim: bool) -> Option<&mut ServiceStats> {
         let index = (addr_hash(addr, port as u64) as usize) & (SERVICE_BUCKETS - 1);
         let s = self.services.get_mut(index)?;
         let same = s.family == family && s.port == port && same_addr(&s.addr, addr);
         if same {
+            if claim {
+                s.credit = s.credit.saturating_add(1);
+            }
             return Some(s);
         }
         if !claim {
             return None;
         }
-        if s.family != 0 && now.saturating_sub(s.last_seen) <= idle {
+        if s.family != 0 && now.saturating_sub(s.last_seen) <= idle && s.credit > 0 {
+            s.credit -= 1;
             self.service_overflow += 1;
             return None;
         }
@@ -308,6 +320,7 @@ impl Aggregates {
         s.family = family;
         s.first_seen = now;
         s.last_seen = now;
+        s.credit = 1;
         s.counts = [0; 4];
         // Word stores: a byte loop or `fill` may become a `memset` the eBPF target cannot lower.
         let words = s.sources.as_mut_ptr().cast::<u64>();
@@ -396,15 +409,22 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_service_keeps_its_bucket_and_an_idle_one_gives_it_up() {
+    fn the_heavier_service_wins_a_bucket_and_an_idle_one_gives_it_up() {
         let mut agg = Aggregates::default();
-        syn_to(&mut agg, 1, 80, 100);
+        for _ in 0..3 {
+            syn_to(&mut agg, 1, 80, 100);
+        }
         let index = agg.services.iter().position(|s| s.port == 80).unwrap();
-        let other = (1..u16::MAX).find(|p| (addr_hash(&v4(0x0a00_0002), *p as u64) as usize) & (SERVICE_BUCKETS - 1) == index).unwrap();
-        syn_to(&mut agg, 1, other, 105);
+        let mut others = (1..u16::MAX).filter(|p| (addr_hash(&v4(0x0a00_0002), *p as u64) as usize) & (SERVICE_BUCKETS - 1) == index);
+        let others = [others.next().unwrap(), others.next().unwrap()];
+        syn_to(&mut agg, 1, others[0], 105);
         assert_eq!((agg.services[index].port, agg.service_overflow), (80, 1), "busy: the newcomer is counted as overflow");
-        syn_to(&mut agg, 1, other, 200);
-        assert_eq!((agg.services[index].port, agg.services[index].counts[SVC_SYN_IN]), (other, 1), "idle: taken over, counts reset");
+        syn_to(&mut agg, 1, others[0], 200);
+        assert_eq!((agg.services[index].port, agg.services[index].counts[SVC_SYN_IN]), (others[0], 1), "idle: taken over, counts reset");
+        // A probe-sized service (one SYN) loses its bucket to a flood within two SYNs.
+        syn_to(&mut agg, 1, others[1], 201);
+        syn_to(&mut agg, 1, others[1], 201);
+        assert_eq!(agg.services[index].port, others[1], "the heavier service wins");
     }
 
     #[test]

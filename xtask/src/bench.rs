@@ -103,8 +103,9 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          by round (medians over rounds). Not a packet rate: no driver, DMA or skb cost is included.\n\n\
          Reproduce (root): `cargo xtask bench --repeat {repeat} --rounds {rounds}`\n\n\
          Machine: kernel {}, {cpus} CPUs, flow table at its default size.\n\n{table}\n\
-         Targets: at most ~25 ns over empty per packet; at most 150 ns per new flow (a naive LRU-hash\n\
-         insert costs ~650 ns here). The VM drifts by several ns between runs: compare rows of one run.\n\n\
+         Targets: at most 15 ns over empty per established-flow packet; at most 100 ns per new flow\n\
+         (a naive LRU-hash insert costs ~650 ns here). The VM drifts by several ns between runs:\n\
+         compare rows of one run.\n\n\
          ## Offline replay\n\n\
          `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}",
         kernel.trim()

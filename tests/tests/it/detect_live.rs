@@ -113,6 +113,7 @@ fn spoofed_syn_flood_on_an_open_port_is_a_flood() {
     assert_exactly("SYN flood", &alerts, &[("syn_flood", "flood")]);
     let last = alerts.last().unwrap();
     assert_eq!(last["dest_port"].as_u64(), Some(8080));
-    assert!(last["evidence"]["half_open"].as_u64().unwrap() >= 50, "{last}");
-    assert!(last["evidence"]["sources"].as_u64().unwrap() >= 50, "spoofed sources: {last}");
+    assert!(last["evidence"]["syns"].as_u64().unwrap() >= 250, "{last}");
+    assert_eq!(last["evidence"]["answered_with"], "syn-ack", "our host answered: {last}");
+    assert!(last["evidence"]["distinct_sources_estimate"].as_u64().unwrap() >= 200, "spoofed sources: {last}");
 }

@@ -31,7 +31,10 @@ fn a_spoofed_flood_is_counted_never_silent() {
     // Each SYN/ACK from a random source opens a flow: it is inserted or its packet fails to find a
     // slot (and so does our RST answering it). The table never holds more than its capacity.
     let rst = metrics_text::tcp(&m, "egress", "R");
-    assert!(inserts <= 4096, "at most the table's capacity: {inserts}");
+    // Flows that never proved to be connections give up their slot to the next packet that is not
+    // flood-shaped (here, our RSTs), so inserts may exceed the capacity; live flows may not.
+    let live = metrics_text::sum(&m, "flagprobe_flows", &[]) as u64;
+    assert!(live <= 4096, "at most the table's capacity is live: {live}");
     assert!(inserts + failures >= sa, "every new flow inserted or counted: {inserts} + {failures} vs {sa} SYN/ACKs");
     assert!(inserts + failures <= sa + rst, "no packet counted twice: {inserts} + {failures} vs {sa} + {rst}");
     assert!(suppressed > 0, "the per-CPU event rate limit held events back, counted");
