@@ -50,12 +50,27 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// An address as two native-endian 64-bit words. `addr` must be 8-aligned, as the addresses of
+/// [`Endpoints`], [`FlowKey`] and the aggregates' records are (checked in debug builds).
+#[inline(always)]
+pub fn addr_words(addr: &[u8; 16]) -> [u64; 2] {
+    debug_assert!(addr.as_ptr().align_offset(8) == 0);
+    // Two u64 reads, not one of [u64; 2]: that one is an i128 load, which the eBPF backend splits
+    // into sixteen byte loads.
+    let words = addr.as_ptr().cast::<u64>();
+    // SAFETY: 16 readable bytes, 8-aligned at every call site (see above).
+    unsafe { [core::ptr::read(words), core::ptr::read(words.add(1))] }
+}
+
 /// An address from the contract's 16-byte form (IPv4 in the first four bytes).
 pub fn ip_addr(bytes: [u8; 16], family: u8) -> core::net::IpAddr {
     if family == FAMILY_V4 { core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { core::net::IpAddr::from(bytes) }
 }
 
-/// A packet's endpoints as the parser saw them (source → destination).
+/// A packet's endpoints as the parser saw them (source → destination). Aligned to 8 so the
+/// addresses can be read as two 64-bit words ([`addr_words`]): the eBPF target assembles an
+/// unaligned word from eight byte loads.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     pub src: [u8; 16],

@@ -54,7 +54,9 @@ impl SoftTable {
         let entry = self.flows.entry(key).or_default();
         let history = (!is_new).then_some(&*entry);
         let reasons = notable_reasons(history, side, seg);
-        self.aggregates.count(history, side, ep, seg, reasons, SERVICE_IDLE_NS);
+        if Aggregates::concerns(history, side, seg) {
+            self.aggregates.count(history, side, ep, seg, reasons, SERVICE_IDLE_NS);
+        }
         let event = (reasons != 0).then(|| {
             c.events += 1;
             let mut ev = PacketEvent {
