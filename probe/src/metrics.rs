@@ -55,7 +55,7 @@ impl Metrics {
         let r = Registry::new();
         let poll_duration = Histogram::with_opts(
             HistogramOpts::new("flagprobe_poll_duration_seconds", "Time to read the kernel maps and process one poll.")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
         )
         .expect("valid metric");
         r.register(Box::new(poll_duration.clone())).expect("metric registered once");

@@ -154,7 +154,7 @@ fn flood_soak(seconds: u64) {
     let m = agent.metrics();
     let received = rx() - rx0;
     let counted = metrics_text::sum(&m, "flagprobe_packets_total", &[("hook", "ingress")]) - counted0;
-    let buckets = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf"];
+    let buckets = ["0.0005", "0.001", "0.0025", "0.005", "0.01", "0.015", "0.02", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf"];
     let total = polls(&m, "+Inf") - polls(&m0, "+Inf");
     let p99 = buckets.iter().find(|le| polls(&m, le) - polls(&m0, le) >= 0.99 * total).copied().unwrap_or("+Inf");
     let lines = agent.alerts().iter().filter(|a| a["detector"] == "syn_flood").count();
