@@ -111,25 +111,7 @@ impl Deduper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{AlertDraft, HostRole, Severity};
-
-    fn alert(key: &str, at_s: u64, packets: u64) -> Alert {
-        AlertDraft {
-            detector: "test",
-            severity: Severity::Low,
-            verdict: "test",
-            host_role: HostRole::Observer,
-            key: key.into(),
-            iface: "eth0".into(),
-            src: None,
-            dest: None,
-            first_seen_ns: 0,
-            last_seen_ns: at_s * 1_000_000_000,
-            packets,
-            flows: 1,
-        }
-        .build(at_s * 1_000_000_000, "s".into(), "e".into(), serde_json::json!({}))
-    }
+    use crate::alert::test_alert as alert;
 
     #[test]
     fn one_alert_per_key_per_window_then_an_update() {

@@ -159,27 +159,29 @@ impl Alert {
     }
 }
 
+/// A minimal alert for the alert module's own tests (here and in `dedup`).
+#[cfg(test)]
+pub(crate) fn test_alert(key: &str, at_s: u64, packets: u64) -> Alert {
+    AlertDraft {
+        detector: "test",
+        severity: Severity::Low,
+        verdict: "test",
+        host_role: HostRole::Observer,
+        key: key.into(),
+        iface: "eth0".into(),
+        src: None,
+        dest: None,
+        first_seen_ns: 0,
+        last_seen_ns: at_s * 1_000_000_000,
+        packets,
+        flows: 1,
+    }
+    .build(at_s * 1_000_000_000, "s".into(), "e".into(), serde_json::json!({}))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn alert(key: &str, at_s: u64, packets: u64) -> Alert {
-        AlertDraft {
-            detector: "test",
-            severity: Severity::Low,
-            verdict: "test",
-            host_role: HostRole::Observer,
-            key: key.into(),
-            iface: "eth0".into(),
-            src: None,
-            dest: None,
-            first_seen_ns: 0,
-            last_seen_ns: at_s * 1_000_000_000,
-            packets,
-            flows: 1,
-        }
-        .build(at_s * 1_000_000_000, "s".into(), "e".into(), serde_json::json!({}))
-    }
+    use super::test_alert as alert;
 
     #[test]
     fn json_line_has_the_eve_fields() {
