@@ -128,6 +128,7 @@ impl Pipeline {
                     Tally::RstPayload { signature, packets } => {
                         self.metrics.rst_payload_packets.with_label_values(&[&signature]).inc_by(packets)
                     }
+                    Tally::HeldBack { detector, alerts } => self.metrics.alerts_suppressed.with_label_values(&[detector]).inc_by(alerts),
                 }
             }
         }
@@ -142,6 +143,15 @@ impl Pipeline {
             );
             self.metrics.alerts_suppressed.with_label_values(&[detector]).inc_by(n);
         }
+    }
+
+    /// The end of a capture: what waits for a reaction that can no longer come is judged now.
+    pub fn end_of_input(&mut self, now_ns: u64) {
+        let mut alerts = Vec::new();
+        for d in &mut self.detectors {
+            alerts.extend(d.end_of_input(now_ns));
+        }
+        self.offer(alerts);
     }
 
     /// At the end (shutdown, end of replay): write every pending update.

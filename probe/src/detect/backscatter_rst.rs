@@ -1,13 +1,22 @@
 //! Backscatter, RST kind: resets arriving on connections this host never opened. Someone sent
 //! packets to the remote with our address forged (SYNs to its closed ports, say), and its RSTs come
-//! to us. Aggregated per remote.
+//! to us. Aggregated per remote. Thousands of remotes with a RST or two each are a flood at us,
+//! not backscatter ([`super::reflection`]).
 
 use std::net::IpAddr;
 
+use std::collections::{HashMap, HashSet};
+
+use probe_common::aggregate::{REMOTE_RST, hll_estimate};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, DetectorConfig, Invalid, Tally, check_window, FlowView, remote_record::RemoteRecord, window::Windowed};
+use super::{
+    AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
+    reflection::{self, ReflectionWatch},
+    remote_record::RemoteRecord,
+    window::Windowed,
+};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -16,11 +25,15 @@ pub struct Config {
     pub enabled: bool,
     pub window_secs: u64,
     pub min_packets: u64,
+    /// Distinct senders of unsolicited RSTs within `reflection-window-secs` that make a flood at
+    /// us rather than backscatter.
+    pub reflection_min_senders: u64,
+    pub reflection_window_secs: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, window_secs: 60, min_packets: 1 }
+        Config { enabled: true, window_secs: 60, min_packets: 1, reflection_min_senders: 100, reflection_window_secs: 10 }
     }
 }
 
@@ -31,6 +44,8 @@ impl DetectorConfig for Config {
 
     fn validate(&self) -> Result<(), Invalid> {
         check_window("window-secs", self.window_secs)?;
+        check_window("reflection-window-secs", self.reflection_window_secs)?;
+        check_at_least_one("reflection-min-senders", self.reflection_min_senders)?;
         Ok(())
     }
 
@@ -42,19 +57,30 @@ impl DetectorConfig for Config {
 pub struct BackscatterRst {
     config: Config,
     remotes: Windowed<IpAddr, RemoteRecord>,
+    /// Remotes with news since the last alerts were written.
+    touched: HashSet<IpAddr>,
+    /// One per interface.
+    reflections: HashMap<String, ReflectionWatch>,
     packets_seen: u64,
+    held_back: u64,
 }
 
 impl BackscatterRst {
     pub fn new(config: Config) -> Self {
         let window = config.window_secs * 1_000_000_000;
-        BackscatterRst { config, remotes: Windowed::new(window, 10_000), packets_seen: 0 }
+        BackscatterRst {
+            config,
+            remotes: Windowed::new(window, 10_000),
+            touched: HashSet::new(),
+            reflections: HashMap::new(),
+            packets_seen: 0,
+            held_back: 0,
+        }
     }
 }
 
 impl Detector for BackscatterRst {
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        let mut touched = std::collections::HashSet::new();
         for f in flows {
             let (r, r0) = f.side(f.remote());
             let (l, _) = f.side(f.local);
@@ -67,14 +93,34 @@ impl Detector for BackscatterRst {
             self.packets_seen += new as u64;
             let remote = f.remote_addr();
             self.remotes.touch(remote, now_ns, || RemoteRecord::new(f)).add(f, new as u64, r0.rst == 0, (r.rst_ack - r0.rst_ack) as u64);
-            touched.insert(remote);
+            self.touched.insert(remote);
         }
+        Vec::new()
+    }
+
+    /// The alerts are written here, after the flows of the same poll: a flood of senders first
+    /// decides whether the per-remote records are backscatter at all.
+    fn observe_aggregates(&mut self, now_ns: u64, view: &AggregateView<'_>) -> Vec<Alert> {
+        let (window, min) = (self.config.reflection_window_secs, self.config.reflection_min_senders);
+        let watch = self.reflections.entry(view.iface.to_string()).or_insert_with(|| ReflectionWatch::new(window, min));
+        let top = view.snapshot.top(REMOTE_RST, 5);
+        watch.observe(now_ns, view.snapshot.unsolicited_rst, hll_estimate(&view.snapshot.rst_sources), top);
         let mut alerts = Vec::new();
-        for remote in touched {
+        for remote in std::mem::take(&mut self.touched) {
             let Some(e) = self.remotes.get(&remote) else { continue };
-            if e.packets >= self.config.min_packets {
-                alerts.push(render(remote, e, now_ns));
+            if e.packets < self.config.min_packets {
+                continue;
             }
+            match self.reflections.get_mut(&e.iface) {
+                Some(w) if w.active() => {
+                    w.hold_back(1);
+                    self.held_back += 1;
+                }
+                _ => alerts.push(render(remote, e, now_ns)),
+            }
+        }
+        if let Some(i) = self.reflections.get_mut(view.iface).and_then(ReflectionWatch::take_update) {
+            alerts.push(reflection::render(&reflection::RST, view.iface, &i, now_ns));
         }
         alerts
     }
@@ -84,8 +130,16 @@ impl Detector for BackscatterRst {
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
+        let mut out = Vec::new();
         let packets = std::mem::take(&mut self.packets_seen);
-        if packets == 0 { vec![] } else { vec![Tally::Backscatter { kind: "rst", packets }] }
+        if packets > 0 {
+            out.push(Tally::Backscatter { kind: "rst", packets });
+        }
+        let alerts = std::mem::take(&mut self.held_back);
+        if alerts > 0 {
+            out.push(Tally::HeldBack { detector: "backscatter_rst", alerts });
+        }
+        out
     }
 }
 
@@ -150,6 +204,20 @@ mod tests {
         assert_eq!(alerts.len(), 1);
         assert_eq!((alerts[0].verdict, alerts[0].packets, alerts[0].flows), ("backscatter", 10, 10));
         assert_eq!(alerts[0].evidence["rst_with_ack"], 10);
+    }
+
+    #[test]
+    fn resets_from_a_thousand_senders_are_one_flood_at_us() {
+        let mut s = Script::new();
+        let mut d = BackscatterRst::new(Config::default());
+        for i in 0..1000u32 {
+            let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            s.send(S, pkt(&src, 443, "10.0.0.2", 1024 + i as u16, RST | ACK));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].verdict, a[0].host_role, a[0].detector), ("reflection", HostRole::Victim, "backscatter_rst"));
+        assert_eq!(a[0].evidence["per_sender_alerts_held_back"], 1000);
     }
 
     #[test]

@@ -1,13 +1,29 @@
 //! Backscatter, SYN/ACK kind: SYN/ACKs arriving on connections this host never asked for. Someone
 //! SYN-floods a victim with our address forged as the source; the victim's SYN/ACKs come to us and
 //! our kernel answers each with a RST. Aggregated per victim, like CAIDA's backscatter attack records.
+//!
+//! A SYN/ACK alone proves nothing: the capture or the agent may have started mid-handshake, or the
+//! gateway may route our SYN out another interface. The verdict waits for our reaction. Our RST
+//! means no socket asked for it (backscatter); our ACK or data, or the remote's data, means a
+//! connection whose SYN we did not see (no alert); silence for the grace period counts as
+//! unsolicited (a firewall dropped it, or the capture holds one direction). Many senders with a
+//! packet or two each are a reflection flood at us, not backscatter ([`super::reflection`]).
 
-use std::net::IpAddr;
+use std::{collections::HashSet, net::IpAddr};
 
+use probe_common::{
+    aggregate::{REMOTE_SYN_ACK, hll_estimate},
+    flow::{FlowEntry, FlowKey, Side},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, DetectorConfig, Invalid, Tally, check_window, FlowView, remote_record::RemoteRecord, window::Windowed};
+use super::{
+    AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
+    reflection::{self, ReflectionWatch},
+    remote_record::RemoteRecord,
+    window::Windowed,
+};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -18,11 +34,24 @@ pub struct Config {
     pub window_secs: u64,
     /// SYN/ACKs from one victim before we say anything.
     pub min_packets: u64,
+    /// How long a SYN/ACK waits for our reaction (RST, ACK, data) before silence is the verdict.
+    pub grace_secs: u64,
+    /// Distinct senders of unsolicited SYN/ACKs within `reflection-window-secs` that make a
+    /// reflection flood at us rather than backscatter.
+    pub reflection_min_senders: u64,
+    pub reflection_window_secs: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, window_secs: 60, min_packets: 1 }
+        Config {
+            enabled: true,
+            window_secs: 60,
+            min_packets: 1,
+            grace_secs: 3,
+            reflection_min_senders: 100,
+            reflection_window_secs: 10,
+        }
     }
 }
 
@@ -33,6 +62,9 @@ impl DetectorConfig for Config {
 
     fn validate(&self) -> Result<(), Invalid> {
         check_window("window-secs", self.window_secs)?;
+        check_window("grace-secs", self.grace_secs)?;
+        check_window("reflection-window-secs", self.reflection_window_secs)?;
+        check_at_least_one("reflection-min-senders", self.reflection_min_senders)?;
         Ok(())
     }
 
@@ -41,54 +73,170 @@ impl DetectorConfig for Config {
     }
 }
 
+/// A flow that brought us a SYN/ACK we did not ask for, waiting for our reaction or judged.
+struct Pending {
+    iface: String,
+    entry: FlowEntry,
+    local: Side,
+    /// When its first SYN/ACK was seen by a poll.
+    since: u64,
+    /// Our ACK or data, or the remote's data: a connection whose SYN we missed.
+    connection: bool,
+    judged: bool,
+    /// What the victim record already holds of this flow: SYN/ACKs, our RSTs.
+    counted: (u32, u32),
+}
+
+impl Pending {
+    fn view(&self) -> FlowView<'_> {
+        FlowView { iface: &self.iface, now: &self.entry, before: &self.entry, local: self.local }
+    }
+}
+
 pub struct BackscatterSynAck {
     config: Config,
     victims: Windowed<IpAddr, RemoteRecord>,
+    flows: Windowed<FlowKey, Pending>,
+    /// Victims with news since the last alerts were written.
+    touched: HashSet<IpAddr>,
+    /// One per interface.
+    reflections: std::collections::HashMap<String, ReflectionWatch>,
     packets_seen: u64,
+    held_back: u64,
 }
 
 impl BackscatterSynAck {
     pub fn new(config: Config) -> Self {
         let window = config.window_secs * 1_000_000_000;
-        BackscatterSynAck { config, victims: Windowed::new(window, 10_000), packets_seen: 0 }
+        BackscatterSynAck {
+            config,
+            victims: Windowed::new(window, 10_000),
+            flows: Windowed::new(window, 16_384),
+            touched: HashSet::new(),
+            reflections: Default::default(),
+            packets_seen: 0,
+            held_back: 0,
+        }
+    }
+
+    /// Add what `p`'s flow did since it was last counted to its victim's record.
+    fn judge(victims: &mut Windowed<IpAddr, RemoteRecord>, touched: &mut HashSet<IpAddr>, p: &mut Pending, now_ns: u64) -> u64 {
+        let f = p.view();
+        let (r, l) = (&f.now.sides[f.remote().index()], &f.now.sides[f.local.index()]);
+        let new = r.syn_ack.saturating_sub(p.counted.0);
+        let answers = l.rst.saturating_sub(p.counted.1);
+        let victim = f.remote_addr();
+        victims.touch(victim, now_ns, || RemoteRecord::new(&f)).add(&f, u64::from(new), !p.judged, u64::from(answers));
+        touched.insert(victim);
+        p.counted = (r.syn_ack, l.rst);
+        p.judged = true;
+        u64::from(new)
+    }
+}
+
+impl BackscatterSynAck {
+    /// Flows our host has not reacted to for `grace_ns`: their silence is the verdict.
+    fn judge_silent(&mut self, now_ns: u64, grace_ns: u64) {
+        for p in self.flows.values_mut() {
+            if !p.judged && !p.connection && now_ns.saturating_sub(p.since) >= grace_ns {
+                self.packets_seen += Self::judge(&mut self.victims, &mut self.touched, p, now_ns);
+            }
+        }
+    }
+
+    /// One alert per victim with news, unless a reflection flood on its interface absorbs it.
+    fn victim_alerts(&mut self, now_ns: u64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for victim in std::mem::take(&mut self.touched) {
+            let Some(v) = self.victims.get(&victim) else { continue };
+            if v.packets < self.config.min_packets {
+                continue;
+            }
+            match self.reflections.get_mut(&v.iface) {
+                Some(w) if w.active() => {
+                    w.hold_back(1);
+                    self.held_back += 1;
+                }
+                _ => alerts.push(render(victim, v, now_ns)),
+            }
+        }
+        alerts
     }
 }
 
 impl Detector for BackscatterSynAck {
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        let mut touched = std::collections::HashSet::new();
         for f in flows {
-            let (r, r0) = f.side(f.remote());
-            let (l, l0) = f.side(f.local);
-            let new = r.syn_ack - r0.syn_ack;
-            let new_rsts = l.rst - l0.rst;
-            // Solicited: we sent a SYN on this connection. Our RST may land a poll after its SYN/ACK.
-            if r.syn_ack == 0 || l.syn > 0 || (new == 0 && new_rsts == 0) {
+            let (r, _) = f.side(f.remote());
+            let (l, _) = f.side(f.local);
+            // Solicited: we sent a SYN on this connection.
+            if r.syn_ack == 0 || l.syn > 0 {
                 continue;
             }
-            self.packets_seen += new as u64;
-            let victim = f.remote_addr();
-            self.victims.touch(victim, now_ns, || RemoteRecord::new(f)).add(f, new as u64, r0.syn_ack == 0, new_rsts as u64);
-            touched.insert(victim);
+            let p = self.flows.touch(f.now.key, now_ns, || Pending {
+                iface: f.iface.to_string(),
+                entry: *f.now,
+                local: f.local,
+                since: now_ns,
+                connection: false,
+                judged: false,
+                counted: (0, 0),
+            });
+            p.entry = *f.now;
+            if l.pure_ack + l.data + l.fin > 0 || r.data > 0 {
+                p.connection = true;
+            }
+            // Our RST settles it at once; a flow already judged adds what it did since.
+            if !p.connection && (l.rst > 0 || p.judged) {
+                self.packets_seen += Self::judge(&mut self.victims, &mut self.touched, p, now_ns);
+            }
         }
-        let mut alerts = Vec::new();
-        for victim in touched {
-            let Some(v) = self.victims.get(&victim) else { continue };
-            if v.packets < self.config.min_packets {
-                continue;
+        Vec::new()
+    }
+
+    /// The alerts are written here, after the flows of the same poll: a flood of senders first
+    /// decides whether the per-victim records are backscatter at all.
+    fn observe_aggregates(&mut self, now_ns: u64, view: &AggregateView<'_>) -> Vec<Alert> {
+        self.judge_silent(now_ns, self.config.grace_secs * 1_000_000_000);
+        let (window, min) = (self.config.reflection_window_secs, self.config.reflection_min_senders);
+        let watch = self.reflections.entry(view.iface.to_string()).or_insert_with(|| ReflectionWatch::new(window, min));
+        let top = view.snapshot.top(REMOTE_SYN_ACK, 5);
+        watch.observe(now_ns, view.snapshot.unsolicited_syn_ack, hll_estimate(&view.snapshot.syn_ack_sources), top);
+        let mut alerts = self.victim_alerts(now_ns);
+        if let Some(i) = self.reflections.get_mut(view.iface).and_then(ReflectionWatch::take_update) {
+            alerts.push(reflection::render(&reflection::SYN_ACK, view.iface, &i, now_ns));
+        }
+        alerts
+    }
+
+    /// A capture has no "later": a SYN/ACK still waiting for our reaction got none.
+    fn end_of_input(&mut self, now_ns: u64) -> Vec<Alert> {
+        self.judge_silent(now_ns, 0);
+        let mut alerts = self.victim_alerts(now_ns);
+        for (iface, w) in &mut self.reflections {
+            if let Some(i) = w.take_update() {
+                alerts.push(reflection::render(&reflection::SYN_ACK, iface, &i, now_ns));
             }
-            alerts.push(render(victim, v, now_ns));
         }
         alerts
     }
 
     fn expire(&mut self, now_ns: u64) {
         self.victims.expire(now_ns);
+        self.flows.expire(now_ns);
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
+        let mut out = Vec::new();
         let packets = std::mem::take(&mut self.packets_seen);
-        if packets == 0 { vec![] } else { vec![Tally::Backscatter { kind: "syn-ack", packets }] }
+        if packets > 0 {
+            out.push(Tally::Backscatter { kind: "syn-ack", packets });
+        }
+        let alerts = std::mem::take(&mut self.held_back);
+        if alerts > 0 {
+            out.push(Tally::HeldBack { detector: "backscatter_synack", alerts });
+        }
+        out
     }
 }
 
@@ -102,14 +250,25 @@ fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
         v.packets,
         v.distinct_local_ports()
     );
+    let reaction = if v.answers > 0 {
+        format!(
+            "Our kernel answered {} of them with a RST, which is the normal, correct reaction to a SYN/ACK nobody asked \
+             for; those outgoing RSTs are why an IDS may report this host 'talking to' {victim} (the 2007 \"Known Bot \
+             C&C\" false positive was exactly this).",
+            v.answers
+        )
+    } else {
+        "Nothing came back from this host, neither a RST nor an ACK: a firewall in front of it dropped them, or this \
+         capture holds only the inbound direction."
+            .to_string()
+    };
     let explanation = format!(
-        "A SYN/ACK is the second step of a TCP handshake: it answers a SYN. This host ({ours_text}) sent no SYN on any of these \
-         {} connections, so the SYNs that {service} is answering were not ours: someone is flooding {victim} with SYNs and \
-         writing our address in them as the source, and {victim}'s replies come back to us. Our kernel answered {} of them \
-         with a RST, which is the normal, correct reaction to a SYN/ACK nobody asked for; those outgoing RSTs are why an IDS \
-         may report this host 'talking to' {victim} (the 2007 \"Known Bot C&C\" false positive was exactly this). \
-         This host is a bystander, not compromised, and nothing needs fixing here; {victim} is the one under attack.",
-        v.flows, v.answers
+        "A SYN/ACK is the second step of a TCP handshake: it answers a SYN. This host ({ours_text}) sent no SYN on any of \
+         these {} connections and did not go on with them, so the SYNs that {service} is answering were not ours: \
+         someone is flooding {victim} with SYNs and writing our address in them as the source, and {victim}'s replies \
+         come back to us. {reaction} This host is a bystander, not compromised, and nothing needs fixing here; {victim} \
+         is the one under attack.",
+        v.flows
     );
     let evidence = json!({
         "kind": "syn-ack",
@@ -140,10 +299,10 @@ fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
 
 #[cfg(test)]
 mod tests {
-    use probe_common::flags::{ACK, RST, SYN};
+    use probe_common::flags::{ACK, PSH, RST, SYN};
 
     use super::*;
-    use crate::detect::testkit::{S, Script, pkt};
+    use crate::detect::testkit::{Pkt, S, Script, pkt};
 
     #[test]
     fn unsolicited_syn_acks_answered_by_rst_are_backscatter_per_victim() {
@@ -165,14 +324,88 @@ mod tests {
     }
 
     #[test]
-    fn our_rst_in_the_next_poll_still_counts_as_our_answer() {
+    fn our_rst_in_the_next_poll_settles_it() {
         let mut s = Script::new();
         let mut d = BackscatterSynAck::new(Config::default());
         s.send(S, pkt("198.51.100.7", 443, "10.0.0.2", 30000, SYN | ACK));
-        assert_eq!(s.poll(&mut d, S + 1)[0].evidence["our_rst_answers"], 0);
+        assert!(s.poll(&mut d, S + 1).is_empty(), "a SYN/ACK alone proves nothing yet");
         s.send(S + 2, pkt("10.0.0.2", 30000, "198.51.100.7", 443, RST));
         let a = s.poll(&mut d, S + 3);
         assert_eq!((a[0].packets, a[0].flows, a[0].evidence["our_rst_answers"].as_u64()), (1, 1, Some(1)));
+    }
+
+    #[test]
+    fn a_syn_ack_we_go_on_with_is_a_connection_whose_syn_we_missed() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        // Capture started mid-handshake: their SYN/ACK, our ACK and request, their data.
+        s.send(S, pkt("198.51.100.7", 80, "10.0.0.2", 30000, SYN | ACK));
+        s.send(S + 1, pkt("10.0.0.2", 30000, "198.51.100.7", 80, ACK));
+        s.send(S + 2, Pkt { payload: b"GET / HTTP/1.1\r\n\r\n", ..pkt("10.0.0.2", 30000, "198.51.100.7", 80, ACK | PSH) });
+        // Asymmetric routing: our ACK left by another interface; only their data shows it.
+        s.send(S, pkt("198.51.100.8", 80, "10.0.0.2", 30001, SYN | ACK));
+        s.send(S + 3, Pkt { payload: &[0; 100], ..pkt("198.51.100.8", 80, "10.0.0.2", 30001, ACK) });
+        assert!(s.poll(&mut d, S + 4).is_empty());
+        assert!(s.poll(&mut d, 10 * S).is_empty(), "not after the grace period either");
+        assert!(s.end(&mut d, 11 * S).is_empty(), "nor at the end of the capture");
+    }
+
+    #[test]
+    fn silence_for_the_grace_period_is_unsolicited_and_says_we_did_not_answer() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        // The victim retransmits its unanswered SYN/ACK: one flow, three packets.
+        for t in [S, 2 * S, 4 * S] {
+            s.send(t, pkt("198.51.100.7", 443, "10.0.0.2", 30000, SYN | ACK));
+        }
+        assert!(s.poll(&mut d, S + 1).is_empty());
+        assert!(s.poll(&mut d, 3 * S).is_empty(), "still within the grace period");
+        let a = s.poll(&mut d, 4 * S + 1);
+        assert_eq!((a.len(), a[0].flows, a[0].evidence["our_rst_answers"].as_u64()), (1, 1, Some(0)));
+        assert!(a[0].explanation.contains("Nothing came back"), "{}", a[0].explanation);
+        assert_eq!(a[0].packets, 3);
+    }
+
+    #[test]
+    fn a_capture_that_ends_while_a_syn_ack_waits_judges_it_unanswered() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        s.send(S, pkt("198.51.100.7", 443, "10.0.0.2", 30000, SYN | ACK));
+        let a = s.end(&mut d, S + 1000);
+        assert_eq!((a.len(), a[0].verdict, a[0].host_role), (1, "backscatter", HostRole::Bystander));
+    }
+
+    #[test]
+    fn many_reflectors_with_a_packet_each_are_one_reflection_flood_at_us() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        for i in 0..1000u32 {
+            let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            s.send(S, pkt(&src, 80, "10.0.0.2", 1024 + i as u16, SYN | ACK));
+            s.send(S + 1, pkt("10.0.0.2", 1024 + i as u16, &src, 80, RST));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1, "one incident, no per-reflector alerts: {:?}", a.iter().map(|a| &a.summary).collect::<Vec<_>>());
+        let a = &a[0];
+        assert_eq!((a.verdict, a.host_role, a.severity), ("reflection", HostRole::Victim, Severity::High));
+        let n = a.evidence["reflectors_estimate"].as_u64().unwrap();
+        assert!((800..1200).contains(&n), "about 1000 reflectors: {n}");
+        assert_eq!(a.evidence["per_sender_alerts_held_back"], 1000);
+        assert!(!a.explanation.contains("bystander,") && a.explanation.contains("target"));
+        let tallies = d.take_tallies();
+        assert!(tallies.contains(&Tally::HeldBack { detector: "backscatter_synack", alerts: 1000 }), "{tallies:?}");
+    }
+
+    #[test]
+    fn one_flooded_victim_hitting_many_of_our_ports_stays_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        for i in 0..1000u16 {
+            s.send(S, pkt("198.51.100.7", 80, "10.0.0.2", 1024 + i, SYN | ACK));
+            s.send(S + 1, pkt("10.0.0.2", 1024 + i, "198.51.100.7", 80, RST));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!((a.len(), a[0].verdict, a[0].host_role), (1, "backscatter", HostRole::Bystander));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! "Ours" is decided by the home networks: of a flow's two endpoints, the one inside them is local.
 //! Flows with no local endpoint are not ours to judge and are skipped.
 
+mod reflection;
 mod remote_record;
 mod window;
 
@@ -131,6 +132,11 @@ pub trait Detector: Send {
     fn observe_event(&mut self, _event: &EventView<'_>) -> Vec<Alert> {
         Vec::new()
     }
+    /// The input has ended (end of a capture): nothing more will come, so judge what waits for a
+    /// reaction that can no longer arrive.
+    fn end_of_input(&mut self, _now_ns: u64) -> Vec<Alert> {
+        Vec::new()
+    }
     /// Forget state older than the detector's window (called every poll).
     fn expire(&mut self, _now_ns: u64) {}
     /// Counts for detector-level metrics since the last call.
@@ -146,6 +152,9 @@ pub enum Tally {
     Backscatter { kind: &'static str, packets: u64 },
     /// `flagprobe_rst_payload_packets_total{signature}`: a signature name, or `none`.
     RstPayload { signature: String, packets: u64 },
+    /// `flagprobe_alerts_suppressed_total{detector}`: alerts a detector folded into an incident
+    /// instead of writing them (the incident's alert says how many).
+    HeldBack { detector: &'static str, alerts: u64 },
 }
 
 /// A detector setting that parses but makes no sense: the key below `detectors.` and why.

@@ -175,14 +175,7 @@ impl Detector for SynFlood {
             if let Some(i) = &s.incident {
                 if flooding || step.syn > 0 {
                     let sources = (totals.distinct_sources() - i.sources_base).max(1.0).round() as u64;
-                    let top: Vec<(IpAddr, u64)> = view
-                        .snapshot
-                        .remotes
-                        .iter()
-                        .filter(|r| r.kinds & REMOTE_SYN != 0)
-                        .take(5)
-                        .map(|r| (r.addr, r.count))
-                        .collect();
+                    let top = view.snapshot.top(REMOTE_SYN, 5);
                     alerts.push(render((addr, port), &s.iface, i, sources, &top, now_ns));
                 }
                 // Over once a whole window has passed without a flood.

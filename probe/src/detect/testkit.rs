@@ -93,6 +93,13 @@ impl Script {
         alerts
     }
 
+    /// The end of the input: a last poll at `now_ns`, then `d.end_of_input`, as replay ends.
+    pub fn end(&mut self, d: &mut dyn Detector, now_ns: u64) -> Vec<Alert> {
+        let mut alerts = self.poll(d, now_ns);
+        alerts.extend(d.end_of_input(now_ns));
+        alerts
+    }
+
     /// Every event so far, through `d.observe_event`.
     pub fn events_to(&mut self, d: &mut dyn Detector) -> Vec<Alert> {
         let mut out = Vec::new();

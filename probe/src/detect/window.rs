@@ -37,6 +37,11 @@ impl<K: Hash + Eq + Clone, V> Windowed<K, V> {
         self.entries.get(key).map(|(_, v)| v)
     }
 
+    /// Every live aggregate, in no particular order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.values_mut().map(|(_, v)| v)
+    }
+
     /// Full, and nothing has gone quiet (a flood of distinct keys): forget the least recently
     /// touched tenth at once. One O(n) pass per n/10 new keys keeps an insert O(1) on average;
     /// evicting one entry per insert (even an arbitrary one) would make a flood quadratic.

@@ -109,4 +109,9 @@ impl AggregateSnapshot {
         out.remotes.sort_by(|a, b| b.count.cmp(&a.count).then(a.addr.cmp(&b.addr)));
         out
     }
+
+    /// The `n` busiest remotes that sent `kind` (a `REMOTE_*` bit), with their approximate counts.
+    pub fn top(&self, kind: u8, n: usize) -> Vec<(IpAddr, u64)> {
+        self.remotes.iter().filter(|r| r.kinds & kind != 0).take(n).map(|r| (r.addr, r.count)).collect()
+    }
 }

@@ -181,6 +181,7 @@ impl Replayer {
     /// The last poll and every pending alert update.
     fn finish(&mut self) {
         self.poll(self.last_ts);
+        self.pipeline.end_of_input(self.last_ts);
         self.pipeline.finish();
     }
 }

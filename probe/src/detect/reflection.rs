@@ -1,0 +1,281 @@
+//! Reflection floods aimed at us, told apart from backscatter we merely witness. Both bring
+//! unsolicited SYN/ACKs (or RSTs) to our host; what differs is who sends them:
+//!
+//! - **few remotes, many packets each, to many of our ports**: someone floods those remotes with
+//!   our address forged; their answers reach us. We are a bystander (the 2007 story).
+//! - **many remotes, a packet or two each**: someone sends SYNs to thousands of reflectors with our
+//!   address forged so that their answers flood us. We are the victim.
+//!
+//! The count of distinct senders comes from the kernel's HyperLogLog of unsolicited senders (no
+//! flow slot needed: a reflection flood fills any table), over a sliding window. Both backscatter
+//! detectors use this one rule, for SYN/ACKs and for RSTs.
+
+use std::{collections::VecDeque, net::IpAddr};
+
+use serde_json::json;
+
+use super::window::PerMinute;
+use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+
+/// What is reflected: the words and names that differ between the SYN/ACK and the RST kind.
+pub struct Kind {
+    pub detector: &'static str,
+    /// As in "SYN/ACK reflection flood".
+    pub packet: &'static str,
+    /// Why these packets reach us, in a sentence.
+    pub mechanism: &'static str,
+}
+
+pub const SYN_ACK: Kind = Kind {
+    detector: "backscatter_synack",
+    packet: "SYN/ACK",
+    mechanism: "Someone is sending SYNs to thousands of servers (the reflectors) with this host's address forged as the \
+                source; every server answers the address it saw with a SYN/ACK, so their answers converge here. \
+                Each reflector sends only a packet or a few, which is what tells this apart from backscatter, where a \
+                few flooded victims send us many.",
+};
+
+pub const RST: Kind = Kind {
+    detector: "backscatter_rst",
+    packet: "RST",
+    mechanism: "Someone is sending packets with this host's address forged as the source to thousands of hosts (or \
+                forging RSTs from thousands of addresses at us directly); every host that refuses them answers the \
+                address it saw with a RST, so the resets converge here. Each sender sends only a packet or a few, \
+                which is what tells this apart from backscatter, where a few victims send us many.",
+};
+
+/// One poll's worth: unsolicited packets, and the distinct-sender estimate before it.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    at: u64,
+    packets: u64,
+    senders_before: f64,
+}
+
+/// One reflection flood, from the poll that crossed the threshold until a whole window passes
+/// under half of it.
+#[derive(Debug, Clone)]
+pub struct Reflection {
+    pub started: u64,
+    pub last: u64,
+    pub packets: u64,
+    /// Distinct senders (reflectors), estimated, since the incident's window began.
+    pub reflectors: u64,
+    pub peak_per_second: f64,
+    /// Per-remote backscatter alerts this incident absorbed (they would have called us a bystander).
+    pub held_back: u64,
+    /// The busiest senders at the last update, with their approximate packet counts.
+    pub top: Vec<(IpAddr, u64)>,
+    senders_base: f64,
+}
+
+impl Reflection {
+    pub fn per_second(&self) -> f64 {
+        self.packets as f64 * 1e9 / (self.last.saturating_sub(self.started)).max(1_000_000_000) as f64
+    }
+}
+
+/// The sliding window over one kind of unsolicited packet.
+pub struct ReflectionWatch {
+    window_ns: u64,
+    min_senders: u64,
+    last: Option<(u64, f64)>,
+    steps: VecDeque<Step>,
+    incident: Option<Reflection>,
+    /// The incident changed since the last [`ReflectionWatch::take_update`].
+    due: bool,
+    /// Minute buckets, for the record's peak.
+    minutes: PerMinute,
+}
+
+impl ReflectionWatch {
+    pub fn new(window_secs: u64, min_senders: u64) -> Self {
+        ReflectionWatch {
+            window_ns: window_secs * 1_000_000_000,
+            min_senders,
+            last: None,
+            steps: VecDeque::new(),
+            incident: None,
+            due: false,
+            minutes: PerMinute::default(),
+        }
+    }
+
+    /// This poll's cumulative count of unsolicited packets, its distinct-sender estimate and the
+    /// busiest senders.
+    pub fn observe(&mut self, now_ns: u64, packets_total: u64, senders_total: f64, top: Vec<(IpAddr, u64)>) {
+        let (before, senders_before) = self.last.unwrap_or((0, 0.0));
+        // The kernel's counters only grow; a restart of the producer starts them again.
+        let (packets, senders_before) =
+            if packets_total >= before { (packets_total - before, senders_before) } else { (packets_total, 0.0) };
+        self.last = Some((packets_total, senders_total));
+        self.steps.push_back(Step { at: now_ns, packets, senders_before });
+        while self.steps.front().is_some_and(|s| now_ns.saturating_sub(s.at) >= self.window_ns) {
+            self.steps.pop_front();
+        }
+        self.minutes.add(now_ns, packets);
+        let Some(first) = self.steps.front().copied() else { return };
+        let in_window: u64 = self.steps.iter().map(|s| s.packets).sum();
+        let senders = (senders_total - first.senders_before).max(0.0);
+        let span = now_ns.saturating_sub(first.at).max(1_000_000_000);
+        let rate = in_window as f64 * 1e9 / span as f64;
+        let flooding = senders >= self.min_senders as f64;
+        match &mut self.incident {
+            None if flooding => {
+                self.incident = Some(Reflection {
+                    started: first.at.min(now_ns),
+                    last: now_ns,
+                    packets: in_window,
+                    reflectors: senders.round() as u64,
+                    peak_per_second: rate,
+                    held_back: 0,
+                    top,
+                    senders_base: first.senders_before,
+                });
+                self.due = true;
+            }
+            None => {}
+            Some(_) if !flooding && (senders as u64) < self.min_senders / 2 => {
+                // Over: its last update went out with its last packets.
+                self.incident = None;
+                self.due = false;
+            }
+            Some(i) if packets > 0 => {
+                i.last = now_ns;
+                i.packets += packets;
+                i.reflectors = (senders_total - i.senders_base).max(1.0).round() as u64;
+                i.peak_per_second = i.peak_per_second.max(rate);
+                i.top = top;
+                self.due = true;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether a reflection flood is under way: per-remote verdicts would be wrong meanwhile.
+    pub fn active(&self) -> bool {
+        self.incident.is_some()
+    }
+
+    /// Count per-remote alerts the incident absorbed.
+    pub fn hold_back(&mut self, alerts: u64) {
+        if let Some(i) = &mut self.incident {
+            i.held_back += alerts;
+            self.due = true;
+        }
+    }
+
+    /// The incident, if it changed since the last call (an alert update is due).
+    pub fn take_update(&mut self) -> Option<Reflection> {
+        if !std::mem::take(&mut self.due) {
+            return None;
+        }
+        self.incident.clone()
+    }
+}
+
+/// The incident as one alert: we are the target.
+pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
+    let secs = (i.last.saturating_sub(i.started) as f64 / 1e9).max(1.0);
+    let summary = format!(
+        "{} reflection flood at this host: {} unsolicited {}s from about {} senders in {secs:.0} s ({:.0}/s)",
+        kind.packet,
+        i.packets,
+        kind.packet,
+        i.reflectors,
+        i.per_second()
+    );
+    let explanation = format!(
+        "This host received {} {}s on connections it never opened, from about {} different addresses. {} This host is \
+         the target, not compromised and not a bystander. The senders are real, innocent hosts, so blocking them one \
+         by one does nothing. What to do: if the link or the host suffers, ask the upstream provider to filter \
+         inbound {}s to this host (no connection of ours needs them, as the missing SYNs show) or to scrub the \
+         traffic. A stateful firewall that drops packets in state INVALID also keeps this host from answering each \
+         unsolicited SYN/ACK with a RST of its own.{}",
+        i.packets,
+        kind.packet,
+        i.reflectors,
+        kind.mechanism,
+        kind.packet,
+        if i.held_back > 0 {
+            format!(
+                " {} per-sender backscatter alerts were folded into this one (counted in flagprobe_alerts_suppressed_total).",
+                i.held_back
+            )
+        } else {
+            String::new()
+        }
+    );
+    AlertDraft {
+        detector: kind.detector,
+        severity: Severity::High,
+        verdict: "reflection",
+        host_role: HostRole::Victim,
+        key: format!("reflection:{iface}"),
+        iface: iface.to_string(),
+        src: None,
+        dest: None,
+        first_seen_ns: i.started,
+        last_seen_ns: i.last,
+        packets: i.packets,
+        flows: i.reflectors,
+    }
+    .build(
+        now_ns,
+        summary,
+        explanation,
+        json!({
+            "kind": kind.packet, "packets": i.packets, "reflectors_estimate": i.reflectors,
+            "per_second": i.per_second(), "peak_per_second": i.peak_per_second,
+            "per_sender_alerts_held_back": i.held_back,
+            "top_senders": i.top.iter().map(|(a, n)| json!({"addr": a, "packets": n})).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn many_senders_open_one_incident_that_ends_after_a_quiet_window() {
+        let mut w = ReflectionWatch::new(10, 100);
+        w.observe(S, 50, 50.0, vec![]);
+        assert!(w.take_update().is_none(), "50 senders: below the threshold");
+        w.observe(2 * S, 500, 480.0, vec![]);
+        let i = w.take_update().expect("480 senders in the window");
+        assert_eq!((i.packets, i.reflectors), (500, 480));
+        w.observe(3 * S, 900, 880.0, vec![]);
+        let i = w.take_update().expect("an update");
+        assert_eq!((i.packets, i.reflectors), (900, 880));
+        w.observe(4 * S, 900, 880.0, vec![]);
+        assert!(w.take_update().is_none(), "no new packets: no update due");
+        w.hold_back(3);
+        assert_eq!(w.take_update().map(|i| i.held_back), Some(3), "absorbed alerts are news");
+        assert!(w.active());
+        w.observe(14 * S, 900, 880.0, vec![]);
+        assert!(!w.active(), "a whole quiet window ends it");
+        assert!(w.take_update().is_none());
+    }
+
+    #[test]
+    fn one_sender_with_many_packets_is_not_a_reflection() {
+        let mut w = ReflectionWatch::new(10, 100);
+        for t in 1..20 {
+            w.observe(t * S, t * 1000, 1.0, vec![]);
+        }
+        assert!(!w.active());
+    }
+
+    #[test]
+    fn senders_from_before_the_window_do_not_count() {
+        let mut w = ReflectionWatch::new(10, 100);
+        // 90 senders an hour ago, then 20 more now: 20 in the window, not 110.
+        w.observe(S, 90, 90.0, vec![]);
+        w.observe(3600 * S, 90, 90.0, vec![]);
+        w.observe(3601 * S, 110, 110.0, vec![]);
+        assert!(!w.active());
+    }
+}
