@@ -84,7 +84,7 @@ impl Detector for InvalidFlags {
             for side in [f.remote(), f.local] {
                 let (s, s0) = f.side(side);
                 let new = s.invalid - s0.invalid;
-                if new == 0 {
+                if new == 0 || client_abort(s) {
                     continue;
                 }
                 let outbound = side == f.local;
@@ -123,6 +123,17 @@ impl Detector for InvalidFlags {
     fn expire(&mut self, now_ns: u64) {
         self.senders.expire(now_ns);
     }
+}
+
+/// A side that opened with a SYN and then closed with a FIN before any ACK of its own: a client
+/// that gave up before the SYN/ACK came (its stack sends FIN without ACK because it has nothing to
+/// acknowledge yet), not a crafted probe. Only when FIN-without-ACK is its one invalid combination.
+fn client_abort(s: &probe_common::flow::SideStats) -> bool {
+    s.syn > 0
+        && (0..=255u8)
+            .filter(|&b| s.combos[(b >> 6) as usize] & (1 << (b & 63)) != 0)
+            .filter_map(flags::invalid_kind)
+            .all(|k| k == InvalidKind::FinNoAck)
 }
 
 fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
@@ -194,6 +205,23 @@ mod tests {
             assert!(kinds.contains(&k), "{k} in {kinds:?}");
         }
         assert_eq!(alerts[0].host_role, HostRole::Victim);
+    }
+
+    #[test]
+    fn a_client_that_gives_up_before_the_syn_ack_is_not_invalid() {
+        let mut s = Script::new();
+        let mut d = InvalidFlags::new(Config::default());
+        // zeek's fin-retransmission: SYN, a FIN without ACK (nothing to acknowledge yet), SYN/ACK, FIN/ACK.
+        s.send(S, pkt("10.0.0.2", 55344, "192.0.2.62", 443, SYN));
+        s.send(S + 1, pkt("10.0.0.2", 55344, "192.0.2.62", 443, FIN));
+        s.send(S + 2, pkt("192.0.2.62", 443, "10.0.0.2", 55344, SYN | ACK));
+        s.send(S + 3, pkt("10.0.0.2", 55344, "192.0.2.62", 443, FIN | ACK));
+        assert!(s.poll(&mut d, 2 * S).is_empty());
+        // A bare FIN with no SYN before it stays a probe, and so does a SYN then a NULL.
+        s.send(3 * S, pkt("192.0.2.9", 1000, "10.0.0.2", 80, FIN));
+        s.send(3 * S, pkt("192.0.2.9", 1001, "10.0.0.2", 81, SYN));
+        s.send(3 * S, pkt("192.0.2.9", 1001, "10.0.0.2", 81, 0));
+        assert_eq!(s.poll(&mut d, 4 * S)[0].packets, 2);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - a RST/ACK answering our SYN whose ack is not that SYN's sequence number + 1.
 //!
 //! Only resets towards us are judged: a forged RST that tears down our connection comes from outside.
+//! A sender that never acknowledged our SYN/ACK is a scanner, not a connection anyone could inject
+//! into: its RST and whatever follows are its own.
 
 use probe_common::{
     flags::{ACK, RST},
@@ -73,6 +75,15 @@ impl Detector for RstInjection {
         let s = &before.sides[sender.index()];
         let ours = &before.sides[receiver.index()];
         let is_rst = e.flags & RST != 0;
+        // A SYN scanner's pattern, not an injection: the sender's SYN, our SYN/ACK, and nothing of
+        // the sender's acknowledging it. nmap -sS crafts its SYN with one TTL and the scanner's own
+        // kernel resets our SYN/ACK with another; a stateless scanner (zmap/masscan-style) may
+        // come back later on the same port with data its RST never allowed. Both are the scan's
+        // own packets from one machine, and the scan detector names them.
+        let half_open = s.syn > 0 && s.pure_ack == 0 && s.data == 0 && ours.syn_ack > 0;
+        if half_open {
+            return vec![];
+        }
         let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
         let mut signs: Vec<String> = Vec::new();
         if is_rst && s.rst > 0 {
@@ -161,7 +172,7 @@ mod tests {
     use probe_common::flags::{PSH, SYN};
 
     use super::*;
-    use crate::detect::testkit::{S, Script, pkt};
+    use crate::detect::testkit::{Pkt, S, Script, pkt};
 
     fn handshake(s: &mut Script) {
         s.send(S, pkt("10.0.0.2", 40000, "192.0.2.1", 80, SYN));
@@ -223,6 +234,48 @@ mod tests {
         assert!(alerts[0].summary.contains("ack 1000 instead of 1001"));
         assert!(alerts[1].summary.contains("after its own RST"));
         assert!(alerts[1].explanation.contains("TTL 49 where its RST had 46"));
+    }
+
+    /// A remote's SYN (crafted, TTL 41) and our SYN/ACK.
+    fn their_syn(s: &mut Script, port: u16) {
+        let mut syn = pkt("192.0.2.66", 60293, "10.0.0.2", port, SYN);
+        syn.ttl = 41;
+        s.send(S, syn);
+        s.send(S + 1, pkt("10.0.0.2", port, "192.0.2.66", 60293, SYN | ACK));
+    }
+
+    #[test]
+    fn a_half_open_scanners_own_reset_is_not_injection() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        // nmap -sS: the scanner's kernel resets our SYN/ACK with its own TTL.
+        their_syn(&mut s, 22);
+        s.send(S + 2, pkt("192.0.2.66", 60293, "10.0.0.2", 22, RST));
+        // A stateless scanner: its RST, then data 15 s later on the same port, same TTL.
+        their_syn(&mut s, 502);
+        let mut rst = pkt("192.0.2.66", 60293, "10.0.0.2", 502, RST);
+        rst.ttl = 41;
+        s.send(S + 2, rst);
+        let mut data = pkt("192.0.2.66", 60293, "10.0.0.2", 502, ACK | PSH);
+        (data.ttl, data.payload) = (41, &[1; 109]);
+        s.send(16 * S, data);
+        assert!(s.events_to(&mut d).is_empty());
+    }
+
+    #[test]
+    fn data_after_the_senders_own_reset_in_an_established_connection_is_suspect() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        // suricata-verify's suspected-rst-inject: handshake, the client's RST/ACK, then its request.
+        their_syn(&mut s, 80);
+        s.send(S + 2, Pkt { ttl: 41, ..pkt("192.0.2.66", 60293, "10.0.0.2", 80, ACK) });
+        s.send(S + 3, Pkt { ttl: 41, ..pkt("192.0.2.66", 60293, "10.0.0.2", 80, RST | ACK) });
+        let mut data = pkt("192.0.2.66", 60293, "10.0.0.2", 80, ACK | PSH);
+        (data.ttl, data.payload) = (41, b"GET /ultrasurf.html HTTP/1.1");
+        s.send(S + 4, data);
+        let a = s.events_to(&mut d);
+        assert_eq!(a.len(), 1);
+        assert!(a[0].summary.contains("after its own RST"), "{}", a[0].summary);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Port and host scans: one source sending probes — SYN, FIN, NULL, XMAS or bare ACK — to many ports
 //! or hosts of ours. The probe type is read off the exact flag combinations the source sent on each
-//! flow it opened, and named in the alert.
+//! flow it opened, and every type the source used is named in its one alert. FIN, NULL and XMAS
+//! probes are crafted (no TCP stack sends them to open a conversation), so a small sweep of them is
+//! a scan already: a handful of ports, not the dozens a SYN sweep needs to stand out from clients.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use probe_common::flags::{ACK, FIN, PSH, URG};
 use serde::{Deserialize, Serialize};
@@ -23,11 +25,13 @@ pub struct Config {
     pub min_ports: usize,
     /// ... or distinct hosts of ours.
     pub min_hosts: usize,
+    /// ... or distinct (host, port) pairs probed with FIN, NULL or XMAS probes.
+    pub min_stealth_ports: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 10 }
+        Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 10, min_stealth_ports: 3 }
     }
 }
 
@@ -40,6 +44,7 @@ impl DetectorConfig for Config {
         check_window("window-secs", self.window_secs)?;
         check_at_least_one("min-ports", self.min_ports as u64)?;
         check_at_least_one("min-hosts", self.min_hosts as u64)?;
+        check_at_least_one("min-stealth-ports", self.min_stealth_ports as u64)?;
         Ok(())
     }
 
@@ -58,6 +63,11 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// Crafted by hand: no TCP stack opens a conversation with it.
+    fn stealth(self) -> bool {
+        matches!(self, Probe::Fin | Probe::Null | Probe::Xmas)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Probe::Syn => "SYN",
@@ -105,19 +115,30 @@ fn classify(f: &FlowView<'_>) -> Option<Probe> {
     }
 }
 
+/// What one source probed within the window.
 struct ProbeRecord {
     iface: String,
     first_seen: u64,
     last_seen: u64,
     packets: u64,
     targets: CappedSet<(IpAddr, u16)>,
+    stealth_targets: CappedSet<(IpAddr, u16)>,
     hosts: CappedSet<IpAddr>,
+    /// Flows per probe type.
+    probes: BTreeMap<Probe, u64>,
     answered_open: u64,
+}
+
+impl ProbeRecord {
+    /// The probe type it used most (the first in `Probe`'s order on a tie).
+    fn main_probe(&self) -> Probe {
+        self.probes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or(Probe::Syn, |(p, _)| *p)
+    }
 }
 
 pub struct Scan {
     config: Config,
-    records: Windowed<(IpAddr, Probe), ProbeRecord>,
+    records: Windowed<IpAddr, ProbeRecord>,
 }
 
 impl Scan {
@@ -134,29 +155,41 @@ impl Detector for Scan {
             let Some(probe) = classify(f) else { continue };
             let (r, r0) = f.side(f.remote());
             let (l, l0) = f.side(f.local);
-            let t = self.records.touch((f.remote_addr(), probe), now_ns, || ProbeRecord {
+            let t = self.records.touch(f.remote_addr(), now_ns, || ProbeRecord {
                 iface: f.iface.to_string(),
                 first_seen: f.first_seen(),
                 last_seen: 0,
                 packets: 0,
                 targets: CappedSet::new(65_536),
+                stealth_targets: CappedSet::new(4096),
                 hosts: CappedSet::new(4096),
+                probes: BTreeMap::new(),
                 answered_open: 0,
             });
             t.last_seen = t.last_seen.max(f.last_seen());
             t.packets += (r.packets - r0.packets) as u64;
-            t.targets.insert((f.local_addr(), f.local_port()));
+            let target = (f.local_addr(), f.local_port());
+            t.targets.insert(target);
+            if probe.stealth() {
+                t.stealth_targets.insert(target);
+            }
+            if r0.packets == 0 {
+                *t.probes.entry(probe).or_default() += 1;
+            }
             t.hosts.insert(f.local_addr());
             t.answered_open += u64::from(l.syn_ack > l0.syn_ack);
-            touched.push((f.remote_addr(), probe));
+            touched.push(f.remote_addr());
         }
         touched.sort();
         touched.dedup();
         let mut alerts = Vec::new();
-        for (src, probe) in touched {
-            let Some(t) = self.records.get(&(src, probe)) else { continue };
-            if t.targets.len() >= self.config.min_ports || t.hosts.len() >= self.config.min_hosts {
-                alerts.push(render(src, probe, t, now_ns));
+        for src in touched {
+            let Some(t) = self.records.get(&src) else { continue };
+            if t.targets.len() >= self.config.min_ports
+                || t.hosts.len() >= self.config.min_hosts
+                || t.stealth_targets.len() >= self.config.min_stealth_ports
+            {
+                alerts.push(render(src, t, now_ns));
             }
         }
         alerts
@@ -167,24 +200,29 @@ impl Detector for Scan {
     }
 }
 
-fn render(src: IpAddr, probe: Probe, t: &ProbeRecord, now_ns: u64) -> Alert {
+fn render(src: IpAddr, t: &ProbeRecord, now_ns: u64) -> Alert {
     let ports = t.targets.len() as u64 + t.targets.overflow;
     let hosts = t.hosts.len();
-    let summary = format!("{} scan from {src}: {ports} ports on {hosts} of our hosts probed", probe.name());
+    let main = t.main_probe();
+    let kinds: Vec<String> = t.probes.iter().map(|(p, n)| format!("{} ×{n}", p.name())).collect();
+    let what = if t.probes.len() == 1 { format!("{} scan", main.name()) } else { format!("Port scan ({})", kinds.join(", ")) };
+    let summary = format!("{what} from {src}: {ports} ports on {hosts} of our hosts probed");
+    let meanings: Vec<&str> = t.probes.keys().map(|p| p.meaning()).collect();
     let explanation = format!(
         "{src} sent {}: {ports} (host, port) targets of ours in the window. This is reconnaissance — someone mapping what \
          we run, by hand or as an automated Internet-wide sweep. {} of the probed ports answered as open. Our host is the \
          target, not the culprit; make sure only the services you mean to expose are reachable, and block {src} if it keeps on.",
-        probe.meaning(),
+        meanings.join("; and "),
         t.answered_open
     );
     let sample: Vec<String> = t.targets.iter().take(20).map(|(a, p)| format!("{a}:{p}")).collect();
+    let probes: serde_json::Map<String, serde_json::Value> = t.probes.iter().map(|(p, n)| (p.name().to_string(), json!(n))).collect();
     AlertDraft {
         detector: "scan",
         severity: Severity::Medium,
         verdict: "scan",
         host_role: HostRole::Victim,
-        key: format!("{src}|{}", probe.name()),
+        key: src.to_string(),
         iface: t.iface.clone(),
         src: Some((src, None)),
         dest: (hosts == 1).then(|| t.hosts.iter().next().map(|a| (*a, None))).flatten(),
@@ -197,7 +235,10 @@ fn render(src: IpAddr, probe: Probe, t: &ProbeRecord, now_ns: u64) -> Alert {
         now_ns,
         summary,
         explanation,
-        json!({ "probe": probe.name(), "ports": ports, "hosts": hosts, "open_answers": t.answered_open, "sample": sample }),
+        json!({
+            "probe": main.name(), "probes": probes, "ports": ports, "stealth_ports": t.stealth_targets.len(),
+            "hosts": hosts, "open_answers": t.answered_open, "sample": sample,
+        }),
     )
 }
 
@@ -233,6 +274,34 @@ mod tests {
         let mut probes: Vec<String> = s.poll(&mut d, 2 * S).iter().map(|a| a.evidence["probe"].as_str().unwrap().to_string()).collect();
         probes.sort();
         assert_eq!(probes, ["NULL", "XMAS"]);
+    }
+
+    #[test]
+    fn a_small_sweep_of_stealth_probes_is_a_scan_naming_every_probe_type() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        s.send(S, pkt("192.0.2.90", 43067, "10.0.0.2", 3389, SYN));
+        s.send(S, pkt("10.0.0.2", 3389, "192.0.2.90", 43067, RST | ACK));
+        for (port, flags) in [(3390, FIN), (3391, 0), (3392, FIN | PSH | URG)] {
+            s.send(S, pkt("192.0.2.90", 60000 + port, "10.0.0.2", port, flags));
+            s.send(S, pkt("10.0.0.2", port, "192.0.2.90", 60000 + port, RST | ACK));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1, "one alert for the source");
+        assert_eq!((a[0].flows, a[0].evidence["stealth_ports"].as_u64()), (4, Some(3)));
+        for kind in ["SYN ×1", "FIN ×1", "NULL ×1", "XMAS ×1"] {
+            assert!(a[0].summary.contains(kind), "{}", a[0].summary);
+        }
+    }
+
+    #[test]
+    fn two_stealth_probes_are_not_yet_a_scan() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for (port, flags) in [(3390, FIN), (3391, 0)] {
+            s.send(S, pkt("192.0.2.91", 60000 + port, "10.0.0.2", port, flags));
+        }
+        assert!(s.poll(&mut d, 2 * S).is_empty());
     }
 
     #[test]
