@@ -11,6 +11,7 @@ mod config_reload;
 mod demo;
 mod deploy;
 mod detect_live;
+mod external;
 mod flood;
 mod kernel_test_run;
 mod layout;

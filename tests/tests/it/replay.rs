@@ -10,16 +10,16 @@ use tests::{
     verdicts::{SHARED_CAPTURES, assert_exactly},
 };
 
-struct Replayed {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-    alerts: Vec<serde_json::Value>,
-    metrics: String,
-    flows: Vec<serde_json::Value>,
+pub(crate) struct Replayed {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub alerts: Vec<serde_json::Value>,
+    pub metrics: String,
+    pub flows: Vec<serde_json::Value>,
 }
 
-fn replay(files: &[PathBuf], home: Option<&str>, kernel: bool) -> Replayed {
+pub(crate) fn replay(files: &[PathBuf], homes: &[&str], kernel: bool) -> Replayed {
     let dir = std::env::temp_dir().join(format!("fp-replay-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let (alerts, metrics, flows) = (dir.join("alerts.jsonl"), dir.join("metrics.txt"), dir.join("flows.jsonl"));
@@ -32,7 +32,7 @@ fn replay(files: &[PathBuf], home: Option<&str>, kernel: bool) -> Replayed {
         .arg(&metrics)
         .arg("--flows-out")
         .arg(&flows);
-    if let Some(h) = home {
+    for h in homes {
         cmd.args(["--home-net", h]);
     }
     if kernel {
@@ -60,7 +60,7 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn by_direction(metrics: &str) -> BTreeMap<(String, u8), u64> {
+pub(crate) fn by_direction(metrics: &str) -> BTreeMap<(String, u8), u64> {
     metrics_text::tcp_by_hook(metrics)
         .into_iter()
         .map(|((hook, f), n)| ((if hook == "ingress" { "in" } else { "out" }.to_string(), f), n))
@@ -74,7 +74,7 @@ fn replay_counts_equal_tshark_and_verdicts_equal_the_readme() {
     }
     for e in SHARED_CAPTURES {
         let path = shared_dir().join("pcaps").join(e.file);
-        let r = replay(std::slice::from_ref(&path), Some(e.home), false);
+        let r = replay(std::slice::from_ref(&path), &[e.home], false);
         assert!(r.status.success(), "{}: {}", e.file, r.stderr);
         let tshark: BTreeMap<(String, u8), u64> =
             oracle::tshark_flags_by_direction(&path, e.home).into_iter().filter(|((d, _), _)| d != "other").collect();
@@ -88,7 +88,7 @@ fn replay_counts_equal_tshark_and_verdicts_equal_the_readme() {
 
 #[test]
 fn without_home_net_the_busiest_address_is_chosen_aloud() {
-    let r = replay(&[shared_dir().join("pcaps/scenarios/s03_backscatter.pcap")], None, false);
+    let r = replay(&[shared_dir().join("pcaps/scenarios/s03_backscatter.pcap")], &[], false);
     assert!(r.status.success(), "{}", r.stderr);
     assert!(r.stderr.contains("no --home-net given: treating 10.77.0.2 as ours"), "{}", r.stderr);
     assert_exactly("s03 without --home-net", &r.alerts, &[("backscatter_synack", "backscatter"), ("backscatter_rst", "backscatter")]);
@@ -127,8 +127,8 @@ fn kernel_and_userspace_replay_agree() {
     }
     for e in SHARED_CAPTURES {
         let path = shared_dir().join("pcaps").join(e.file);
-        let user = replay(std::slice::from_ref(&path), Some(e.home), false);
-        let kernel = replay(std::slice::from_ref(&path), Some(e.home), true);
+        let user = replay(std::slice::from_ref(&path), &[e.home], false);
+        let kernel = replay(std::slice::from_ref(&path), &[e.home], true);
         assert!(kernel.status.success(), "{}: {}", e.file, kernel.stderr);
         for metric in ["flagprobe_tcp_packets_total", "flagprobe_packets_total", "flagprobe_parse_errors_total"] {
             let pick = |m: &str| m.lines().filter(|l| l.starts_with(metric)).map(str::to_string).collect::<Vec<_>>();
@@ -152,9 +152,9 @@ fn compressed_and_pcapng_captures_give_the_same_counts() {
     let gz = dir.join("s03.pcapng.gz");
     let out = Command::new("gzip").args(["-c"]).arg(&ng).output().unwrap();
     std::fs::write(&gz, out.stdout).unwrap();
-    let plain = replay(&[src], Some("10.77.0.2"), false);
+    let plain = replay(&[src], &["10.77.0.2"], false);
     for f in [ng, gz] {
-        let r = replay(std::slice::from_ref(&f), Some("10.77.0.2"), false);
+        let r = replay(std::slice::from_ref(&f), &["10.77.0.2"], false);
         assert!(r.status.success(), "{}: {}", f.display(), r.stderr);
         assert_eq!(by_direction(&r.metrics), by_direction(&plain.metrics), "{}", f.display());
         assert_eq!(alert_facts(&r.alerts), alert_facts(&plain.alerts), "{}", f.display());
@@ -192,7 +192,7 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
         (&not_pcap, "not a pcap or pcapng file"),
         (&odd_link, "link type 189"),
     ] {
-        let r = replay(std::slice::from_ref(file), Some("10.77.0.2"), false);
+        let r = replay(std::slice::from_ref(file), &["10.77.0.2"], false);
         assert_eq!(r.status.code(), Some(1), "{}: a clear failure, not a panic (101): {}", file.display(), r.stderr);
         assert!(r.stderr.contains(&file.display().to_string()) && r.stderr.contains(says), "{}: {}", file.display(), r.stderr);
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
@@ -201,7 +201,7 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
         assert!(summary["files"][0]["error"].is_string());
     }
     // What was read before the damage is still counted and judged.
-    let r = replay(std::slice::from_ref(&truncated), Some("10.77.0.2"), false);
+    let r = replay(std::slice::from_ref(&truncated), &["10.77.0.2"], false);
     let summary: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["frames"].as_u64(), Some(69), "all but the cut last record");
     assert!(!r.alerts.is_empty(), "the backscatter read before the cut is still reported");
