@@ -94,6 +94,9 @@ struct Record {
     local: Option<(IpAddr, u16)>,
     remote_port: u16,
     text: String,
+    /// What the payload is: `text`, `binary` or `rst-diagnostic`.
+    kind: &'static str,
+    hex: String,
     ttl: u8,
     inbound: bool,
 }
@@ -116,6 +119,32 @@ pub fn printable(bytes: &[u8]) -> String {
         }
     }
     s
+}
+
+/// The RST-diagnostic payload's magic cookie (draft-boucadair-tcpm-rst-diagnostic-payload): a
+/// 16-bit reason code follows, then an optional description.
+const RST_DIAGNOSTIC_COOKIE: [u8; 2] = [0x33, 0xaa];
+
+/// The payload in words an operator can read: (kind, rendering). Text stays text; a payload that
+/// is mostly not printable is binary and shown as hex, never as a string of escapes; the
+/// RST-diagnostic format is decoded to its reason code.
+fn describe(bytes: &[u8]) -> (&'static str, String) {
+    if bytes.len() >= 4 && bytes[..2] == RST_DIAGNOSTIC_COOKIE {
+        let code = u16::from_be_bytes([bytes[2], bytes[3]]);
+        let rest: Vec<u8> = bytes[4..].iter().copied().take_while(|&b| b != 0).collect();
+        let description = if rest.is_empty() { String::new() } else { format!(": {}", printable(&rest)) };
+        return ("rst-diagnostic", format!("RST diagnostic, reason code {code}{description}"));
+    }
+    let readable = bytes.iter().filter(|&&b| (0x20..0x7f).contains(&b) || b"\t\r\n".contains(&b)).count();
+    if readable * 4 >= bytes.len() * 3 {
+        ("text", printable(bytes))
+    } else {
+        ("binary", format!("{} bytes: {}", bytes.len(), hex(bytes, " ")))
+    }
+}
+
+fn hex(bytes: &[u8], sep: &str) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(sep)
 }
 
 impl RstPayload {
@@ -142,6 +171,7 @@ impl Detector for RstPayload {
         }
         let text = printable(e.payload());
         let sig = self.signatures.iter().position(|s| text.contains(&s.pattern));
+        let (kind, shown) = describe(e.payload());
         let sig_name = sig.map_or("none".to_string(), |i| self.signatures[i].name.clone());
         self.tally(&sig_name);
         let (_, receiver) = ev.sides();
@@ -156,7 +186,9 @@ impl Detector for RstPayload {
             our_syns: 0,
             local: None,
             remote_port: e.sport,
-            text: text.clone(),
+            text: shown,
+            kind,
+            hex: hex(e.payload(), ""),
             ttl: e.ttl,
             inbound,
         });
@@ -171,10 +203,11 @@ impl Detector for RstPayload {
         };
         let src = ev.src();
         let direction = if r.inbound { "to this host" } else { "from this host" };
-        let summary = format!(
-            "RST with a reset-cause text {direction} from {src}:{}: \"{}\" ({} so far; {} of our SYNs preceded)",
-            r.remote_port, r.text, r.packets, r.our_syns
-        );
+        let what = match r.kind {
+            "text" => format!("a reset-cause text {direction} from {src}:{}: \"{}\"", r.remote_port, r.text),
+            _ => format!("a {} payload {direction} from {src}:{} ({})", r.kind, r.remote_port, r.text),
+        };
+        let summary = format!("RST with {what} ({} so far; {} of our SYNs preceded)", r.packets, r.our_syns);
         let role = if signature.is_some() && r.our_syns > 0 { HostRole::PossiblyCompromised } else { HostRole::Observer };
         let mut explanation = format!(
             "{src} ended the connection with a RST that carries text (RFC 1122 4.2.2.12 allows a reset to say why; ordinary \
@@ -189,6 +222,8 @@ impl Detector for RstPayload {
         }
         let evidence = json!({
             "payload_text": r.text,
+            "payload_kind": r.kind,
+            "payload_hex": r.hex,
             "payload_len": e.payload_len,
             "signature": sig_name,
             "our_syns_before": r.our_syns,
@@ -231,6 +266,14 @@ mod tests {
 
     use super::*;
     use crate::detect::testkit::{S, Script, pkt};
+
+    #[test]
+    fn binary_payloads_are_hex_and_rst_diagnostics_are_decoded() {
+        assert_eq!(describe(b"Go away, we're not home"), ("text", "Go away, we're not home".to_string()));
+        assert_eq!(describe(&[0x33, 0xaa, 0, 1, 0, 0, 0, 0]), ("rst-diagnostic", "RST diagnostic, reason code 1".to_string()));
+        assert_eq!(describe(&[0x33, 0xaa, 0, 7, b'b', b'y', b'e']).1, "RST diagnostic, reason code 7: bye");
+        assert_eq!(describe(&[0x80, 0xff, 0x01, b'a']), ("binary", "4 bytes: 80 ff 01 61".to_string()));
+    }
 
     #[test]
     fn go_away_after_our_syns_matches_the_storm_signature() {
