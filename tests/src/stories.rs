@@ -110,6 +110,16 @@ pub fn syn_scan(lab: &Lab, source_port: u16) {
     lab.exec(&lab.peer, &format!("hping3 -q -S -c 30 -i u5000 -s {source_port} -k -p ++1 {HOME_IP} >/dev/null 2>&1; true"));
 }
 
+/// nmap's half-open SYN scan (-sS) from the peer over 30 ports of the home host, two of them
+/// open: nmap crafts its SYNs, and the peer's own kernel resets the two SYN/ACKs it never asked
+/// for, with its own TTL.
+pub fn nmap_syn_scan(lab: &Lab) {
+    let open: Vec<TcpListener> =
+        [8080u16, 8443].iter().map(|&p| in_netns(&lab.home, move || TcpListener::bind((HOME_IP, p)).unwrap())).collect();
+    lab.exec(&lab.peer, &format!("nmap -sS -Pn -n -T4 --max-retries 1 -p 1-28,8080,8443 {HOME_IP} >/dev/null 2>&1; true"));
+    drop(open);
+}
+
 /// 300 SYNs from random forged sources to a home service that listens but never accepts.
 pub fn syn_flood(lab: &Lab) {
     let listener = in_netns(&lab.home, || TcpListener::bind((HOME_IP, 8080)).unwrap());

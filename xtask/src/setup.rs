@@ -16,6 +16,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("tshark", "tshark"),
     ("tcpdump", "tcpdump"),
     ("hping3", "hping3"),
+    ("nmap", "nmap"),
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),

@@ -102,6 +102,22 @@ fn syn_probes_to_many_ports_are_a_scan() {
 }
 
 #[test]
+fn nmaps_half_open_scan_is_a_scan_and_nothing_else() {
+    if !ready("nmaps_half_open_scan_is_a_scan_and_nothing_else", &["nmap"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    stories::nmap_syn_scan(&lab);
+    let alerts = stop_and_collect(agent);
+    // The scanner's kernel resets our two SYN/ACKs with another TTL than nmap's SYNs: its own
+    // packets, not a forged RST.
+    assert_exactly("nmap -sS", &alerts, &[("scan", "scan")]);
+    let last = latest_by_source(&alerts)[&("scan".into(), PEER_IP.into())].clone();
+    assert_eq!((last["evidence"]["probe"].as_str(), last["evidence"]["open_answers"].as_u64()), (Some("SYN"), Some(2)), "{last}");
+}
+
+#[test]
 fn spoofed_syn_flood_on_an_open_port_is_a_flood() {
     if !ready("spoofed_syn_flood_on_an_open_port_is_a_flood", &["hping3"]) {
         return;
