@@ -120,6 +120,12 @@ pub fn nmap_syn_scan(lab: &Lab) {
     drop(open);
 }
 
+/// A SYN/ACK reflection flood at the home host: 2000 SYN/ACKs from port 80 of random addresses
+/// (someone SYNed 2000 web servers with the home address forged), one each, to rising ports.
+pub fn synack_reflection(lab: &Lab) {
+    lab.exec(&lab.peer, &format!("hping3 -q -S -A --rand-source -s 80 -k -p ++1024 -c 2000 -i u500 {HOME_IP} >/dev/null 2>&1; true"));
+}
+
 /// 300 SYNs from random forged sources to a home service that listens but never accepts.
 pub fn syn_flood(lab: &Lab) {
     let listener = in_netns(&lab.home, || TcpListener::bind((HOME_IP, 8080)).unwrap());

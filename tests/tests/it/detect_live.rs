@@ -118,6 +118,23 @@ fn nmaps_half_open_scan_is_a_scan_and_nothing_else() {
 }
 
 #[test]
+fn a_reflection_flood_at_us_is_one_victim_incident_not_bystander_backscatter() {
+    if !ready("a_reflection_flood_at_us_is_one_victim_incident_not_bystander_backscatter", &["hping3"]) {
+        return;
+    }
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, &[]);
+    stories::synack_reflection(&lab);
+    let alerts = stop_and_collect(agent);
+    assert_exactly("SYN/ACK reflection", &alerts, &[("backscatter_synack", "reflection")]);
+    assert!(alerts.len() <= 3, "one incident, a few updates at most: {}", tests::verdicts::summaries(&alerts));
+    let last = alerts.last().unwrap();
+    assert_eq!((last["host_role"].as_str(), last["severity"].as_str()), (Some("victim"), Some("high")), "{last}");
+    let reflectors = last["evidence"]["reflectors_estimate"].as_u64().unwrap();
+    assert!((1500..=2500).contains(&reflectors), "about 2000 reflectors: {last}");
+}
+
+#[test]
 fn spoofed_syn_flood_on_an_open_port_is_a_flood() {
     if !ready("spoofed_syn_flood_on_an_open_port_is_a_flood", &["hping3"]) {
         return;
