@@ -176,7 +176,10 @@ pub struct SideStats {
     /// TTL / hop limit of this side's first packet.
     pub first_ttl: u8,
     pub last_rst_ttl: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The acknowledgment number of this side's last segment with ACK (RSTs excepted): a real
+    /// stack's RST answering that segment carries it as its sequence number.
+    pub last_ack: u32,
 }
 const _: () = assert!(core::mem::size_of::<SideStats>() == 112);
 
@@ -362,6 +365,9 @@ impl FlowEntry {
         }
         if f & FIN != 0 {
             s.fin += 1;
+        }
+        if f & ACK != 0 {
+            s.last_ack = seg.ack;
         }
         if seg.payload_len > 0 {
             s.data += 1;

@@ -2,7 +2,8 @@
 //! and Zeek/Suricata: an on-path injector can write a RST but cannot silence the real host, and its
 //! packets rarely share the real host's distance or sequence numbers. Four signs, each judged on one
 //! packet against the flow's history as it was just before it (the ring-buffer event carries it):
-//! - two RSTs from one sender within 2 s whose sequence numbers differ by more than 2 (RST_SEQ_CHANGE);
+//! - two RSTs from one sender within 2 s whose sequence numbers differ by more than 2 (RST_SEQ_CHANGE),
+//!   unless the second carries the ack of our last segment as a real stack's answer to it does;
 //! - a RST whose TTL / hop limit differs from what that sender used earlier in the flow;
 //! - the RST's sender still sending after its RST (and with another TTL than the RST);
 //! - a RST/ACK answering our SYN whose ack is not that SYN's sequence number + 1.
@@ -89,7 +90,10 @@ impl Detector for RstInjection {
         if is_rst && s.rst > 0 {
             let gap_ms = (e.ts_ns.saturating_sub(s.last_rst_at)) / 1_000_000;
             let dist = seq_distance(e.seq, s.last_rst_seq);
-            if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance {
+            // A real stack answers each late segment of ours with a RST whose sequence number is
+            // that segment's ack: two such RSTs differ because our segments did.
+            let answers_our_segment = e.flags & ACK == 0 && ours.last_ack != 0 && e.seq == ours.last_ack;
+            if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance && !answers_our_segment {
                 signs.push(format!(
                     "RST_SEQ_CHANGE: a second RST {gap_ms} ms after the first, with sequence number {} instead of {} (off by {dist})",
                     e.seq, s.last_rst_seq
@@ -276,6 +280,23 @@ mod tests {
         let a = s.events_to(&mut d);
         assert_eq!(a.len(), 1);
         assert!(a[0].summary.contains("after its own RST"), "{}", a[0].summary);
+    }
+
+    #[test]
+    fn a_stack_answering_our_late_segments_is_not_a_sequence_change() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        // The server has closed; each late segment of ours gets a RST with seq = that segment's ack.
+        for (t, ack) in [(2 * S, 5001u32), (2 * S + S / 4, 7000)] {
+            let mut late = pkt("10.0.0.2", 40000, "192.0.2.1", 80, ACK | PSH);
+            (late.ack, late.payload) = (ack, b"late");
+            s.send(t, late);
+            let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+            (rst.ttl, rst.seq) = (50, ack);
+            s.send(t + 1, rst);
+        }
+        assert!(s.events_to(&mut d).is_empty());
     }
 
     #[test]

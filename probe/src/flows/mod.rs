@@ -63,6 +63,9 @@ fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
         a.last_rst_ack = b.last_rst_ack;
         a.last_rst_ttl = b.last_rst_ttl;
     }
+    if b.last_ack != 0 && (a.last_ack == 0 || !b_is_older) {
+        a.last_ack = b.last_ack;
+    }
     for (x, y) in a.combos.iter_mut().zip(b.combos.iter()) {
         *x |= y;
     }
