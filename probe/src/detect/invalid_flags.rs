@@ -4,12 +4,15 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use probe_common::flags::{self, InvalidKind};
+use probe_common::{
+    flags::{self, InvalidKind},
+    flow::{FlowKey, NOTABLE_INVALID},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{DetectorConfig, Invalid, check_window, 
-    Detector, FlowView,
+    Detector, EventView, FlowView,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
@@ -55,12 +58,14 @@ struct Sender {
 
 pub struct InvalidFlags {
     senders: Windowed<IpAddr, Sender>,
+    /// Flows whose opener sent a FIN without ACK before the other side had said anything.
+    aborts: Windowed<FlowKey, ()>,
 }
 
 impl InvalidFlags {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        InvalidFlags { senders: Windowed::new(w, 10_000) }
+        InvalidFlags { senders: Windowed::new(w, 10_000), aborts: Windowed::new(w, 10_000) }
     }
 }
 
@@ -78,13 +83,27 @@ fn why(kind: InvalidKind) -> &'static str {
 }
 
 impl Detector for InvalidFlags {
+    /// The FIN's own moment decides whether it was an abort: the flow's totals cannot say whether
+    /// the other side's first packet came before it or after.
+    fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
+        let e = ev.event;
+        if e.reasons & NOTABLE_INVALID != 0 && flags::invalid_kind(e.flags) == Some(InvalidKind::FinNoAck) {
+            let (sender, receiver) = ev.sides();
+            let before = &e.flow_before;
+            if before.sides[sender.index()].syn > 0 && before.sides[receiver.index()].packets == 0 {
+                self.aborts.touch(FlowKey::canonical(&e.endpoints()).0, ev.at_ns, || ());
+            }
+        }
+        Vec::new()
+    }
+
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
         let mut touched = Vec::new();
         for f in flows {
             for side in [f.remote(), f.local] {
                 let (s, s0) = f.side(side);
                 let new = s.invalid - s0.invalid;
-                if new == 0 || client_abort(s) {
+                if new == 0 || (client_abort(s) && self.aborts.get(&f.now.key).is_some()) {
                     continue;
                 }
                 let outbound = side == f.local;
@@ -122,11 +141,12 @@ impl Detector for InvalidFlags {
 
     fn expire(&mut self, now_ns: u64) {
         self.senders.expire(now_ns);
+        self.aborts.expire(now_ns);
     }
 }
 
-/// A side that opened with a SYN and then closed with a FIN before any ACK of its own: a client
-/// that gave up before the SYN/ACK came (its stack sends FIN without ACK because it has nothing to
+/// A side that opened with a SYN and then closed with a FIN without ACK before the other side sent
+/// anything (see `aborts`): a client that gave up before the SYN/ACK came (its stack has nothing to
 /// acknowledge yet), not a crafted probe. Only when FIN-without-ACK is its one invalid combination.
 fn client_abort(s: &probe_common::flow::SideStats) -> bool {
     s.syn > 0
@@ -216,11 +236,20 @@ mod tests {
         s.send(S + 1, pkt("10.0.0.2", 55344, "192.0.2.62", 443, FIN));
         s.send(S + 2, pkt("192.0.2.62", 443, "10.0.0.2", 55344, SYN | ACK));
         s.send(S + 3, pkt("10.0.0.2", 55344, "192.0.2.62", 443, FIN | ACK));
+        assert!(s.events_to(&mut d).is_empty());
         assert!(s.poll(&mut d, 2 * S).is_empty());
+        // zeek's syn-then-stuff-then-rst: the other side answered first (an ACK), then the FIN
+        // without ACK: that FIN had something to acknowledge, so it is odd.
+        s.send(2 * S, pkt("10.0.0.2", 13131, "192.0.2.63", 31313, SYN));
+        s.send(2 * S + 1, pkt("192.0.2.63", 31313, "10.0.0.2", 13131, ACK));
+        s.send(2 * S + 2, pkt("10.0.0.2", 13131, "192.0.2.63", 31313, FIN));
+        s.events_to(&mut d);
+        assert_eq!(s.poll(&mut d, 3 * S).len(), 1);
         // A bare FIN with no SYN before it stays a probe, and so does a SYN then a NULL.
         s.send(3 * S, pkt("192.0.2.9", 1000, "10.0.0.2", 80, FIN));
         s.send(3 * S, pkt("192.0.2.9", 1001, "10.0.0.2", 81, SYN));
         s.send(3 * S, pkt("192.0.2.9", 1001, "10.0.0.2", 81, 0));
+        s.events_to(&mut d);
         assert_eq!(s.poll(&mut d, 4 * S)[0].packets, 2);
     }
 
