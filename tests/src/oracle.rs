@@ -39,6 +39,18 @@ pub fn tshark_flags_by_direction(pcap: &Path, home_ip: &str) -> BTreeMap<(String
     counts
 }
 
+/// Each packet's `fields` as tshark prints them (`-T fields`), one vector per packet.
+pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-n").arg("-r").arg(pcap).args(["-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("running tshark");
+    assert!(out.status.success(), "tshark cannot read {}: {}", pcap.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+}
+
 /// An AF_PACKET socket bound to `iface` inside namespace `ns`.
 fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
     in_netns(ns, move || {
@@ -86,7 +98,32 @@ pub fn replay_on_wire_timed(lab: &Lab, pcap: &Path, home_ip: IpAddr) -> (usize, 
     replay(lab, pcap, home_ip, true)
 }
 
+/// Runs `f` with the calling thread pinned to CPU 0, then restores its CPU mask. The kernel
+/// programs keep flow history per CPU (the bpf target has no atomics), as a NIC's receive queues
+/// keep one flow on one CPU; a test sender that wandered between CPUs mid-capture would split
+/// flows no NIC would, and the history-based verdicts (TTL changes, RSTs after data) would see
+/// half of it.
+fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain affinity calls on the current thread with a properly sized, initialised set.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        let saved = libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut old) == 0;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut one);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one);
+        let out = f();
+        if saved {
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &old);
+        }
+        out
+    }
+}
+
 fn replay(lab: &Lab, pcap: &Path, home_ip: IpAddr, timed: bool) -> (usize, usize) {
+    on_one_cpu(|| send_capture(lab, pcap, home_ip, timed))
+}
+
+fn send_capture(lab: &Lab, pcap: &Path, home_ip: IpAddr, timed: bool) -> (usize, usize) {
     let home = packet_socket(&lab.home, HOME_IF);
     let peer = packet_socket(&lab.peer, PEER_IF);
     let (mut n_in, mut n_out) = (0, 0);
