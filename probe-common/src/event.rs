@@ -10,6 +10,11 @@ use crate::flow::{Endpoints, FlowEntry, Segment};
 /// Payload bytes copied into an event; a RST's reset-cause text is usually shorter.
 pub const EVENT_PAYLOAD_MAX: usize = 64;
 
+/// Bytes of the raw frame copied into an event, from its first byte: Ethernet, a VLAN tag, an IPv6
+/// header and a TCP header with every option (122 bytes) plus 64 bytes of payload, rounded up.
+/// This is what the evidence pcapng holds for each notable packet.
+pub const EVENT_FRAME_MAX: usize = 192;
+
 /// `PacketEvent::tracked`: the flow had a slot, so `flow_before` is its real history.
 pub const EVENT_TRACKED: u8 = 1;
 
@@ -42,8 +47,15 @@ pub struct PacketEvent {
     pub cpu: u16,
     pub _pad: [u8; 5],
     pub payload: [u8; EVENT_PAYLOAD_MAX],
+    /// The frame's length on the wire (what the hook saw).
+    pub frame_len: u32,
+    /// How many of `frame`'s bytes are valid.
+    pub frame_captured: u16,
+    pub _pad2: [u8; 2],
+    /// The frame's first bytes, as the hook saw them (Ethernet first).
+    pub frame: [u8; EVENT_FRAME_MAX],
 }
-const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 + 8 + 8 + 8 + 64);
+const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 + 8 + 8 + 8 + 64 + 8 + EVENT_FRAME_MAX);
 
 impl PacketEvent {
     pub fn endpoints(&self) -> Endpoints {
@@ -66,6 +78,19 @@ impl PacketEvent {
     /// The captured payload bytes.
     pub fn payload(&self) -> &[u8] {
         &self.payload[..(self.captured_len as usize).min(EVENT_PAYLOAD_MAX)]
+    }
+
+    /// The captured head of the frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame[..(self.frame_captured as usize).min(EVENT_FRAME_MAX)]
+    }
+
+    /// Keep the head of `frame` (a whole Ethernet frame) as this event's copy, as the kernel does.
+    pub fn set_frame(&mut self, frame: &[u8]) {
+        let n = frame.len().min(EVENT_FRAME_MAX);
+        self.frame[..n].copy_from_slice(&frame[..n]);
+        self.frame_captured = n as u16;
+        self.frame_len = frame.len() as u32;
     }
 }
 

@@ -12,17 +12,17 @@ use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::b
 use probe_common::{aggregate::Aggregates, flow::Side};
 use probe_common::{
     counters::HookCounters,
-    event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
+    event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
     flow::{FAMILY_NONE, FlowEntry, FlowKey, flood_shaped, notable_reasons},
     parse::TcpPacket,
 };
 
 use crate::{AGGREGATES, EVENTS, FLOWS, config};
 
-/// Copies payload bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
+/// Copies bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
 /// `bpf_skb_load_bytes`), which works on non-linear packets and needs no byte loop.
 pub trait PayloadSource {
-    /// Copy `len` (1..=64) bytes at `offset` into `dst`; false on failure.
+    /// Copy `len` (1..=192) bytes at `offset` into `dst`; false on failure.
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
 }
 
@@ -181,6 +181,19 @@ fn emit_event<P: PayloadSource>(
             captured = EVENT_PAYLOAD_MAX as u8;
         }
         (*ev).captured_len = captured;
+        // The frame's head, for the evidence file; its length laundered the same way.
+        let fscratch = (*ev).frame.as_mut_ptr().cast::<u32>();
+        core::ptr::write_volatile(fscratch, frame_len as u32);
+        let mut m = core::ptr::read_volatile(fscratch);
+        if m > EVENT_FRAME_MAX as u32 {
+            m = EVENT_FRAME_MAX as u32;
+        }
+        (*ev).frame_captured = 0;
+        if m > 0 && src.load(0, (*ev).frame.as_mut_ptr(), m) {
+            (*ev).frame_captured = m as u16;
+        }
+        (*ev).frame_len = frame_len as u32;
+        (*ev)._pad2 = [0; 2];
     }
     slot.submit(0);
     counters.events += 1;

@@ -25,6 +25,7 @@ pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod evidence;
 pub mod flows;
 pub mod kernel;
 pub mod metrics;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
+    pub evidence_files: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
     pub rst_payload_packets: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -96,8 +97,14 @@ impl Metrics {
             alerts_suppressed: counter(
                 &r,
                 "flagprobe_alerts_suppressed_total",
-                "Alerts held back because a detector opened too many new keys in one window (a flood).",
+                "Alerts held back: a detector opened too many new keys in one window, or folded them into one incident's alert.",
                 &["detector"],
+            ),
+            evidence_files: counter(
+                &r,
+                "flagprobe_evidence_files_total",
+                "Evidence pcapng files by outcome: written (an alert's packets), removed (oldest, to stay under the size cap), failed.",
+                &["outcome"],
             ),
             config_reloads: counter(&r, "flagprobe_config_reloads_total", "SIGHUP reloads by result (success, failure).", &["result"]),
             alerts: counter(

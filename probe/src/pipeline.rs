@@ -10,6 +10,7 @@ use probe_common::{event::PacketEvent, flow::Side};
 use crate::{
     alert::{Alert, AlertSinks, Deduper},
     detect::{self, AggregateView, Detector, DetectorsConfig, EventView, FlowView, HomeNets, Tally, addr},
+    evidence::Evidence,
     flows::{FlowDelta, aggregate::AggregateSnapshot},
     metrics::Metrics,
 };
@@ -23,6 +24,7 @@ pub struct Pipeline {
     /// Every alert line written, for replay's summary.
     pub written: Vec<Alert>,
     keep_written: bool,
+    evidence: Option<Evidence>,
 }
 
 impl Pipeline {
@@ -33,7 +35,16 @@ impl Pipeline {
         sinks: Arc<AlertSinks>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Pipeline { detectors: detect::all(config), home, dedup: Deduper::new(window), sinks, metrics, written: vec![], keep_written: false }
+        Pipeline {
+            detectors: detect::all(config),
+            home,
+            dedup: Deduper::new(window),
+            sinks,
+            metrics,
+            written: vec![],
+            keep_written: false,
+            evidence: None,
+        }
     }
 
     /// New detector settings (a reload): detectors start afresh; pending alert updates are written first.
@@ -49,7 +60,27 @@ impl Pipeline {
         self
     }
 
-    fn emit(&mut self, alert: Alert) {
+    /// Write each alert's packets into a pcapng file beside it.
+    pub fn with_evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = Some(evidence);
+        self
+    }
+
+    fn emit(&mut self, mut alert: Alert) {
+        if let Some(e) = &mut self.evidence {
+            let before = alert.evidence.get("pcap").is_some();
+            match e.attach(&mut alert) {
+                Ok(()) if alert.evidence.get("pcap").is_some() && !before => {
+                    self.metrics.evidence_files.with_label_values(&["written"]).inc()
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%error, detector = alert.detector, "could not write the alert's evidence file");
+                    self.metrics.evidence_files.with_label_values(&["failed"]).inc();
+                }
+            }
+            self.metrics.evidence_files.with_label_values(&["removed"]).inc_by(e.take_removed());
+        }
         self.metrics.alerts.with_label_values(&[alert.detector, alert.severity.name()]).inc();
         self.sinks.emit(&alert);
         if self.keep_written {
@@ -98,6 +129,10 @@ impl Pipeline {
         let from_local = self.home.contains(src);
         if !from_local && !self.home.contains(dst) {
             return;
+        }
+        // Kept before the detectors look, so an alert this packet raises holds it.
+        if let Some(e) = &mut self.evidence {
+            e.keep(iface, ev);
         }
         let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local };
         let mut alerts = Vec::new();

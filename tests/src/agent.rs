@@ -24,6 +24,8 @@ pub struct Agent {
     pub stdout_path: PathBuf,
     /// The `--alerts` JSON-lines file.
     pub alerts_path: PathBuf,
+    /// The `--evidence` directory (emptied at start).
+    pub evidence_dir: PathBuf,
 }
 
 impl Agent {
@@ -45,6 +47,8 @@ impl Agent {
         let stdout_path = dir.join(format!("{}-agent.out", lab.home));
         let alerts_path = dir.join(format!("{}-alerts.jsonl", lab.home));
         let _ = std::fs::remove_file(&alerts_path);
+        let evidence_dir = dir.join(format!("{}-evidence", lab.home));
+        let _ = std::fs::remove_dir_all(&evidence_dir);
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.home])
             .args(wrapper)
@@ -52,13 +56,14 @@ impl Agent {
             .args(["run", "--iface", HOME_IF, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms"])
             .args(if extra.contains(&"--alert-format") { &[][..] } else { &["--alert-format", "json"][..] })
             .args(["--alerts", &alerts_path.display().to_string(), "--home-net", home_net])
+            .args(if extra.contains(&"--evidence") { vec![] } else { vec!["--evidence".to_string(), evidence_dir.display().to_string()] })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
-        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path, alerts_path };
+        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path, alerts_path, evidence_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {

@@ -22,8 +22,9 @@ use std::{
 
 use crate::{
     alert::AlertSinks,
-    config::Config,
+    config::{self, Config},
     detect::HomeNets,
+    evidence::Evidence,
     kernel::{self, LoadOptions, ring},
     metrics::Metrics,
     pipeline::Pipeline,
@@ -46,6 +47,9 @@ pub enum RunError {
     /// The alerts file could not be opened for appending.
     #[error("opening the alerts file {}: {source}", path.display())]
     Alerts { path: std::path::PathBuf, source: std::io::Error },
+    /// The evidence directory given could not be created.
+    #[error("invalid evidence: cannot create {}: {source}", path.display())]
+    Evidence { path: std::path::PathBuf, source: std::io::Error },
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
@@ -104,8 +108,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
             .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
     );
-    let pipeline =
+    let mut pipeline =
         Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone());
+    if let config::Evidence::Dir { path, max_bytes, explicit } = &config.evidence {
+        match Evidence::new(path, *max_bytes) {
+            Ok(e) => pipeline = pipeline.with_evidence(e),
+            Err(source) if *explicit => return Err(RunError::Evidence { path: path.clone(), source }),
+            Err(error) => tracing::warn!(
+                %error,
+                dir = %path.display(),
+                "evidence is off: the default directory cannot be created (give --evidence DIR, or --evidence off)"
+            ),
+        }
+    }
     let engine = Engine::new(pollers, rx, metrics.clone(), health.clone(), pipeline, sinks.clone(), config, reload);
     let stop = engine_stop.clone();
     let engine = std::thread::Builder::new().name("engine".into()).spawn(move || engine.run(&stop)).map_err(RunError::Thread)?;

@@ -54,6 +54,9 @@ pub enum HostRole {
 pub struct Alert {
     /// RFC 3339.
     pub timestamp: String,
+    /// The incident's id: the same on each update of one incident (detector, interface, subject,
+    /// start), and in the evidence file's name and packet comments.
+    pub id: String,
     pub event_type: &'static str,
     pub detector: &'static str,
     pub severity: Severity,
@@ -77,6 +80,22 @@ pub struct Alert {
     /// Wall-clock ns of `timestamp` (not rendered).
     #[serde(skip)]
     pub at_ns: u64,
+    /// Wall-clock ns of `first_seen` and `last_seen` (not rendered).
+    #[serde(skip)]
+    pub first_seen_ns: u64,
+    #[serde(skip)]
+    pub last_seen_ns: u64,
+}
+
+/// A short, stable id (FNV-1a, 64 bits, in hex) of an incident's identity.
+fn incident_id(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain(&[0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// RFC 3339 with microseconds, UTC.
@@ -102,8 +121,10 @@ pub struct AlertDraft {
 
 impl AlertDraft {
     pub fn build(self, now_ns: u64, summary: String, explanation: String, evidence: serde_json::Value) -> Alert {
+        let id = incident_id(&[self.detector.as_bytes(), self.iface.as_bytes(), self.key.as_bytes(), &self.first_seen_ns.to_le_bytes()]);
         Alert {
             timestamp: rfc3339(now_ns),
+            id,
             event_type: "alert",
             detector: self.detector,
             severity: self.severity,
@@ -123,6 +144,8 @@ impl AlertDraft {
             evidence,
             key: self.key,
             at_ns: now_ns,
+            first_seen_ns: self.first_seen_ns,
+            last_seen_ns: self.last_seen_ns,
         }
     }
 }

@@ -71,6 +71,13 @@ pub struct Settings {
     /// One alert per detector and key per this window; changes come as one updated line [default: 60s].
     #[arg(long)]
     pub alert_window: Option<String>,
+    /// Where each alert's packets are written as a pcapng file, or `off` [default:
+    /// /var/lib/flagprobe/evidence; when that cannot be created, off with a warning].
+    #[arg(long)]
+    pub evidence: Option<String>,
+    /// Evidence files together stay under this many MiB; the oldest go first [default: 256].
+    #[arg(long)]
+    pub evidence_max_mb: Option<u64>,
     /// Log malformed packets from inside the kernel programs (aya-log). Off by default: the level is
     /// frozen at load, so when off the verifier removes the logging code entirely.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -110,6 +117,7 @@ pub struct Config {
     pub alerts_path: Option<PathBuf>,
     pub alert_format: AlertFormat,
     pub alert_window: Duration,
+    pub evidence: Evidence,
     pub detectors: DetectorsConfig,
     pub ebpf_log: bool,
     /// The effective settings, defaults filled in: what `check-config` prints and a reload compares.
@@ -119,6 +127,22 @@ pub struct Config {
     /// The command line, kept so a reload applies it over the re-read file again.
     pub cli: RunArgs,
 }
+
+/// Where evidence files go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    Off,
+    /// `explicit`: the operator named the directory, so failing to create it is an error; the
+    /// default directory may be unavailable (an unprivileged run) and then evidence is off.
+    Dir {
+        path: PathBuf,
+        max_bytes: u64,
+        explicit: bool,
+    },
+}
+
+/// The default evidence directory (systemd's StateDirectory=flagprobe).
+pub const DEFAULT_EVIDENCE_DIR: &str = "/var/lib/flagprobe/evidence";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -203,6 +227,17 @@ impl Config {
         }
         ifaces.dedup();
         s.iface = Some(ifaces.clone());
+        let explicit = s.evidence.is_some();
+        let evidence_dir = text(&mut s.evidence, DEFAULT_EVIDENCE_DIR);
+        let max_mb = *s.evidence_max_mb.get_or_insert(256);
+        if max_mb == 0 || max_mb > 1 << 20 {
+            return Err(invalid("evidence-max-mb", "must be between 1 and 1048576"));
+        }
+        let evidence = match evidence_dir.as_str() {
+            "off" => Evidence::Off,
+            "" => return Err(invalid("evidence", "give a directory, or `off`")),
+            dir => Evidence::Dir { path: PathBuf::from(dir), max_bytes: max_mb << 20, explicit },
+        };
         let detectors = s.detectors.get_or_insert_with(DetectorsConfig::default).clone();
         detectors.validate()?;
         Ok(Config {
@@ -219,6 +254,7 @@ impl Config {
             alerts_path: s.alerts.clone(),
             alert_format: *s.alert_format.get_or_insert_default(),
             alert_window,
+            evidence,
             detectors,
             ebpf_log: *s.ebpf_log.get_or_insert(false),
             settings: s,

@@ -11,7 +11,7 @@ use std::{
 use probe_common::{
     aggregate::Aggregates,
     counters::{HOOKS, HookCounters},
-    event::{EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
+    event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
     flow::{Endpoints, FlowEntry, FlowKey, Segment, notable_reasons},
 };
 
@@ -81,6 +81,10 @@ impl SoftTable {
                 cpu: 0,
                 _pad: [0; 5],
                 payload: [0; EVENT_PAYLOAD_MAX],
+                frame_len: 0,
+                frame_captured: 0,
+                _pad2: [0; 2],
+                frame: [0; EVENT_FRAME_MAX],
             };
             let n = payload.len().min(EVENT_PAYLOAD_MAX).min(seg.payload_len as usize);
             ev.payload[..n].copy_from_slice(&payload[..n]);

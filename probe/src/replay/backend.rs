@@ -64,7 +64,11 @@ impl Backend for SoftBackend {
                 let mut segment = tcp.segment;
                 segment.hook = frame.hook;
                 segment.now = frame.ts_ns;
-                self.table.segment(&tcp.endpoints, &segment, tcp.window, frame.decoded.payload(tcp)).into_iter().collect()
+                let mut event = self.table.segment(&tcp.endpoints, &segment, tcp.window, frame.decoded.payload(tcp));
+                if let (Some(ev), Some(eth)) = (&mut event, frame.decoded.ethernet.as_deref()) {
+                    ev.set_frame(eth);
+                }
+                event.into_iter().collect()
             }
             Err(NotTcp::Protocol(slot)) => {
                 self.table.counters[frame.hook as usize].count_protocol(*slot);

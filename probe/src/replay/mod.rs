@@ -30,6 +30,7 @@ use self::{
 use crate::{
     alert::{AlertSinks, TerminalFormat},
     detect::{DetectorsConfig, HomeNets, addr},
+    evidence::Evidence,
     kernel::loader,
     metrics::Metrics,
     pipeline::Pipeline,
@@ -71,6 +72,9 @@ pub struct ReplayArgs {
     /// A flow quiet this long (capture time) is reported and forgotten.
     #[arg(long, default_value = "120s")]
     pub flow_idle: String,
+    /// Write each alert's packets as a pcapng file into this directory (as the agent does).
+    #[arg(long)]
+    pub evidence: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +218,12 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     );
     let metrics = Arc::new(Metrics::new());
     // Replay dedups within its own clock: one line per key per minute of capture time.
-    let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
+    let mut pipeline =
+        Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
+    if let Some(dir) = &args.evidence {
+        let evidence = Evidence::new(dir, 1 << 40).map_err(|source| ReplayError::Output { path: dir.display().to_string(), source })?;
+        pipeline = pipeline.with_evidence(evidence);
+    }
     let backend: Box<dyn Backend> = if args.kernel {
         let object = loader::object_bytes(args.ebpf_object.as_deref())?;
         Box::new(KernelBackend::new(&object)?)

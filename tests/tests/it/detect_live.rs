@@ -33,7 +33,7 @@ fn normal_traffic_raises_nothing() {
 
 #[test]
 fn spoofed_victims_syn_acks_and_resets_are_backscatter() {
-    if !ready("spoofed_victims_syn_acks_and_resets_are_backscatter", &["hping3"]) {
+    if !ready("spoofed_victims_syn_acks_and_resets_are_backscatter", &["hping3", "tshark"]) {
         return;
     }
     let lab = Lab::new();
@@ -46,11 +46,19 @@ fn spoofed_victims_syn_acks_and_resets_are_backscatter() {
     assert_eq!(synack["packets"].as_u64(), Some(10));
     assert_eq!(synack["evidence"]["our_rst_answers"].as_u64(), Some(10), "our kernel answered every SYN/ACK with a RST");
     assert_eq!(latest[&("backscatter_rst".into(), "203.0.113.50".into())]["packets"].as_u64(), Some(10));
+    // The evidence: the victim's unsolicited SYN/ACKs and our RSTs, each with the alert's id.
+    let pcap = synack["evidence"]["pcap"].as_str().expect("the alert names its evidence file");
+    let packets = tests::oracle::tshark_fields(std::path::Path::new(pcap), &["ip.src", "tcp.flags.str", "frame.comment"]);
+    let id = synack["id"].as_str().unwrap();
+    assert!(packets.iter().all(|p| p[2].contains(id)), "every packet names alert {id}: {packets:?}");
+    let flags = |p: &Vec<String>| p[1].replace('·', "");
+    assert!(packets.iter().any(|p| p[0] == "198.51.100.7" && flags(p) == "AS"), "the unsolicited SYN/ACK: {packets:?}");
+    assert!(packets.iter().any(|p| p[0] == tests::lab::HOME_IP && flags(p) == "R"), "our RST: {packets:?}");
 }
 
 #[test]
 fn go_away_responder_is_a_storm_reset_cause() {
-    if !ready("go_away_responder_is_a_storm_reset_cause", &["/usr/bin/python3"]) {
+    if !ready("go_away_responder_is_a_storm_reset_cause", &["/usr/bin/python3", "tshark"]) {
         return;
     }
     let lab = Lab::new();
@@ -63,6 +71,13 @@ fn go_away_responder_is_a_storm_reset_cause() {
     assert_eq!(last["evidence"]["payload_text"], "Go away, we're not home");
     assert_eq!((last["packets"].as_u64(), last["evidence"]["our_syns_before"].as_u64()), (Some(3), Some(3)));
     assert_eq!(last["host_role"], "possibly-compromised");
+    // The evidence holds the reset with its text, as the wire carried it.
+    let pcap = last["evidence"]["pcap"].as_str().expect("the alert names its evidence file");
+    let packets = tests::oracle::tshark_fields(std::path::Path::new(pcap), &["ip.src", "tcp.flags.str", "tcp.len", "frame.comment"]);
+    assert!(
+        packets.iter().any(|p| p[0] == "192.0.2.80" && p[1].contains('R') && p[2] == "23" && p[3].contains(last["id"].as_str().unwrap())),
+        "the RST with its 23-byte text: {packets:?}"
+    );
 }
 
 #[test]

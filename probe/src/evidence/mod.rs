@@ -1,0 +1,181 @@
+//! Evidence with every alert: the packets behind it, in a pcapng file Wireshark and tshark open.
+//! "If we weren't collecting independent, content-neutral, non-alert-triggered full content data,
+//! we wouldn't have the first SYN ACK packet": the kernel copies the head of every notable frame
+//! into its event (headers and 64 payload bytes), the last of them are kept here, and each alert
+//! line takes those of its subject: the addresses and ports it names, on its interface, within its
+//! time span. Each packet carries the alert's id as its comment; the alert's `evidence.pcap`
+//! names the file. Disk use is bounded: past the cap, the oldest files go first (counted).
+
+pub mod pcapng;
+
+use std::{
+    collections::VecDeque,
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use probe_common::event::PacketEvent;
+
+use crate::{alert::Alert, detect::addr};
+
+/// Notable frames kept for the next alerts, over all interfaces (about 4 MiB at most).
+const RECENT: usize = 16_384;
+/// Packets in one alert's file, the newest of its subject's.
+const PER_ALERT: usize = 256;
+/// Frames this far outside an alert's first/last seen still belong to it (our answer may follow).
+const SLACK_NS: u64 = 2_000_000_000;
+
+struct Kept {
+    iface: String,
+    at_ns: u64,
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    wire_len: u32,
+    frame: Box<[u8]>,
+}
+
+/// The evidence writer: recent notable frames, and the files written, oldest first.
+pub struct Evidence {
+    dir: PathBuf,
+    max_bytes: u64,
+    recent: VecDeque<Kept>,
+    files: VecDeque<(PathBuf, u64)>,
+    bytes: u64,
+    /// Files removed to stay under the cap, since the last call to [`Evidence::take_removed`].
+    removed: u64,
+}
+
+impl Evidence {
+    /// Write into `dir` (created if missing), at most `max_bytes` of files. Files already there
+    /// count against the cap, oldest first, so a restart does not forget them.
+    pub fn new(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut existing: Vec<(std::time::SystemTime, PathBuf, u64)> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pcapng"))
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, e.path(), m.len()))
+            })
+            .collect();
+        existing.sort();
+        let bytes = existing.iter().map(|e| e.2).sum();
+        let files = existing.into_iter().map(|(_, p, n)| (p, n)).collect();
+        Ok(Evidence { dir: dir.to_path_buf(), max_bytes, recent: VecDeque::new(), files, bytes, removed: 0 })
+    }
+
+    /// Keep a notable packet's frame (events without one, such as from a one-way link shim, are skipped).
+    pub fn keep(&mut self, iface: &str, ev: &PacketEvent) {
+        if ev.frame().is_empty() {
+            return;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Kept {
+            iface: iface.to_string(),
+            at_ns: ev.ts_ns,
+            src: (addr(ev.src, ev.family), ev.sport),
+            dst: (addr(ev.dst, ev.family), ev.dport),
+            wire_len: ev.frame_len,
+            frame: ev.frame().into(),
+        });
+    }
+
+    /// Write the file for `alert` (replacing an earlier version of the same incident) and name it
+    /// in `alert.evidence.pcap`. Nothing is written when no kept packet belongs to it.
+    pub fn attach(&mut self, alert: &mut Alert) -> io::Result<()> {
+        let mut picked: Vec<&Kept> = self.recent.iter().rev().filter(|k| belongs(k, alert)).take(PER_ALERT).collect();
+        if picked.is_empty() {
+            return Ok(());
+        }
+        picked.reverse();
+        let comment = format!("flagprobe alert {} ({}): {}", alert.id, alert.detector, alert.summary);
+        let packets: Vec<pcapng::Packet<'_>> = picked
+            .iter()
+            .map(|k| pcapng::Packet { interface: 0, ts_ns: k.at_ns, data: &k.frame, wire_len: k.wire_len, comment: &comment })
+            .collect();
+        let mut body = Vec::new();
+        pcapng::write(&mut body, &[alert.iface.as_str()], &packets)?;
+        let path = self.dir.join(format!("{}-{}.pcapng", alert.detector, alert.id));
+        // Write beside it, then rename: a reader never sees half a file.
+        let partial = path.with_extension("pcapng.partial");
+        std::fs::write(&partial, &body)?;
+        std::fs::rename(&partial, &path)?;
+        if let Some(i) = self.files.iter().position(|(p, _)| *p == path) {
+            let (_, n) = self.files.remove(i).expect("position is in range");
+            self.bytes -= n;
+        }
+        self.files.push_back((path.clone(), body.len() as u64));
+        self.bytes += body.len() as u64;
+        while self.bytes > self.max_bytes && self.files.len() > 1 {
+            let (old, n) = self.files.pop_front().expect("more than one file");
+            let _ = std::fs::remove_file(&old);
+            self.bytes -= n;
+            self.removed += 1;
+        }
+        if let Some(obj) = alert.evidence.as_object_mut() {
+            obj.insert("pcap".into(), serde_json::json!(path.display().to_string()));
+            obj.insert("pcap_packets".into(), serde_json::json!(packets.len()));
+        }
+        Ok(())
+    }
+
+    /// Files removed to honour the cap since the last call.
+    pub fn take_removed(&mut self) -> u64 {
+        std::mem::take(&mut self.removed)
+    }
+}
+
+/// Whether a kept frame is about the alert's subject: its interface, its time span, and every
+/// address (and port) the alert names. An alert naming no address (a reflection flood at us)
+/// takes what its interface saw in its span.
+fn belongs(k: &Kept, a: &Alert) -> bool {
+    if k.iface != a.iface || k.at_ns + SLACK_NS < a.first_seen_ns || k.at_ns > a.last_seen_ns.max(a.at_ns) + SLACK_NS {
+        return false;
+    }
+    let names = |ip: Option<IpAddr>, port: Option<u16>| match ip {
+        None => true,
+        Some(ip) => [k.src, k.dst].iter().any(|&(a, p)| a == ip && port.is_none_or(|want| want == p)),
+    };
+    names(a.src_ip, a.src_port) && names(a.dest_ip, a.dest_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::test_alert;
+
+    fn event(src: [u8; 4], dst: [u8; 4], ts_ns: u64) -> PacketEvent {
+        let mut ev: PacketEvent = unsafe { std::mem::zeroed() };
+        ev.src[..4].copy_from_slice(&src);
+        ev.dst[..4].copy_from_slice(&dst);
+        ev.family = probe_common::flow::FAMILY_V4;
+        ev.ts_ns = ts_ns;
+        ev.set_frame(&[0xab; 80]);
+        ev
+    }
+
+    #[test]
+    fn an_alert_gets_its_subjects_packets_and_the_cap_removes_the_oldest_files() {
+        let dir = std::env::temp_dir().join(format!("fp-evidence-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut e = Evidence::new(&dir, 600).unwrap();
+        e.keep("eth0", &event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000));
+        e.keep("eth0", &event([10, 0, 0, 2], [198, 51, 100, 7], 5_000_000_100));
+        e.keep("eth0", &event([192, 0, 2, 1], [10, 0, 0, 2], 5_000_000_200));
+        let mut a = test_alert("198.51.100.7", 5, 1);
+        a.src_ip = Some("198.51.100.7".parse().unwrap());
+        e.attach(&mut a).unwrap();
+        assert_eq!(a.evidence["pcap_packets"], 2, "the victim's SYN/ACK and our RST, not the other host's");
+        let first = PathBuf::from(a.evidence["pcap"].as_str().unwrap());
+        assert!(first.exists());
+        let mut b = test_alert("192.0.2.1", 5, 1);
+        b.src_ip = Some("192.0.2.1".parse().unwrap());
+        e.attach(&mut b).unwrap();
+        assert!(!first.exists(), "over 600 bytes: the oldest file went");
+        assert_eq!(e.take_removed(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
