@@ -4,7 +4,7 @@
 //! probes are crafted (no TCP stack sends them to open a conversation), so a small sweep of them is
 //! a scan already: a handful of ports, not the dozens a SYN sweep needs to stand out from clients.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::net::IpAddr;
 
 use probe_common::flags::{ACK, FIN, PSH, URG};
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,8 @@ pub enum Probe {
     Xmas,
     Ack,
 }
+
+const PROBES: [Probe; 5] = [Probe::Syn, Probe::Fin, Probe::Null, Probe::Xmas, Probe::Ack];
 
 impl Probe {
     /// Crafted by hand: no TCP stack opens a conversation with it.
@@ -124,15 +126,21 @@ struct ProbeRecord {
     targets: CappedSet<(IpAddr, u16)>,
     stealth_targets: CappedSet<(IpAddr, u16)>,
     hosts: CappedSet<IpAddr>,
-    /// Flows per probe type.
-    probes: BTreeMap<Probe, u64>,
+    /// Flows per probe type, indexed by `Probe as usize` (an array, not a map: a spoofed flood
+    /// makes a record per source, and a map's node per record was megabytes).
+    probes: [u64; PROBES.len()],
     answered_open: u64,
 }
 
 impl ProbeRecord {
+    /// The probe types it used, with their flow counts, in `Probe`'s order.
+    fn used(&self) -> impl Iterator<Item = (Probe, u64)> + '_ {
+        PROBES.iter().map(|&p| (p, self.probes[p as usize])).filter(|&(_, n)| n > 0)
+    }
+
     /// The probe type it used most (the first in `Probe`'s order on a tie).
     fn main_probe(&self) -> Probe {
-        self.probes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or(Probe::Syn, |(p, _)| *p)
+        self.used().fold((Probe::Syn, 0), |best, (p, n)| if n > best.1 { (p, n) } else { best }).0
     }
 }
 
@@ -163,7 +171,7 @@ impl Detector for Scan {
                 targets: CappedSet::new(65_536),
                 stealth_targets: CappedSet::new(4096),
                 hosts: CappedSet::new(4096),
-                probes: BTreeMap::new(),
+                probes: [0; PROBES.len()],
                 answered_open: 0,
             });
             t.last_seen = t.last_seen.max(f.last_seen());
@@ -174,7 +182,7 @@ impl Detector for Scan {
                 t.stealth_targets.insert(target);
             }
             if r0.packets == 0 {
-                *t.probes.entry(probe).or_default() += 1;
+                t.probes[probe as usize] += 1;
             }
             t.hosts.insert(f.local_addr());
             t.answered_open += u64::from(l.syn_ack > l0.syn_ack);
@@ -204,10 +212,10 @@ fn render(src: IpAddr, t: &ProbeRecord, now_ns: u64) -> Alert {
     let ports = t.targets.len() as u64 + t.targets.overflow;
     let hosts = t.hosts.len();
     let main = t.main_probe();
-    let kinds: Vec<String> = t.probes.iter().map(|(p, n)| format!("{} ×{n}", p.name())).collect();
-    let what = if t.probes.len() == 1 { format!("{} scan", main.name()) } else { format!("Port scan ({})", kinds.join(", ")) };
+    let kinds: Vec<String> = t.used().map(|(p, n)| format!("{} ×{n}", p.name())).collect();
+    let what = if kinds.len() == 1 { format!("{} scan", main.name()) } else { format!("Port scan ({})", kinds.join(", ")) };
     let summary = format!("{what} from {src}: {ports} ports on {hosts} of our hosts probed");
-    let meanings: Vec<&str> = t.probes.keys().map(|p| p.meaning()).collect();
+    let meanings: Vec<&str> = t.used().map(|(p, _)| p.meaning()).collect();
     let explanation = format!(
         "{src} sent {}: {ports} (host, port) targets of ours in the window. This is reconnaissance — someone mapping what \
          we run, by hand or as an automated Internet-wide sweep. {} of the probed ports answered as open. Our host is the \
@@ -216,7 +224,7 @@ fn render(src: IpAddr, t: &ProbeRecord, now_ns: u64) -> Alert {
         t.answered_open
     );
     let sample: Vec<String> = t.targets.iter().take(20).map(|(a, p)| format!("{a}:{p}")).collect();
-    let probes: serde_json::Map<String, serde_json::Value> = t.probes.iter().map(|(p, n)| (p.name().to_string(), json!(n))).collect();
+    let probes: serde_json::Map<String, serde_json::Value> = t.used().map(|(p, n)| (p.name().to_string(), json!(n))).collect();
     AlertDraft {
         detector: "scan",
         severity: Severity::Medium,

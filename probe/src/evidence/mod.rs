@@ -15,30 +15,42 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use probe_common::event::PacketEvent;
+use probe_common::event::{EVENT_FRAME_MAX, PacketEvent};
 
 use crate::{alert::Alert, detect::addr};
 
-/// Notable frames kept for the next alerts, over all interfaces (about 4 MiB at most).
-const RECENT: usize = 16_384;
+/// Notable frames kept for the next alerts, over all interfaces (about half a MiB, allocated as it
+/// fills; a flood's notable packets would otherwise cost the agent its memory bound).
+const RECENT: usize = 2048;
 /// Packets in one alert's file, the newest of its subject's.
 const PER_ALERT: usize = 256;
 /// Frames this far outside an alert's first/last seen still belong to it (our answer may follow).
 const SLACK_NS: u64 = 2_000_000_000;
 
+/// One frame, inline: no allocation per packet.
 struct Kept {
-    iface: String,
+    /// Index into [`Evidence::ifaces`].
+    iface: u16,
+    len: u16,
+    wire_len: u32,
     at_ns: u64,
     src: (IpAddr, u16),
     dst: (IpAddr, u16),
-    wire_len: u32,
-    frame: Box<[u8]>,
+    frame: [u8; EVENT_FRAME_MAX],
+}
+
+impl Kept {
+    fn frame(&self) -> &[u8] {
+        &self.frame[..self.len as usize]
+    }
 }
 
 /// The evidence writer: recent notable frames, and the files written, oldest first.
 pub struct Evidence {
     dir: PathBuf,
     max_bytes: u64,
+    /// Interface names, each once.
+    ifaces: Vec<String>,
     recent: VecDeque<Kept>,
     files: VecDeque<(PathBuf, u64)>,
     bytes: u64,
@@ -62,7 +74,7 @@ impl Evidence {
         existing.sort();
         let bytes = existing.iter().map(|e| e.2).sum();
         let files = existing.into_iter().map(|(_, p, n)| (p, n)).collect();
-        Ok(Evidence { dir: dir.to_path_buf(), max_bytes, recent: VecDeque::new(), files, bytes, removed: 0 })
+        Ok(Evidence { dir: dir.to_path_buf(), max_bytes, ifaces: Vec::new(), recent: VecDeque::new(), files, bytes, removed: 0 })
     }
 
     /// Keep a notable packet's frame (events without one, such as from a one-way link shim, are skipped).
@@ -73,20 +85,30 @@ impl Evidence {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
+        let index = match self.ifaces.iter().position(|n| n == iface) {
+            Some(i) => i,
+            None => {
+                self.ifaces.push(iface.to_string());
+                self.ifaces.len() - 1
+            }
+        };
         self.recent.push_back(Kept {
-            iface: iface.to_string(),
+            iface: index as u16,
+            len: ev.frame().len() as u16,
+            wire_len: ev.frame_len,
             at_ns: ev.ts_ns,
             src: (addr(ev.src, ev.family), ev.sport),
             dst: (addr(ev.dst, ev.family), ev.dport),
-            wire_len: ev.frame_len,
-            frame: ev.frame().into(),
+            frame: ev.frame,
         });
     }
 
     /// Write the file for `alert` (replacing an earlier version of the same incident) and name it
     /// in `alert.evidence.pcap`. Nothing is written when no kept packet belongs to it.
     pub fn attach(&mut self, alert: &mut Alert) -> io::Result<()> {
-        let mut picked: Vec<&Kept> = self.recent.iter().rev().filter(|k| belongs(k, alert)).take(PER_ALERT).collect();
+        let Some(iface) = self.ifaces.iter().position(|n| *n == alert.iface) else { return Ok(()) };
+        let mut picked: Vec<&Kept> =
+            self.recent.iter().rev().filter(|k| usize::from(k.iface) == iface && belongs(k, alert)).take(PER_ALERT).collect();
         if picked.is_empty() {
             return Ok(());
         }
@@ -94,7 +116,7 @@ impl Evidence {
         let comment = format!("flagprobe alert {} ({}): {}", alert.id, alert.detector, alert.summary);
         let packets: Vec<pcapng::Packet<'_>> = picked
             .iter()
-            .map(|k| pcapng::Packet { interface: 0, ts_ns: k.at_ns, data: &k.frame, wire_len: k.wire_len, comment: &comment })
+            .map(|k| pcapng::Packet { interface: 0, ts_ns: k.at_ns, data: k.frame(), wire_len: k.wire_len, comment: &comment })
             .collect();
         let mut body = Vec::new();
         pcapng::write(&mut body, &[alert.iface.as_str()], &packets)?;
@@ -128,11 +150,11 @@ impl Evidence {
     }
 }
 
-/// Whether a kept frame is about the alert's subject: its interface, its time span, and every
-/// address (and port) the alert names. An alert naming no address (a reflection flood at us)
-/// takes what its interface saw in its span.
+/// Whether a kept frame (of the alert's interface) is about the alert's subject: its time span,
+/// and every address (and port) the alert names. An alert naming no address (a reflection flood
+/// at us) takes what its interface saw in its span.
 fn belongs(k: &Kept, a: &Alert) -> bool {
-    if k.iface != a.iface || k.at_ns + SLACK_NS < a.first_seen_ns || k.at_ns > a.last_seen_ns.max(a.at_ns) + SLACK_NS {
+    if k.at_ns + SLACK_NS < a.first_seen_ns || k.at_ns > a.last_seen_ns.max(a.at_ns) + SLACK_NS {
         return false;
     }
     let names = |ip: Option<IpAddr>, port: Option<u16>| match ip {
