@@ -68,11 +68,9 @@ impl Pipeline {
 
     fn emit(&mut self, mut alert: Alert) {
         if let Some(e) = &mut self.evidence {
-            let before = alert.evidence.get("pcap").is_some();
+            // A file is written (or rewritten, for an update) when the alert has packets to show.
             match e.attach(&mut alert) {
-                Ok(()) if alert.evidence.get("pcap").is_some() && !before => {
-                    self.metrics.evidence_files.with_label_values(&["written"]).inc()
-                }
+                Ok(()) if alert.evidence.get("pcap").is_some() => self.metrics.evidence_files.with_label_values(&["written"]).inc(),
                 Ok(()) => {}
                 Err(error) => {
                     tracing::warn!(%error, detector = alert.detector, "could not write the alert's evidence file");

@@ -5,15 +5,14 @@
 
 use std::net::IpAddr;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use probe_common::aggregate::{REMOTE_RST, hll_estimate};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
     AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
-    reflection::{self, ReflectionWatch},
+    reflection::{self, Reflections},
     remote_record::RemoteRecord,
     window::Windowed,
 };
@@ -59,22 +58,17 @@ pub struct BackscatterRst {
     remotes: Windowed<IpAddr, RemoteRecord>,
     /// Remotes with news since the last alerts were written.
     touched: HashSet<IpAddr>,
-    /// One per interface.
-    reflections: HashMap<String, ReflectionWatch>,
-    packets_seen: u64,
-    held_back: u64,
+    reflections: Reflections,
 }
 
 impl BackscatterRst {
     pub fn new(config: Config) -> Self {
         let window = config.window_secs * 1_000_000_000;
         BackscatterRst {
-            config,
             remotes: Windowed::new(window, 10_000),
             touched: HashSet::new(),
-            reflections: HashMap::new(),
-            packets_seen: 0,
-            held_back: 0,
+            reflections: Reflections::new(&reflection::RST, config.reflection_window_secs, config.reflection_min_senders),
+            config,
         }
     }
 }
@@ -90,7 +84,7 @@ impl Detector for BackscatterRst {
             if new == 0 || l.packets > 0 || r.invalid > 0 {
                 continue;
             }
-            self.packets_seen += new as u64;
+            self.reflections.count(new as u64);
             let remote = f.remote_addr();
             self.remotes.touch(remote, now_ns, || RemoteRecord::new(f)).add(f, new as u64, r0.rst == 0, (r.rst_ack - r0.rst_ack) as u64);
             self.touched.insert(remote);
@@ -101,28 +95,9 @@ impl Detector for BackscatterRst {
     /// The alerts are written here, after the flows of the same poll: a flood of senders first
     /// decides whether the per-remote records are backscatter at all.
     fn observe_aggregates(&mut self, now_ns: u64, view: &AggregateView<'_>) -> Vec<Alert> {
-        let (window, min) = (self.config.reflection_window_secs, self.config.reflection_min_senders);
-        let watch = self.reflections.entry(view.iface.to_string()).or_insert_with(|| ReflectionWatch::new(window, min));
-        let top = view.snapshot.top(REMOTE_RST, 5);
-        watch.observe(now_ns, view.snapshot.unsolicited_rst, hll_estimate(&view.snapshot.rst_sources), top);
-        let mut alerts = Vec::new();
-        for remote in std::mem::take(&mut self.touched) {
-            let Some(e) = self.remotes.get(&remote) else { continue };
-            if e.packets < self.config.min_packets {
-                continue;
-            }
-            match self.reflections.get_mut(&e.iface) {
-                Some(w) if w.active() => {
-                    w.hold_back(1);
-                    self.held_back += 1;
-                }
-                _ => alerts.push(render(remote, e, now_ns)),
-            }
-        }
-        if let Some(i) = self.reflections.get_mut(view.iface).and_then(ReflectionWatch::take_update) {
-            alerts.push(reflection::render(&reflection::RST, view.iface, &i, now_ns));
-        }
-        alerts
+        self.reflections.observe(now_ns, view);
+        let touched = std::mem::take(&mut self.touched);
+        self.reflections.alerts(now_ns, touched, &self.remotes, self.config.min_packets, Some(view.iface), |r, e| render(r, e, now_ns))
     }
 
     fn expire(&mut self, now_ns: u64) {
@@ -130,16 +105,7 @@ impl Detector for BackscatterRst {
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
-        let mut out = Vec::new();
-        let packets = std::mem::take(&mut self.packets_seen);
-        if packets > 0 {
-            out.push(Tally::Backscatter { kind: "rst", packets });
-        }
-        let alerts = std::mem::take(&mut self.held_back);
-        if alerts > 0 {
-            out.push(Tally::HeldBack { detector: "backscatter_rst", alerts });
-        }
-        out
+        self.reflections.tallies()
     }
 }
 

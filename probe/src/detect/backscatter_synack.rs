@@ -11,16 +11,13 @@
 
 use std::{collections::HashSet, net::IpAddr};
 
-use probe_common::{
-    aggregate::{REMOTE_SYN_ACK, hll_estimate},
-    flow::{FlowEntry, FlowKey, Side},
-};
+use probe_common::flow::{FlowEntry, FlowKey, Side};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
     AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
-    reflection::{self, ReflectionWatch},
+    reflection::{self, Reflections},
     remote_record::RemoteRecord,
     window::Windowed,
 };
@@ -99,23 +96,18 @@ pub struct BackscatterSynAck {
     flows: Windowed<FlowKey, Pending>,
     /// Victims with news since the last alerts were written.
     touched: HashSet<IpAddr>,
-    /// One per interface.
-    reflections: std::collections::HashMap<String, ReflectionWatch>,
-    packets_seen: u64,
-    held_back: u64,
+    reflections: Reflections,
 }
 
 impl BackscatterSynAck {
     pub fn new(config: Config) -> Self {
         let window = config.window_secs * 1_000_000_000;
         BackscatterSynAck {
-            config,
             victims: Windowed::new(window, 10_000),
             flows: Windowed::new(window, 16_384),
             touched: HashSet::new(),
-            reflections: Default::default(),
-            packets_seen: 0,
-            held_back: 0,
+            reflections: Reflections::new(&reflection::SYN_ACK, config.reflection_window_secs, config.reflection_min_senders),
+            config,
         }
     }
 
@@ -139,28 +131,16 @@ impl BackscatterSynAck {
     fn judge_silent(&mut self, now_ns: u64, grace_ns: u64) {
         for p in self.flows.values_mut() {
             if !p.judged && !p.connection && now_ns.saturating_sub(p.since) >= grace_ns {
-                self.packets_seen += Self::judge(&mut self.victims, &mut self.touched, p, now_ns);
+                self.reflections.count(Self::judge(&mut self.victims, &mut self.touched, p, now_ns));
             }
         }
     }
 
-    /// One alert per victim with news, unless a reflection flood on its interface absorbs it.
-    fn victim_alerts(&mut self, now_ns: u64) -> Vec<Alert> {
-        let mut alerts = Vec::new();
-        for victim in std::mem::take(&mut self.touched) {
-            let Some(v) = self.victims.get(&victim) else { continue };
-            if v.packets < self.config.min_packets {
-                continue;
-            }
-            match self.reflections.get_mut(&v.iface) {
-                Some(w) if w.active() => {
-                    w.hold_back(1);
-                    self.held_back += 1;
-                }
-                _ => alerts.push(render(victim, v, now_ns)),
-            }
-        }
-        alerts
+    /// One alert per victim with news (unless a reflection flood absorbs it), and the reflection
+    /// incidents' updates for `iface` (all of them at the end of the input).
+    fn alerts(&mut self, now_ns: u64, iface: Option<&str>) -> Vec<Alert> {
+        let touched = std::mem::take(&mut self.touched);
+        self.reflections.alerts(now_ns, touched, &self.victims, self.config.min_packets, iface, |v, r| render(v, r, now_ns))
     }
 }
 
@@ -188,7 +168,7 @@ impl Detector for BackscatterSynAck {
             }
             // Our RST settles it at once; a flow already judged adds what it did since.
             if !p.connection && (l.rst > 0 || p.judged) {
-                self.packets_seen += Self::judge(&mut self.victims, &mut self.touched, p, now_ns);
+                self.reflections.count(Self::judge(&mut self.victims, &mut self.touched, p, now_ns));
             }
         }
         Vec::new()
@@ -198,27 +178,14 @@ impl Detector for BackscatterSynAck {
     /// decides whether the per-victim records are backscatter at all.
     fn observe_aggregates(&mut self, now_ns: u64, view: &AggregateView<'_>) -> Vec<Alert> {
         self.judge_silent(now_ns, self.config.grace_secs * 1_000_000_000);
-        let (window, min) = (self.config.reflection_window_secs, self.config.reflection_min_senders);
-        let watch = self.reflections.entry(view.iface.to_string()).or_insert_with(|| ReflectionWatch::new(window, min));
-        let top = view.snapshot.top(REMOTE_SYN_ACK, 5);
-        watch.observe(now_ns, view.snapshot.unsolicited_syn_ack, hll_estimate(&view.snapshot.syn_ack_sources), top);
-        let mut alerts = self.victim_alerts(now_ns);
-        if let Some(i) = self.reflections.get_mut(view.iface).and_then(ReflectionWatch::take_update) {
-            alerts.push(reflection::render(&reflection::SYN_ACK, view.iface, &i, now_ns));
-        }
-        alerts
+        self.reflections.observe(now_ns, view);
+        self.alerts(now_ns, Some(view.iface))
     }
 
     /// A capture has no "later": a SYN/ACK still waiting for our reaction got none.
     fn end_of_input(&mut self, now_ns: u64) -> Vec<Alert> {
         self.judge_silent(now_ns, 0);
-        let mut alerts = self.victim_alerts(now_ns);
-        for (iface, w) in &mut self.reflections {
-            if let Some(i) = w.take_update() {
-                alerts.push(reflection::render(&reflection::SYN_ACK, iface, &i, now_ns));
-            }
-        }
-        alerts
+        self.alerts(now_ns, None)
     }
 
     fn expire(&mut self, now_ns: u64) {
@@ -227,16 +194,7 @@ impl Detector for BackscatterSynAck {
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
-        let mut out = Vec::new();
-        let packets = std::mem::take(&mut self.packets_seen);
-        if packets > 0 {
-            out.push(Tally::Backscatter { kind: "syn-ack", packets });
-        }
-        let alerts = std::mem::take(&mut self.held_back);
-        if alerts > 0 {
-            out.push(Tally::HeldBack { detector: "backscatter_synack", alerts });
-        }
-        out
+        self.reflections.tallies()
     }
 }
 

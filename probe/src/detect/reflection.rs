@@ -10,16 +10,29 @@
 //! flow slot needed: a reflection flood fills any table), over a sliding window. Both backscatter
 //! detectors use this one rule, for SYN/ACKs and for RSTs.
 
-use std::{collections::VecDeque, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
+};
 
+use probe_common::aggregate::{REMOTE_RST, REMOTE_SYN_ACK, SKETCH_REGISTERS, hll_estimate};
 use serde_json::json;
 
-use super::window::PerMinute;
-use crate::alert::{Alert, AlertDraft, HostRole, Severity};
+use super::{AggregateView, Tally, remote_record::RemoteRecord, window::Windowed};
+use crate::{
+    alert::{Alert, AlertDraft, HostRole, Severity},
+    flows::aggregate::AggregateSnapshot,
+};
 
 /// What is reflected: the words and names that differ between the SYN/ACK and the RST kind.
 pub struct Kind {
     pub detector: &'static str,
+    /// The `backscatter_packets_total{kind}` label.
+    pub tally: &'static str,
+    /// The kernel's count of such packets and the HyperLogLog of their senders.
+    pub sketch: fn(&AggregateSnapshot) -> (u64, &[u8; SKETCH_REGISTERS]),
+    /// The `REMOTE_*` bit of their senders in the heavy-hitter table.
+    pub remote_bit: u8,
     /// As in "SYN/ACK reflection flood".
     pub packet: &'static str,
     /// Why these packets reach us, in a sentence.
@@ -28,6 +41,9 @@ pub struct Kind {
 
 pub const SYN_ACK: Kind = Kind {
     detector: "backscatter_synack",
+    tally: "syn-ack",
+    sketch: |s| (s.unsolicited_syn_ack, &s.syn_ack_sources),
+    remote_bit: REMOTE_SYN_ACK,
     packet: "SYN/ACK",
     mechanism: "Someone is sending SYNs to thousands of servers (the reflectors) with this host's address forged as the \
                 source; every server answers the address it saw with a SYN/ACK, so their answers converge here. \
@@ -37,6 +53,9 @@ pub const SYN_ACK: Kind = Kind {
 
 pub const RST: Kind = Kind {
     detector: "backscatter_rst",
+    tally: "rst",
+    sketch: |s| (s.unsolicited_rst, &s.rst_sources),
+    remote_bit: REMOTE_RST,
     packet: "RST",
     mechanism: "Someone is sending packets with this host's address forged as the source to thousands of hosts (or \
                 forging RSTs from thousands of addresses at us directly); every host that refuses them answers the \
@@ -84,8 +103,6 @@ pub struct ReflectionWatch {
     incident: Option<Reflection>,
     /// The incident changed since the last [`ReflectionWatch::take_update`].
     due: bool,
-    /// Minute buckets, for the record's peak.
-    minutes: PerMinute,
 }
 
 impl ReflectionWatch {
@@ -97,7 +114,6 @@ impl ReflectionWatch {
             steps: VecDeque::new(),
             incident: None,
             due: false,
-            minutes: PerMinute::default(),
         }
     }
 
@@ -113,7 +129,6 @@ impl ReflectionWatch {
         while self.steps.front().is_some_and(|s| now_ns.saturating_sub(s.at) >= self.window_ns) {
             self.steps.pop_front();
         }
-        self.minutes.add(now_ns, packets);
         let Some(first) = self.steps.front().copied() else { return };
         let in_window: u64 = self.steps.iter().map(|s| s.packets).sum();
         let senders = (senders_total - first.senders_before).max(0.0);
@@ -171,6 +186,85 @@ impl ReflectionWatch {
             return None;
         }
         self.incident.clone()
+    }
+}
+
+/// What a backscatter detector shares: one [`ReflectionWatch`] per interface over its kind of
+/// unsolicited packet, and the rule that a reflection flood absorbs the per-remote alerts.
+pub struct Reflections {
+    kind: &'static Kind,
+    window_secs: u64,
+    min_senders: u64,
+    watches: HashMap<String, ReflectionWatch>,
+    /// Unsolicited packets the detector's per-remote records counted, and per-remote alerts
+    /// absorbed, since the last [`Reflections::tallies`].
+    packets: u64,
+    held_back: u64,
+}
+
+impl Reflections {
+    pub fn new(kind: &'static Kind, window_secs: u64, min_senders: u64) -> Self {
+        Reflections { kind, window_secs, min_senders, watches: HashMap::new(), packets: 0, held_back: 0 }
+    }
+
+    /// This poll's aggregates of one interface.
+    pub fn observe(&mut self, now_ns: u64, view: &AggregateView<'_>) {
+        let (window, min) = (self.window_secs, self.min_senders);
+        let watch = self.watches.entry(view.iface.to_string()).or_insert_with(|| ReflectionWatch::new(window, min));
+        let (packets, senders) = (self.kind.sketch)(view.snapshot);
+        watch.observe(now_ns, packets, hll_estimate(senders), view.snapshot.top(self.kind.remote_bit, 5));
+    }
+
+    /// Count unsolicited packets the per-remote records took in.
+    pub fn count(&mut self, packets: u64) {
+        self.packets += packets;
+    }
+
+    /// One alert per remote with news (at least `min_packets`), unless a reflection flood on its
+    /// interface absorbs it; then the incidents' updates that are due, for `iface` or (`None`,
+    /// at the end of the input) for every interface.
+    pub fn alerts(
+        &mut self,
+        now_ns: u64,
+        touched: HashSet<IpAddr>,
+        records: &Windowed<IpAddr, RemoteRecord>,
+        min_packets: u64,
+        iface: Option<&str>,
+        render_remote: impl Fn(IpAddr, &RemoteRecord) -> Alert,
+    ) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for remote in touched {
+            let Some(r) = records.get(&remote).filter(|r| r.packets >= min_packets) else { continue };
+            match self.watches.get_mut(&r.iface) {
+                Some(w) if w.active() => {
+                    w.hold_back(1);
+                    self.held_back += 1;
+                }
+                _ => alerts.push(render_remote(remote, r)),
+            }
+        }
+        for (name, w) in &mut self.watches {
+            if iface.is_none_or(|i| i == name)
+                && let Some(i) = w.take_update()
+            {
+                alerts.push(render(self.kind, name, &i, now_ns));
+            }
+        }
+        alerts
+    }
+
+    /// The packets counted and the alerts absorbed since the last call, as metrics.
+    pub fn tallies(&mut self) -> Vec<Tally> {
+        let mut out = Vec::new();
+        let packets = std::mem::take(&mut self.packets);
+        if packets > 0 {
+            out.push(Tally::Backscatter { kind: self.kind.tally, packets });
+        }
+        let alerts = std::mem::take(&mut self.held_back);
+        if alerts > 0 {
+            out.push(Tally::HeldBack { detector: self.kind.detector, alerts });
+        }
+        out
     }
 }
 
