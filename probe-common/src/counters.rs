@@ -2,12 +2,16 @@
 //! program's own health (flow-table insert failures, ring-buffer events and drops). One value per
 //! hook in a per-CPU array, so a packet costs one inlined per-CPU lookup and no atomics.
 
-/// Array index of the XDP ingress hook's counters.
+use crate::action::DROP_REASONS;
+
+/// Array index of the XDP ingress hook's counters (in sensor mode: packets towards a home address).
 pub const HOOK_INGRESS: u32 = 0;
-/// Array index of the TC egress hook's counters.
+/// Array index of the TC egress hook's counters (in sensor mode: packets from a home address).
 pub const HOOK_EGRESS: u32 = 1;
 pub const HOOKS: u32 = 2;
 pub const HOOK_NAMES: [&str; HOOKS as usize] = ["ingress", "egress"];
+/// Which way a hook's packets went: towards a home address, or from one.
+pub const DIRECTION_NAMES: [&str; HOOKS as usize] = ["in", "out"];
 
 /// Protocol slots of [`HookCounters::protocols`].
 pub const PROTO_TCP: usize = 0;
@@ -83,8 +87,16 @@ pub struct HookCounters {
     /// Set by the agent before attaching, never summed: a slot whose flow has been quiet this many
     /// jiffies may be taken by a new flow (the agent knows HZ; the program does not).
     pub flow_idle_ticks: u64,
+    /// Packets dropped on the operator's request, by reason (`action::DROP_REASON_NAMES`).
+    pub dropped: [u64; DROP_REASONS],
+    /// What `--drop-dry-run` would have dropped, by reason.
+    pub would_drop: [u64; DROP_REASONS],
+    /// Sensor mode: notable frames handed to the AF_XDP socket whole.
+    pub frames_to_socket: u64,
+    /// Sensor mode: notable frames the AF_XDP redirect refused (no socket on that queue).
+    pub frames_to_socket_failed: u64,
 }
-const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8) * 8);
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8 + 2 * DROP_REASONS + 2) * 8);
 
 impl Default for HookCounters {
     fn default() -> Self {
@@ -100,6 +112,10 @@ impl Default for HookCounters {
             rate_tokens: 0,
             rate_refill_ns: 0,
             flow_idle_ticks: 0,
+            dropped: [0; DROP_REASONS],
+            would_drop: [0; DROP_REASONS],
+            frames_to_socket: 0,
+            frames_to_socket_failed: 0,
         }
     }
 }
@@ -144,6 +160,12 @@ impl HookCounters {
         self.events += other.events;
         self.events_suppressed += other.events_suppressed;
         self.events_ringbuf_full += other.events_ringbuf_full;
+        for i in 0..DROP_REASONS {
+            self.dropped[i] += other.dropped[i];
+            self.would_drop[i] += other.would_drop[i];
+        }
+        self.frames_to_socket += other.frames_to_socket;
+        self.frames_to_socket_failed += other.frames_to_socket_failed;
     }
 
     /// Take one token from the per-CPU event budget of `rate_per_sec`, refilled continuously and

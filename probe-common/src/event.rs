@@ -45,7 +45,9 @@ pub struct PacketEvent {
     pub captured_len: u8,
     /// The CPU that saw the packet: `flow_before` is that CPU's partition of the flow table only.
     pub cpu: u16,
-    pub _pad: [u8; 5],
+    /// `action::ACTION_*`: passed, dropped, or would have been dropped (dry run).
+    pub action: u8,
+    pub _pad: [u8; 4],
     pub payload: [u8; EVENT_PAYLOAD_MAX],
     /// The frame's length on the wire (what the hook saw).
     pub frame_len: u32,

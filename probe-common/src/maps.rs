@@ -24,6 +24,19 @@ pub const GLOBAL_FLOW_SLOT_MASK: &str = "FLOW_SLOT_MASK";
 /// Global: ring-buffer events each CPU may send per second per hook.
 pub const GLOBAL_EVENT_RATE: &str = "EVENT_RATE_PER_SEC";
 
+/// Global: `action::MODE_*` bits (sensor, sensor-pass, drop dry run).
+pub const GLOBAL_PROGRAM_MODE: &str = "PROGRAM_MODE";
+/// Global: `action::DROP_*` bits the operator chose (`--drop`), 0 for none.
+pub const GLOBAL_DROP_POLICY: &str = "DROP_POLICY";
+/// Global: `home::HomePrefixes`, what a sensor's packets are counted against for direction.
+pub const GLOBAL_HOME_NETS: &str = "HOME_NETS";
+/// Global: partitions of the flow table (possible CPUs); a drop check reads every one.
+pub const GLOBAL_FLOW_PARTITIONS: &str = "FLOW_PARTITIONS";
+
+/// Sensor mode: XSKMAP of AF_XDP sockets by receive queue, where notable frames go whole.
+pub const XSKS: &str = "XSKS";
+pub const XSK_QUEUES_MAX: u32 = 64;
+
 /// One entry, `[jiffies, monotonic ns]`, written by [`PROG_CLOCK`] when the agent test-runs it: how
 /// the agent learns to turn the flow table's jiffies into time.
 pub const CLOCK: &str = "CLOCK";

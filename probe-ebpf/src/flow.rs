@@ -9,7 +9,11 @@
 //! still live is an insert failure, counted; an idle one is taken over.
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_jiffies64};
-use probe_common::{aggregate::Aggregates, flow::Side};
+use probe_common::{
+    action::{ACTION_DROPPED, ACTION_PASSED, ACTION_WOULD_DROP, MODE_DROP_DRY_RUN, SlotSays, drop_candidate, reason_index, slot_says},
+    aggregate::Aggregates,
+    flow::Side,
+};
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
@@ -26,9 +30,14 @@ pub trait PayloadSource {
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
 }
 
-/// Count one TCP segment: histogram, flow slot, and an event if it is notable.
+/// [`count_tcp`]'s outcome bit: an event went to the ring buffer (the frame is notable).
+pub const OUT_EVENT: u8 = 1 << 0;
+/// [`count_tcp`]'s outcome bit: the operator's drop policy says drop this packet.
+pub const OUT_DROP: u8 = 1 << 1;
+
+/// Count one TCP segment: histogram, flow slot, and an event if it is notable. Returns `OUT_*` bits.
 #[inline(always)]
-pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) {
+pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) -> u8 {
     counters.count_tcp(pkt.segment.flags);
 
     // jiffies: the verifier inlines this into one load; a clock helper call costs ~12 ns here.
@@ -47,8 +56,22 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
         let input = AggregateInput { history, side: side as u8, pkt, reasons, idle: counters.flow_idle_ticks / 8 };
         aggregate(&input);
     }
-    if reasons != 0 {
-        emit_event(src, counters, entry.as_deref(), pkt, reasons, frame_len, cpu);
+    // Judged before this packet touches its slot: the table as it was, over every partition.
+    let mut action = ACTION_PASSED;
+    let reason = drop_candidate(config::drop_policy(), &pkt.segment);
+    if reason != 0 && not_ours(&key, side.other() as u8, now, counters.flow_idle_ticks) {
+        let i = reason_index(reason);
+        if config::program_mode() & MODE_DROP_DRY_RUN != 0 {
+            counters.would_drop[i] += 1;
+            action = ACTION_WOULD_DROP;
+        } else {
+            counters.dropped[i] += 1;
+            action = ACTION_DROPPED;
+        }
+    }
+    let mut out = if action == ACTION_DROPPED { OUT_DROP } else { 0 };
+    if reasons != 0 && emit_event(src, counters, entry.as_deref(), pkt, reasons, action, frame_len, cpu) {
+        out |= OUT_EVENT;
     }
     if let Some(entry) = entry {
         if entry.key.family == FAMILY_NONE {
@@ -56,7 +79,38 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
         }
         entry.apply(side, &pkt.segment);
     }
+    out
 }
+
+/// Whether every CPU's partition shows our host (side `ours` of `key`) sent nothing on this flow,
+/// so the drop policy may act; false as soon as one partition says ours or cannot tell. Out of
+/// line, like [`aggregate`]: only drop candidates pay for the loop.
+#[inline(never)]
+fn not_ours(key: &FlowKey, ours: u8, now: u64, idle: u64) -> bool {
+    // SAFETY: a plain byte argument, masked as in `aggregate`.
+    let ours = Side::from_index(unsafe { core::ptr::read_volatile(&ours) } & 1);
+    let mask = config::flow_slot_mask();
+    let parts = config::flow_partitions();
+    let slot = key.hash() as u32 & mask;
+    for cpu in 0..MAX_PARTITIONS {
+        if cpu >= parts {
+            break;
+        }
+        let Some(ptr) = FLOWS.get_ptr(cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(slot)) else {
+            return false;
+        };
+        // SAFETY: a map value pointer. Another CPU may be writing it; a read could only miss our
+        // packet if that packet were being counted at this very moment, which an answer to it
+        // (the SYN/ACK we judge) cannot be.
+        if slot_says(unsafe { &*ptr }, key, ours, now, idle) != SlotSays::NotOurs {
+            return false;
+        }
+    }
+    true
+}
+
+/// The bound the verifier needs for [`not_ours`]'s loop; the real count is `FLOW_PARTITIONS`.
+const MAX_PARTITIONS: u32 = 256;
 
 /// What [`aggregate`] needs, passed by reference: a BPF call takes at most five arguments.
 struct AggregateInput<'a> {
@@ -117,17 +171,18 @@ fn emit_event<P: PayloadSource>(
     entry: Option<&FlowEntry>,
     pkt: &TcpPacket,
     reasons: u8,
+    action: u8,
     frame_len: usize,
     cpu: u32,
-) {
+) -> bool {
     // Only notable packets pay for a precise clock: the event's timestamp and the rate limit.
     let ts = unsafe { bpf_ktime_get_ns() };
     if !counters.take_event_token(ts, config::event_rate()) {
-        return;
+        return false;
     }
     let Some(mut slot) = EVENTS.reserve::<PacketEvent>(0) else {
         counters.events_ringbuf_full += 1;
-        return;
+        return false;
     };
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points at a reserved record of the right size; every field is written below.
@@ -161,7 +216,8 @@ fn emit_event<P: PayloadSource>(
         (*ev).ttl = seg.ttl;
         (*ev).reasons = reasons;
         (*ev).cpu = cpu as u16;
-        (*ev)._pad = [0; 5];
+        (*ev).action = action;
+        (*ev)._pad = [0; 4];
         let in_frame = frame_len.saturating_sub(pkt.payload_offset);
         let mut want = seg.payload_len as usize;
         if want > in_frame {
@@ -197,4 +253,5 @@ fn emit_event<P: PayloadSource>(
     }
     slot.submit(0);
     counters.events += 1;
+    true
 }

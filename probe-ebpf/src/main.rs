@@ -1,8 +1,12 @@
 //! flagprobe's kernel side: an XDP program on ingress and a TC (clsact/tcx) program on egress —
 //! XDP never sees the host's own replies — that share one set of maps. Each packet is parsed to its
 //! TCP header, counted in the hook's exact flags histogram and its flow's slot, and sent to the
-//! agent through the ring buffer when it is notable. Nothing is ever dropped: parse failures are
+//! agent through the ring buffer when it is notable. Nothing is dropped unless the operator asked
+//! (`--drop`, gateway) or the packets are a mirror port's copies (sensor mode); parse failures are
 //! counted by reason and the packet passes.
+//!
+//! In sensor mode only the XDP program is attached: both directions arrive on ingress, the home
+//! networks say which way each went, and notable frames go whole to an AF_XDP socket.
 #![no_std]
 #![no_main]
 
@@ -10,23 +14,27 @@ mod config;
 mod flow;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
+    bindings::{
+        TC_ACT_UNSPEC,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     helpers::{bpf_ktime_get_ns, generated::bpf_jiffies64},
     macros::{classifier, map, raw_tracepoint, xdp},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf, XskMap},
     programs::{RawTracePointContext, TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use probe_common::{
+    action::{MODE_SENSOR, MODE_SENSOR_PASS},
     aggregate::Aggregates,
     counters::{HOOK_EGRESS, HOOK_INGRESS, HOOKS, HookCounters, ParseError},
     flow::FlowEntry,
-    maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES},
+    maps::{EVENTS_BYTES, FLOWS_ELF_ENTRIES, XSK_QUEUES_MAX},
     parse::{self, Cursor, NotTcp},
 };
 
-use crate::flow::PayloadSource;
+use crate::flow::{OUT_DROP, OUT_EVENT, PayloadSource};
 
 /// `BPF_F_MMAPABLE`: the agent maps the flow table into its address space and reads it in place.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -43,6 +51,10 @@ static AGGREGATES: PerCpuArray<Aggregates> = PerCpuArray::with_max_entries(1, 0)
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Sensor mode: the agent's AF_XDP socket for each receive queue.
+#[map(name = "XSKS")]
+static XSKS: XskMap = XskMap::with_max_entries(XSK_QUEUES_MAX, 0);
 
 /// `[jiffies, monotonic ns]` as sampled by [`flagprobe_clock`].
 #[map(name = "CLOCK")]
@@ -61,9 +73,32 @@ pub fn flagprobe_clock(_ctx: RawTracePointContext) -> i32 {
 
 #[xdp]
 pub fn flagprobe_ingress(ctx: XdpContext) -> u32 {
-    // Fail open: whatever happens, the packet passes.
-    let _ = try_ingress(&ctx);
-    XDP_PASS
+    let mode = config::program_mode();
+    // Fail open: whatever goes wrong, the outcome is 0 and the packet passes (a gateway) or its
+    // copy is released (a sensor).
+    let outcome = try_ingress(&ctx, mode).unwrap_or(0);
+    if mode & MODE_SENSOR == 0 {
+        return if outcome & OUT_DROP != 0 { XDP_DROP } else { XDP_PASS };
+    }
+    let done = if mode & MODE_SENSOR_PASS != 0 { XDP_PASS } else { XDP_DROP };
+    if outcome & OUT_EVENT == 0 {
+        return done;
+    }
+    // A notable frame goes whole to the agent's socket on this queue; with none there, the
+    // redirect falls back to `done`.
+    let queue = unsafe { (*ctx.ctx).rx_queue_index };
+    let (action, delivered) = match XSKS.redirect(queue, done as u64) {
+        Ok(a) => (a, true),
+        Err(a) => (a, false),
+    };
+    if let Ok(c) = counters(HOOK_INGRESS) {
+        if delivered {
+            c.frames_to_socket += 1;
+        } else {
+            c.frames_to_socket_failed += 1;
+        }
+    }
+    action
 }
 
 #[classifier]
@@ -92,16 +127,31 @@ impl PayloadSource for Tc<'_> {
 }
 
 #[inline(always)]
-fn try_ingress(ctx: &XdpContext) -> Result<(), ()> {
+fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
     let counters = counters(HOOK_INGRESS)?;
     // SAFETY: XDP's packet pointers, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    if let Some(reason) = handle(&Xdp(ctx), counters, &pkt, HOOK_INGRESS as u8, pkt.len()) {
-        // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
-        debug!(ctx, "ingress: passed a malformed packet, parse error {}", reason as u8);
-    }
-    Ok(())
+    let outcome = match parse::parse(&pkt) {
+        Ok(mut tcp) => {
+            // A sensor's packets take their direction from the home networks; a gateway's from
+            // the hook. Non-TCP packets and parse errors stay under ingress either way.
+            let hook = if mode & MODE_SENSOR != 0 { config::home_nets().hook_for(&tcp.endpoints) } else { HOOK_INGRESS as u8 };
+            let counters = if hook == HOOK_INGRESS as u8 { counters } else { self::counters(HOOK_EGRESS)? };
+            flow::count_tcp(&Xdp(ctx), counters, &mut tcp, hook, pkt.len())
+        }
+        Err(NotTcp::Protocol(slot)) => {
+            counters.count_protocol(slot);
+            0
+        }
+        Err(NotTcp::Error(reason)) => {
+            counters.count_parse_error(reason);
+            // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
+            debug!(ctx, "ingress: passed a malformed packet, parse error {}", reason as u8);
+            0
+        }
+    };
+    Ok(outcome)
 }
 
 #[inline(always)]
@@ -129,11 +179,14 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
     HOOK_COUNTERS.get_ptr_mut(hook).map(|p| unsafe { &mut *p }).ok_or(())
 }
 
-/// Count one packet; the parse error, if any, for the caller to log.
+/// Count one egress packet; the parse error, if any, for the caller to log.
 #[inline(always)]
 fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
     match parse::parse(pkt) {
-        Ok(mut tcp) => flow::count_tcp(src, counters, &mut tcp, hook, frame_len),
+        Ok(mut tcp) => {
+            // Egress never drops and never redirects: the outcome is for XDP only.
+            let _ = flow::count_tcp(src, counters, &mut tcp, hook, frame_len);
+        }
         Err(NotTcp::Protocol(slot)) => counters.count_protocol(slot),
         Err(NotTcp::Error(reason)) => {
             counters.count_parse_error(reason);

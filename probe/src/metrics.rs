@@ -1,9 +1,10 @@
 //! Every metric flagprobe exports, declared once. Prefix `flagprobe_`, base units, counters end in
-//! `_total`, and label values come from small fixed sets (interface, hook, flags letters, protocol,
-//! reason) — never addresses or ports, which belong in alerts.
+//! `_total`, and label values come from small fixed sets (interface, hook, direction, flags letters,
+//! protocol, reason) — never addresses or ports, which belong in alerts.
 
 use probe_common::{
-    counters::{HOOK_NAMES, HookCounters, PARSE_ERROR_NAMES, PROTO_NAMES},
+    action::DROP_REASON_NAMES,
+    counters::{DIRECTION_NAMES, HOOK_NAMES, HookCounters, PARSE_ERROR_NAMES, PROTO_NAMES},
     flags,
 };
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -27,6 +28,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
     pub evidence_files: IntCounterVec,
+    pub dropped_packets: IntCounterVec,
+    pub sensor_frames: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
     pub rst_payload_packets: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -67,9 +70,26 @@ impl Metrics {
                 &r,
                 "flagprobe_tcp_packets_total",
                 "TCP packets by exact flags byte (Snort letters S F R P A U E C; 0 = none).",
-                &["iface", "hook", "flags"],
+                &["iface", "hook", "direction", "flags"],
             ),
-            packets: counter(&r, "flagprobe_packets_total", "Packets by protocol.", &["iface", "hook", "protocol"]),
+            packets: counter(
+                &r,
+                "flagprobe_packets_total",
+                "Packets by protocol; direction in = towards a home address (sensor: non-TCP packets count as in).",
+                &["iface", "hook", "direction", "protocol"],
+            ),
+            dropped_packets: counter(
+                &r,
+                "flagprobe_dropped_packets_total",
+                "Inbound packets dropped on request (--drop), by reason; dry_run=\"true\": what --drop-dry-run would have dropped.",
+                &["iface", "reason", "dry_run"],
+            ),
+            sensor_frames: counter(
+                &r,
+                "flagprobe_sensor_frames_total",
+                "Sensor mode: notable frames sent whole to the AF_XDP socket (to_socket), refused for want of one (no_socket), read by the agent (read).",
+                &["iface", "outcome"],
+            ),
             parse_errors: counter(&r, "flagprobe_parse_errors_total", "Packets passed unparsed, by reason.", &["iface", "reason"]),
             flows: gauge(&r, "flagprobe_flows", "Flow-table slots holding a flow seen within the idle timeout.", &["iface"]),
             flow_table_capacity: gauge(&r, "flagprobe_flow_table_capacity", "Flow-table slots.", &["iface"]),
@@ -143,17 +163,19 @@ impl Metrics {
         m
     }
 
-    /// Add what the kernel counted between `before` and `now` (both summed over CPUs) for one hook.
-    pub fn add_hook_counters(&self, iface: &str, hook: usize, before: &HookCounters, now: &HookCounters) {
-        let hook_name = HOOK_NAMES[hook];
+    /// Add what the kernel counted between `before` and `now` (both summed over CPUs) for one
+    /// direction (a gateway's hook; a sensor counts both on its one XDP hook, `mirror`).
+    pub fn add_hook_counters(&self, iface: &str, hook: usize, sensor: bool, before: &HookCounters, now: &HookCounters) {
+        let hook_name = if sensor { "mirror" } else { HOOK_NAMES[hook] };
+        let direction = DIRECTION_NAMES[hook];
         for (f, (a, b)) in before.flags.iter().zip(now.flags.iter()).enumerate() {
             if b > a {
-                self.tcp_packets.with_label_values(&[iface, hook_name, flags::letters(f as u8).as_str()]).inc_by(b - a);
+                self.tcp_packets.with_label_values(&[iface, hook_name, direction, flags::letters(f as u8).as_str()]).inc_by(b - a);
             }
         }
         for (p, (a, b)) in before.protocols.iter().zip(now.protocols.iter()).enumerate() {
             if b > a {
-                self.packets.with_label_values(&[iface, hook_name, PROTO_NAMES[p]]).inc_by(b - a);
+                self.packets.with_label_values(&[iface, hook_name, direction, PROTO_NAMES[p]]).inc_by(b - a);
             }
         }
         for (r, (a, b)) in before.parse_errors.iter().zip(now.parse_errors.iter()).enumerate() {
@@ -171,6 +193,12 @@ impl Metrics {
         add(&self.events, &[iface], before.events, now.events);
         add(&self.events_suppressed, &[iface], before.events_suppressed, now.events_suppressed);
         add(&self.events_dropped, &[iface, "ringbuf_full"], before.events_ringbuf_full, now.events_ringbuf_full);
+        for (r, name) in DROP_REASON_NAMES.iter().enumerate() {
+            add(&self.dropped_packets, &[iface, name, "false"], before.dropped[r], now.dropped[r]);
+            add(&self.dropped_packets, &[iface, name, "true"], before.would_drop[r], now.would_drop[r]);
+        }
+        add(&self.sensor_frames, &[iface, "to_socket"], before.frames_to_socket, now.frames_to_socket);
+        add(&self.sensor_frames, &[iface, "no_socket"], before.frames_to_socket_failed, now.frames_to_socket_failed);
     }
 
     /// Make the per-interface series exist from the start, at zero, so rates and alerts work before
@@ -184,6 +212,11 @@ impl Metrics {
         }
         for reason in ["ringbuf_full", "agent_queue_full"] {
             self.events_dropped.with_label_values(&[iface, reason]);
+        }
+        for reason in DROP_REASON_NAMES {
+            for dry_run in ["false", "true"] {
+                self.dropped_packets.with_label_values(&[iface, reason, dry_run]);
+            }
         }
     }
 

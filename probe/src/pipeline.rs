@@ -66,6 +66,13 @@ impl Pipeline {
         self
     }
 
+    /// A notable frame whole (a sensor's AF_XDP socket), for the evidence files.
+    pub fn whole_frame(&mut self, frame: Vec<u8>) {
+        if let Some(e) = &mut self.evidence {
+            e.keep_whole(frame);
+        }
+    }
+
     fn emit(&mut self, mut alert: Alert) {
         if let Some(e) = &mut self.evidence {
             // A file is written (or rewritten, for an update) when the alert has packets to show.

@@ -9,13 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use super::{http::Health, poller::IfacePoller, summary};
 use crate::{
     alert::AlertSinks,
     config::{Config, reload},
-    kernel::{clock, ring::IfaceEvent},
+    kernel::{clock, ring::IfaceEvent, xsk::IfaceFrame},
     metrics::Metrics,
     pipeline::Pipeline,
 };
@@ -23,6 +23,8 @@ use crate::{
 pub struct Engine {
     pollers: Vec<IfacePoller>,
     events: Receiver<IfaceEvent>,
+    /// Whole notable frames from sensors' sockets (`never()` when there are none).
+    frames: Receiver<IfaceFrame>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pipeline: Pipeline,
@@ -41,6 +43,7 @@ impl Engine {
     pub fn new(
         pollers: Vec<IfacePoller>,
         events: Receiver<IfaceEvent>,
+        frames: Receiver<IfaceFrame>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         pipeline: Pipeline,
@@ -50,7 +53,7 @@ impl Engine {
     ) -> Self {
         let latest = vec![None; pollers.len()];
         let next_summary = config.summary_interval.map(|d| Instant::now() + d);
-        Engine { pollers, events, metrics, health, pipeline, sinks, config, reload, latest, next_summary }
+        Engine { pollers, events, frames, metrics, health, pipeline, sinks, config, reload, latest, next_summary }
     }
 
     /// Run until `stop` is set. Poll errors are logged and the loop goes on: a missed poll is
@@ -62,10 +65,20 @@ impl Engine {
         while !stop.load(Ordering::Relaxed) {
             // Wake at least every 100 ms so a shutdown is prompt.
             let wait = next_poll.min(Instant::now() + Duration::from_millis(100));
-            match self.events.recv_deadline(wait) {
-                Ok(ev) => self.judge_event(ev),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+            crossbeam_channel::select! {
+                recv(self.events) -> ev => match ev {
+                    Ok(ev) => {
+                        // A frame's whole copy first, so the alert this event may raise finds it.
+                        self.take_frames();
+                        self.judge_event(ev);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                },
+                recv(self.frames) -> frame => match frame {
+                    Ok(f) => self.pipeline.whole_frame(f.frame),
+                    Err(_) => self.frames = crossbeam_channel::never(),
+                },
+                default(wait.saturating_duration_since(Instant::now())) => {}
             }
             if self.reload.try_recv().is_ok() {
                 self.reload_config();
@@ -86,6 +99,7 @@ impl Engine {
         }
         // The readers have stopped after draining the kernel's rings: judge everything queued,
         // take a last look at the flows, then write every pending alert update.
+        self.take_frames();
         while let Ok(ev) = self.events.try_recv() {
             self.judge_event(ev);
         }
@@ -122,6 +136,12 @@ impl Engine {
                 tracing::error!("reload failed, keeping the last good configuration: {e}");
                 self.metrics.config_reloads.with_label_values(&["failure"]).inc();
             }
+        }
+    }
+
+    fn take_frames(&mut self) {
+        while let Ok(f) = self.frames.try_recv() {
+            self.pipeline.whole_frame(f.frame);
         }
     }
 

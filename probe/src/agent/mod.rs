@@ -20,6 +20,8 @@ use std::{
     },
 };
 
+use probe_common::action::DROP_REASON_NAMES;
+
 use crate::{
     alert::AlertSinks,
     config::{self, Config},
@@ -60,6 +62,9 @@ pub enum RunError {
 /// and a full queue is counted (`events_dropped_total{reason="agent_queue_full"}`).
 const EVENT_QUEUE: usize = 4096;
 
+/// Whole frames waiting for the engine (sensor mode), at most: each is allocated at its size.
+const FRAME_QUEUE: usize = 1024;
+
 /// Run the agent until `shutdown` resolves; then detach everything and return.
 /// `reload` delivers one message per SIGHUP.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: crossbeam_channel::Receiver<()>) -> Result<(), RunError> {
@@ -70,6 +75,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         flow_idle_ns: config.flow_idle.as_nanos() as u64,
         event_rate: config.event_rate,
         ebpf_log: config.ebpf_log,
+        mode: config.program_mode(),
+        drop_policy: config.drop_policy,
+        home: HomeNets(config.home_nets.clone()).prefixes().unwrap_or_default(),
     };
     let listener =
         tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
@@ -80,11 +88,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     let engine_stop = Arc::new(AtomicBool::new(false));
     let mut log_readers = Vec::new();
     let mut pollers = Vec::new();
-    for iface in &config.ifaces {
+    // Sensors' whole notable frames; the queue holds a second of the default event rate.
+    let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAME_QUEUE);
+    let mut frame_readers = Vec::new();
+    for (index, iface) in config.ifaces.iter().enumerate() {
         let mut probe = kernel::loader::load(&object, options)?;
         log_readers.extend(probe.start_log_reader(readers_stop.clone()));
         let mode = probe.attach(iface, config.xdp_mode)?;
-        tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
+        if options.sensor() {
+            let sockets = probe.open_sockets(iface)?;
+            let copy = sockets.first().map_or("none", |s| s.mode);
+            tracing::info!(iface, xdp_mode = mode, sockets = sockets.len(), af_xdp = copy, home_nets = ?config.home_nets,
+                "sensor: XDP on ingress, direction from the home networks, notable frames whole through AF_XDP");
+            let read = metrics.sensor_frames.with_label_values(&[iface.as_str(), "read"]);
+            frame_readers.push(
+                kernel::xsk::spawn_reader(iface, index, sockets, frames_tx.clone(), readers_stop.clone(), read)
+                    .map_err(RunError::Thread)?,
+            );
+        } else {
+            tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
+        }
+        if config.drop_policy != 0 {
+            let reasons: Vec<&str> =
+                DROP_REASON_NAMES.iter().enumerate().filter(|(i, _)| config.drop_policy & (1 << i) != 0).map(|(_, n)| *n).collect();
+            tracing::warn!(
+                iface,
+                ?reasons,
+                dry_run = config.drop_dry_run,
+                "inline drop is on: inbound packets of these kinds on flows our host never sent on are dropped"
+            );
+        }
         let poller = IfacePoller::new(iface, mode, probe)?;
         metrics.init_iface(iface, poller.capacity() as u64, mode);
         pollers.push(poller);
@@ -104,6 +137,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         readers.push(ring::spawn(p.iface.clone(), i, events, tx.clone(), readers_stop.clone(), counters).map_err(RunError::Thread)?);
     }
     drop(tx);
+    drop(frames_tx);
+    let frames_rx = if frame_readers.is_empty() { crossbeam_channel::never() } else { frames_rx };
 
     let health = Arc::new(Health { last_poll_unix_ms: AtomicU64::new(0), poll_interval: config.poll_interval });
     let sinks = Arc::new(
@@ -123,7 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
             ),
         }
     }
-    let engine = Engine::new(pollers, rx, metrics.clone(), health.clone(), pipeline, sinks.clone(), config, reload);
+    let engine = Engine::new(pollers, rx, frames_rx, metrics.clone(), health.clone(), pipeline, sinks.clone(), config, reload);
     let stop = engine_stop.clone();
     let engine = std::thread::Builder::new().name("engine".into()).spawn(move || engine.run(&stop)).map_err(RunError::Thread)?;
     let server = tokio::spawn(http::serve(listener, metrics, health, sinks));
@@ -132,7 +167,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     tracing::info!("shutting down: detaching programs");
     let _ = tokio::task::spawn_blocking(move || {
         readers_stop.store(true, Ordering::Relaxed);
-        for r in readers.into_iter().chain(log_readers) {
+        for r in readers.into_iter().chain(log_readers).chain(frame_readers) {
             let _ = r.join();
         }
         engine_stop.store(true, Ordering::Relaxed);

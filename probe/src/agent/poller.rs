@@ -76,7 +76,7 @@ impl IfacePoller {
     pub fn poll(&mut self, metrics: &Metrics, mut sink: impl FnMut(&[FlowDelta])) -> Result<PollOutput, LoadError> {
         let counters = self.probe.counters()?;
         for (hook, (before, now)) in self.last.iter().zip(counters.iter()).enumerate() {
-            metrics.add_hook_counters(&self.iface, hook, before, now);
+            metrics.add_hook_counters(&self.iface, hook, self.probe.options.sensor(), before, now);
         }
         self.last = counters;
         let clock = self.probe.clock;

@@ -14,12 +14,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 use ipnet::IpNet;
+use probe_common::action::{DROP_REASON_NAMES, MODE_DROP_DRY_RUN, MODE_SENSOR, MODE_SENSOR_PASS};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     alert::AlertFormat,
     detect::{self, DetectorsConfig},
-    kernel::XdpMode,
+    kernel::{Mode, XdpMode},
     units::{parse_duration, parse_net},
 };
 
@@ -47,6 +48,21 @@ pub struct Settings {
     /// XDP attach mode [default: auto: driver, falling back to generic].
     #[arg(long, value_enum)]
     pub xdp_mode: Option<XdpMode>,
+    /// Where flagprobe sits: `gateway`, on the traffic's own host or router, or `sensor`, on a
+    /// mirror or TAP port (needs --home-net) [default: gateway].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Sensor mode: pass the mirrored copies on to this host's stack instead of dropping them once
+    /// counted.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub sensor_pass: Option<bool>,
+    /// Gateway mode: drop inbound packets of these kinds, never one of a flow our host sent on:
+    /// `unsolicited-synack`, `invalid-flags` (comma-separated) [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub drop: Option<Vec<String>>,
+    /// Count what --drop would drop, in the same metric, and drop nothing.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub drop_dry_run: Option<bool>,
     /// Flow-table slots over all CPUs, rounded up to a power of two per CPU [default: 32768].
     #[arg(long)]
     pub flow_capacity: Option<u32>,
@@ -109,6 +125,11 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     pub poll_interval: Duration,
     pub xdp_mode: XdpMode,
+    pub mode: Mode,
+    pub sensor_pass: bool,
+    /// `action::DROP_*` bits.
+    pub drop_policy: u8,
+    pub drop_dry_run: bool,
     pub flow_capacity: u32,
     pub flow_idle: Duration,
     pub event_rate: u64,
@@ -207,9 +228,16 @@ impl Config {
         if event_rate == 0 || event_rate > 10_000_000 {
             return Err(invalid("event-rate", "must be between 1 and 10000000"));
         }
+        let mode = *s.mode.get_or_insert_default();
         let mut home_nets = Vec::new();
         for text in s.home_net.iter().flatten() {
             home_nets.push(parse_net(text).map_err(|p| invalid("home-net", p))?);
+        }
+        if mode == Mode::Sensor {
+            if home_nets.is_empty() {
+                return Err(invalid("home-net", "sensor mode needs the networks it watches: give --home-net CIDR"));
+            }
+            detect::HomeNets(home_nets.clone()).prefixes().map_err(|p| invalid("home-net", p))?;
         }
         if home_nets.is_empty() {
             home_nets = netinfo::local_addresses().map_err(|e| ConfigError::NoDefault { field: "home-net", problem: e.to_string() })?;
@@ -238,6 +266,24 @@ impl Config {
             "" => return Err(invalid("evidence", "give a directory, or `off`")),
             dir => Evidence::Dir { path: PathBuf::from(dir), max_bytes: max_mb << 20, explicit },
         };
+        let sensor_pass = *s.sensor_pass.get_or_insert(false);
+        if sensor_pass && mode != Mode::Sensor {
+            return Err(invalid("sensor-pass", "only a sensor (--mode sensor) has copies to pass"));
+        }
+        let mut drop_policy = 0u8;
+        for name in s.drop.get_or_insert_with(Vec::new).iter() {
+            let Some(bit) = DROP_REASON_NAMES.iter().position(|n| *n == name.trim()) else {
+                return Err(invalid("drop", format!("`{name}` is not a drop reason (one of: {})", DROP_REASON_NAMES.join(", "))));
+            };
+            drop_policy |= 1 << bit;
+        }
+        if drop_policy != 0 && mode == Mode::Sensor {
+            return Err(invalid("drop", "a sensor sees copies: only a gateway (--mode gateway) can drop"));
+        }
+        let drop_dry_run = *s.drop_dry_run.get_or_insert(false);
+        if drop_dry_run && drop_policy == 0 {
+            return Err(invalid("drop-dry-run", "give the reasons to count with --drop REASON,..."));
+        }
         let detectors = s.detectors.get_or_insert_with(DetectorsConfig::default).clone();
         detectors.validate()?;
         Ok(Config {
@@ -246,6 +292,10 @@ impl Config {
             metrics_addr,
             poll_interval,
             xdp_mode: *s.xdp_mode.get_or_insert_default(),
+            mode,
+            sensor_pass,
+            drop_policy,
+            drop_dry_run,
             flow_capacity,
             flow_idle,
             event_rate,
@@ -261,6 +311,21 @@ impl Config {
             source,
             cli,
         })
+    }
+
+    /// The program's `action::MODE_*` bits for this configuration.
+    pub fn program_mode(&self) -> u32 {
+        let mut bits = 0;
+        if self.mode == Mode::Sensor {
+            bits |= MODE_SENSOR;
+            if self.sensor_pass {
+                bits |= MODE_SENSOR_PASS;
+            }
+        }
+        if self.drop_dry_run {
+            bits |= MODE_DROP_DRY_RUN;
+        }
+        bits
     }
 
     /// The effective configuration as a config file would say it.
@@ -311,6 +376,26 @@ mod tests {
         let e = config(args(&["--flow-capacity", "12"])).unwrap_err().to_string();
         assert!(e.starts_with("invalid flow-capacity:"), "{e}");
         assert!(Cli::try_parse_from(["flagprobe", "run", "--xdp-mode", "turbo"]).is_err());
+    }
+
+    #[test]
+    fn modes_and_drop_reasons_are_checked_together() {
+        let c = config(args(&["--drop", "unsolicited-synack,invalid-flags", "--drop-dry-run"])).unwrap();
+        assert_eq!((c.drop_policy, c.program_mode()), (0b11, MODE_DROP_DRY_RUN));
+        let c = config(args(&["--mode", "sensor", "--sensor-pass"])).unwrap();
+        assert_eq!(c.program_mode(), MODE_SENSOR | MODE_SENSOR_PASS);
+        let e = config(args(&["--drop", "rst"])).unwrap_err().to_string();
+        assert!(e.starts_with("invalid drop: `rst` is not a drop reason"), "{e}");
+        let e = config(args(&["--mode", "sensor", "--drop", "invalid-flags"])).unwrap_err().to_string();
+        assert!(e.starts_with("invalid drop:"), "{e}");
+        let e = config(args(&["--drop-dry-run"])).unwrap_err().to_string();
+        assert!(e.starts_with("invalid drop-dry-run:"), "{e}");
+        let e = config(args(&["--sensor-pass"])).unwrap_err().to_string();
+        assert!(e.starts_with("invalid sensor-pass:"), "{e}");
+        let argv = ["flagprobe", "run", "--iface", "eth9", "--mode", "sensor"];
+        let Command::Run(a) = Cli::try_parse_from(argv).unwrap().command else { unreachable!("run was parsed") };
+        let e = config(*a).unwrap_err().to_string();
+        assert!(e.starts_with("invalid home-net: sensor mode needs"), "{e}");
     }
 
     #[test]

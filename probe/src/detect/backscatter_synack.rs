@@ -11,12 +11,16 @@
 
 use std::{collections::HashSet, net::IpAddr};
 
-use probe_common::flow::{FlowEntry, FlowKey, Side};
+use probe_common::{
+    action::DROP_REASON_NAMES,
+    flow::{FlowEntry, FlowKey, NOTABLE_UNSOLICITED_SYN_ACK, Side},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
+    AggregateView, Detector, DetectorConfig, EventView, FlowView, Invalid, Tally, check_at_least_one, check_window,
+    dropped::Dropped,
     reflection::{self, Reflections},
     remote_record::RemoteRecord,
     window::Windowed,
@@ -97,6 +101,8 @@ pub struct BackscatterSynAck {
     /// Victims with news since the last alerts were written.
     touched: HashSet<IpAddr>,
     reflections: Reflections,
+    /// SYN/ACKs flagprobe dropped (`--drop unsolicited-synack`), by victim.
+    dropped: Dropped,
 }
 
 impl BackscatterSynAck {
@@ -107,6 +113,7 @@ impl BackscatterSynAck {
             flows: Windowed::new(window, 16_384),
             touched: HashSet::new(),
             reflections: Reflections::new(&reflection::SYN_ACK, config.reflection_window_secs, config.reflection_min_senders),
+            dropped: Dropped::new(DROP_REASON_NAMES[0], window),
             config,
         }
     }
@@ -140,11 +147,19 @@ impl BackscatterSynAck {
     /// incidents' updates for `iface` (all of them at the end of the input).
     fn alerts(&mut self, now_ns: u64, iface: Option<&str>) -> Vec<Alert> {
         let touched = std::mem::take(&mut self.touched);
-        self.reflections.alerts(now_ns, touched, &self.victims, self.config.min_packets, iface, |v, r| render(v, r, now_ns))
+        let dropped = &self.dropped;
+        self.reflections.alerts(now_ns, touched, &self.victims, self.config.min_packets, iface, |v, r| render(v, r, dropped, now_ns))
     }
 }
 
 impl Detector for BackscatterSynAck {
+    fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
+        if ev.event.reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
+            self.dropped.observe(ev);
+        }
+        Vec::new()
+    }
+
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
         for f in flows {
             let (r, _) = f.side(f.remote());
@@ -191,6 +206,7 @@ impl Detector for BackscatterSynAck {
     fn expire(&mut self, now_ns: u64) {
         self.victims.expire(now_ns);
         self.flows.expire(now_ns);
+        self.dropped.expire(now_ns);
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
@@ -198,7 +214,7 @@ impl Detector for BackscatterSynAck {
     }
 }
 
-fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
+fn render(victim: IpAddr, v: &RemoteRecord, dropped: &Dropped, now_ns: u64) -> Alert {
     let ours = v.local_addrs();
     let ours_text = ours.join(", ");
     let vports = v.remote_ports();
@@ -208,7 +224,10 @@ fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
         v.packets,
         v.distinct_local_ports()
     );
-    let reaction = if v.answers > 0 {
+    let drop_words = dropped.sentence(victim, "our kernel never saw them and sent no RST back: there is no outgoing packet for an IDS to flag");
+    let reaction = if let Some(words) = drop_words.as_ref().filter(|_| v.answers == 0) {
+        words.clone()
+    } else if v.answers > 0 {
         format!(
             "Our kernel answered {} of them with a RST, which is the normal, correct reaction to a SYN/ACK nobody asked \
              for; those outgoing RSTs are why an IDS may report this host 'talking to' {victim} (the 2007 \"Known Bot \
@@ -219,6 +238,10 @@ fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
         "Nothing came back from this host, neither a RST nor an ACK: a firewall in front of it dropped them, or this \
          capture holds only the inbound direction."
             .to_string()
+    };
+    let reaction = match drop_words.filter(|_| v.answers > 0) {
+        Some(dry_run) => format!("{reaction} {dry_run}"),
+        None => reaction,
     };
     let explanation = format!(
         "A SYN/ACK is the second step of a TCP handshake: it answers a SYN. This host ({ours_text}) sent no SYN on any of \
@@ -237,6 +260,7 @@ fn render(victim: IpAddr, v: &RemoteRecord, now_ns: u64) -> Alert {
         "our_rst_answers": v.answers,
         "peak_packets_per_minute": v.rate.peak,
         "flags_seen": { "remote": ["SA"], "local": if v.answers > 0 { vec!["R"] } else { vec![] } },
+        "dropped_by_flagprobe": dropped.evidence(victim),
     });
     AlertDraft {
         detector: "backscatter_synack",

@@ -5,13 +5,14 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use probe_common::{
+    action::DROP_REASON_NAMES,
     flags::{self, InvalidKind},
     flow::{FlowKey, NOTABLE_INVALID},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{DetectorConfig, Invalid, check_window, 
+use super::{DetectorConfig, Invalid, check_window, dropped::Dropped,
     Detector, EventView, FlowView,
     window::{CappedSet, Windowed},
 };
@@ -60,12 +61,14 @@ pub struct InvalidFlags {
     senders: Windowed<IpAddr, Sender>,
     /// Flows whose opener sent a FIN without ACK before the other side had said anything.
     aborts: Windowed<FlowKey, ()>,
+    /// Crafted combinations flagprobe dropped (`--drop invalid-flags`), by sender.
+    dropped: Dropped,
 }
 
 impl InvalidFlags {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        InvalidFlags { senders: Windowed::new(w, 10_000), aborts: Windowed::new(w, 10_000) }
+        InvalidFlags { senders: Windowed::new(w, 10_000), aborts: Windowed::new(w, 10_000), dropped: Dropped::new(DROP_REASON_NAMES[1], w) }
     }
 }
 
@@ -87,6 +90,9 @@ impl Detector for InvalidFlags {
     /// the other side's first packet came before it or after.
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
+        if e.reasons & NOTABLE_INVALID != 0 {
+            self.dropped.observe(ev);
+        }
         if e.reasons & NOTABLE_INVALID != 0 && flags::invalid_kind(e.flags) == Some(InvalidKind::FinNoAck) {
             let (sender, receiver) = ev.sides();
             let before = &e.flow_before;
@@ -136,12 +142,13 @@ impl Detector for InvalidFlags {
         }
         touched.sort();
         touched.dedup();
-        touched.into_iter().filter_map(|a| self.senders.get(&a).map(|t| render(a, t, now_ns))).collect()
+        touched.into_iter().filter_map(|a| self.senders.get(&a).map(|t| render(a, t, &self.dropped, now_ns))).collect()
     }
 
     fn expire(&mut self, now_ns: u64) {
         self.senders.expire(now_ns);
         self.aborts.expire(now_ns);
+        self.dropped.expire(now_ns);
     }
 }
 
@@ -156,7 +163,7 @@ fn client_abort(s: &probe_common::flow::SideStats) -> bool {
             .all(|k| k == InvalidKind::FinNoAck)
 }
 
-fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
+fn render(sender: IpAddr, t: &Sender, dropped: &Dropped, now_ns: u64) -> Alert {
     let kinds: Vec<String> = t
         .combos
         .iter()
@@ -181,8 +188,9 @@ fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
         format!(
             "{sender} sent segments whose flags no operating system's TCP stack produces: {}. They are crafted to map our \
              ports past simple filters or to fingerprint our operating system from how it answers. Our host is the target; \
-             our kernel's answers (RSTs from closed ports) are normal. Drop such combinations at the edge if you can.",
-            kinds.join("; ")
+             our kernel's answers (RSTs from closed ports) are normal. Drop such combinations at the edge if you can.{}",
+            kinds.join("; "),
+            dropped.sentence(sender, "our kernel never saw them and gave no answer to read").map(|w| format!(" {w}")).unwrap_or_default()
         )
     };
     let combos: Vec<String> = t.combos.iter().map(|b| format!("0x{b:02x}")).collect();
@@ -200,7 +208,7 @@ fn render(sender: IpAddr, t: &Sender, now_ns: u64) -> Alert {
         packets: t.packets,
         flows: t.flows,
     }
-    .build(now_ns, summary, explanation, json!({ "combinations": combos, "kinds": names, "targets": t.targets.len() }))
+    .build(now_ns, summary, explanation, json!({ "combinations": combos, "kinds": names, "targets": t.targets.len(), "dropped_by_flagprobe": dropped.evidence(sender) }))
 }
 
 #[cfg(test)]

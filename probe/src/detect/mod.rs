@@ -5,6 +5,7 @@
 //! "Ours" is decided by the home networks: of a flow's two endpoints, the one inside them is local.
 //! Flows with no local endpoint are not ours to judge and are skipped.
 
+mod dropped;
 mod reflection;
 mod remote_record;
 mod window;
@@ -14,7 +15,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use probe_common::{
     event::PacketEvent,
-    flow::{FlowEntry, FlowKey, Side, SideStats},
+    flow::{FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey, Side, SideStats},
+    home::{HOME_PREFIXES_MAX, HomePrefix, HomePrefixes},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -27,6 +29,26 @@ pub struct HomeNets(pub Vec<IpNet>);
 impl HomeNets {
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The networks as the kernel program (and replay, for direction) holds them; an error when
+    /// there are more than it has room for.
+    pub fn prefixes(&self) -> Result<HomePrefixes, String> {
+        if self.0.len() > HOME_PREFIXES_MAX {
+            return Err(format!("at most {HOME_PREFIXES_MAX} networks decide direction, {} given", self.0.len()));
+        }
+        let mut out = HomePrefixes { count: self.0.len() as u32, ..HomePrefixes::default() };
+        for (slot, net) in out.nets.iter_mut().zip(&self.0) {
+            *slot = match net.network() {
+                IpAddr::V4(a) => {
+                    let mut bytes = [0u8; 16];
+                    bytes[..4].copy_from_slice(&a.octets());
+                    HomePrefix::new(bytes, net.prefix_len(), FAMILY_V4)
+                }
+                IpAddr::V6(a) => HomePrefix::new(a.octets(), net.prefix_len(), FAMILY_V6),
+            };
+        }
+        Ok(out)
     }
 
     /// The local side of a flow: the home endpoint; when both are home, the responder.

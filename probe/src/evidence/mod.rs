@@ -5,6 +5,9 @@
 //! line takes those of its subject: the addresses and ports it names, on its interface, within its
 //! time span. Each packet carries the alert's id as its comment; the alert's `evidence.pcap`
 //! names the file. Disk use is bounded: past the cap, the oldest files go first (counted).
+//!
+//! A sensor also receives every notable frame whole through its AF_XDP socket; those are kept
+//! beside the heads, matched to them by content, and written instead of the head when present.
 
 pub mod pcapng;
 
@@ -26,6 +29,18 @@ const RECENT: usize = 2048;
 const PER_ALERT: usize = 256;
 /// Frames this far outside an alert's first/last seen still belong to it (our answer may follow).
 const SLACK_NS: u64 = 2_000_000_000;
+
+/// Whole frames from a sensor's socket kept for matching (at most this many, about 0.75 MiB).
+const WHOLE: usize = 512;
+
+/// What matches a whole frame to the event's head of it: its length and its first bytes.
+fn fingerprint(head: &[u8], wire_len: u32) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(wire_len);
+    for b in &head[..head.len().min(EVENT_FRAME_MAX)] {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
 
 /// One frame, inline: no allocation per packet.
 struct Kept {
@@ -52,6 +67,8 @@ pub struct Evidence {
     /// Interface names, each once.
     ifaces: Vec<String>,
     recent: VecDeque<Kept>,
+    /// Whole frames from a sensor's socket, by [`fingerprint`].
+    whole: VecDeque<(u64, Vec<u8>)>,
     files: VecDeque<(PathBuf, u64)>,
     bytes: u64,
     /// Files removed to stay under the cap, since the last call to [`Evidence::take_removed`].
@@ -74,7 +91,16 @@ impl Evidence {
         existing.sort();
         let bytes = existing.iter().map(|e| e.2).sum();
         let files = existing.into_iter().map(|(_, p, n)| (p, n)).collect();
-        Ok(Evidence { dir: dir.to_path_buf(), max_bytes, ifaces: Vec::new(), recent: VecDeque::new(), files, bytes, removed: 0 })
+        Ok(Evidence {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            ifaces: Vec::new(),
+            recent: VecDeque::new(),
+            whole: VecDeque::new(),
+            files,
+            bytes,
+            removed: 0,
+        })
     }
 
     /// Keep a notable packet's frame (events without one, such as from a one-way link shim, are skipped).
@@ -103,6 +129,14 @@ impl Evidence {
         });
     }
 
+    /// Keep a whole notable frame (a sensor's socket): written in place of its event's head.
+    pub fn keep_whole(&mut self, frame: Vec<u8>) {
+        if self.whole.len() == WHOLE {
+            self.whole.pop_front();
+        }
+        self.whole.push_back((fingerprint(&frame, frame.len() as u32), frame));
+    }
+
     /// Write the file for `alert` (replacing an earlier version of the same incident) and name it
     /// in `alert.evidence.pcap`. Nothing is written when no kept packet belongs to it.
     pub fn attach(&mut self, alert: &mut Alert) -> io::Result<()> {
@@ -116,10 +150,11 @@ impl Evidence {
         let comment = format!("flagprobe alert {} ({}): {}", alert.id, alert.detector, alert.summary);
         let packets: Vec<pcapng::Packet<'_>> = picked
             .iter()
-            .map(|k| pcapng::Packet { interface: 0, ts_ns: k.at_ns, data: k.frame(), wire_len: k.wire_len, comment: &comment })
+            .map(|k| pcapng::Packet { interface: 0, ts_ns: k.at_ns, data: best(&self.whole, k), wire_len: k.wire_len, comment: &comment })
             .collect();
         let mut body = Vec::new();
         pcapng::write(&mut body, &[alert.iface.as_str()], &packets)?;
+        let count = packets.len();
         let path = self.dir.join(format!("{}-{}.pcapng", alert.detector, alert.id));
         // Write beside it, then rename: a reader never sees half a file.
         let partial = path.with_extension("pcapng.partial");
@@ -139,7 +174,7 @@ impl Evidence {
         }
         if let Some(obj) = alert.evidence.as_object_mut() {
             obj.insert("pcap".into(), serde_json::json!(path.display().to_string()));
-            obj.insert("pcap_packets".into(), serde_json::json!(packets.len()));
+            obj.insert("pcap_packets".into(), serde_json::json!(count));
         }
         Ok(())
     }
@@ -148,6 +183,12 @@ impl Evidence {
     pub fn take_removed(&mut self) -> u64 {
         std::mem::take(&mut self.removed)
     }
+}
+
+/// The whole frame behind a kept head, else the head.
+fn best<'a>(whole: &'a VecDeque<(u64, Vec<u8>)>, k: &'a Kept) -> &'a [u8] {
+    let want = fingerprint(k.frame(), k.wire_len);
+    whole.iter().rev().find(|(f, w)| *f == want && w.len() == k.wire_len as usize).map_or(k.frame(), |(_, w)| w.as_slice())
 }
 
 /// Whether a kept frame (of the alert's interface) is about the alert's subject: its time span,
@@ -198,6 +239,31 @@ mod tests {
         e.attach(&mut b).unwrap();
         assert!(!first.exists(), "over 600 bytes: the oldest file went");
         assert_eq!(e.take_removed(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sensors_whole_frame_replaces_the_events_head() {
+        let dir = std::env::temp_dir().join(format!("fp-evidence-whole-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut e = Evidence::new(&dir, 1 << 20).unwrap();
+        let whole: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut ev = event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000);
+        ev.set_frame(&whole);
+        e.keep("eth0", &ev);
+        let mut a = test_alert("198.51.100.7", 5, 1);
+        a.src_ip = Some("198.51.100.7".parse().unwrap());
+        e.attach(&mut a).unwrap();
+        let path = PathBuf::from(a.evidence["pcap"].as_str().unwrap());
+        let head_only = std::fs::metadata(&path).unwrap().len();
+        let mut other = whole.clone();
+        other[250] ^= 1;
+        e.keep_whole(other[..299].to_vec());
+        e.attach(&mut a).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), head_only, "a frame of another length is not this one");
+        e.keep_whole(whole.clone());
+        e.attach(&mut a).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), head_only + 300 - EVENT_FRAME_MAX as u64, "the whole 300 bytes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
+use std::os::fd::AsRawFd;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuValues, XskMap};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode as AyaXdpMode},
@@ -11,12 +13,17 @@ use aya::{
 use probe_common::{
     aggregate::Aggregates,
     counters::{HOOKS, HookCounters},
-    maps::{AGGREGATES, EVENTS, FLOWS, GLOBAL_EVENT_RATE, GLOBAL_FLOW_SLOT_MASK, HOOK_COUNTERS, PROG_TC, PROG_XDP},
+    home::HomePrefixes,
+    maps::{
+        AGGREGATES, EVENTS, FLOWS, GLOBAL_DROP_POLICY, GLOBAL_EVENT_RATE, GLOBAL_FLOW_PARTITIONS, GLOBAL_FLOW_SLOT_MASK, GLOBAL_HOME_NETS,
+        GLOBAL_PROGRAM_MODE, HOOK_COUNTERS, PROG_TC, PROG_XDP, XSK_QUEUES_MAX, XSKS,
+    },
 };
 
 use super::{
     XdpMode,
     clock::{Clock, ClockError},
+    xsk::{self, XskSocket},
 };
 
 /// The object `cargo xtask build-ebpf` produced when this binary was built (empty if it had not).
@@ -48,6 +55,9 @@ pub enum LoadError {
     /// The kernel clocks could not be sampled.
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// An AF_XDP socket for the sensor's whole frames could not be set up.
+    #[error("AF_XDP socket on {iface}: {source}")]
+    Socket { iface: String, source: std::io::Error },
     /// Writing the idle setting into the counters failed.
     #[error("initialising {HOOK_COUNTERS}: {0}")]
     Counters(aya::maps::MapError),
@@ -72,6 +82,34 @@ pub struct LoadOptions {
     pub event_rate: u64,
     /// Kernel-side debug logs (aya-log); off freezes the level at 0 and the verifier drops them.
     pub ebpf_log: bool,
+    /// `action::MODE_*` bits: gateway (0) or sensor, sensor-pass, drop dry run.
+    pub mode: u32,
+    /// `action::DROP_*` bits (`--drop`), 0 for none.
+    pub drop_policy: u8,
+    /// The home networks, for a sensor's direction.
+    pub home: HomePrefixes,
+}
+
+impl Default for LoadOptions {
+    /// A gateway at the default sizes, dropping nothing.
+    fn default() -> Self {
+        LoadOptions {
+            flow_capacity: probe_common::maps::DEFAULT_FLOW_CAPACITY,
+            flow_idle_ns: 120_000_000_000,
+            event_rate: probe_common::maps::DEFAULT_EVENT_RATE,
+            ebpf_log: false,
+            mode: 0,
+            drop_policy: 0,
+            home: HomePrefixes::default(),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Sensor mode: only the XDP program is attached.
+    pub fn sensor(&self) -> bool {
+        self.mode & probe_common::action::MODE_SENSOR != 0
+    }
 }
 
 /// aya-log's level numbers: 0 logs nothing, 4 is debug.
@@ -119,9 +157,14 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))? as u32;
     let geometry = FlowGeometry::for_capacity(options.flow_capacity, cpus);
     let mask = geometry.slots_per_cpu - 1;
+    let drop_policy = u32::from(options.drop_policy);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(FLOWS, geometry.slots())
         .override_global(GLOBAL_FLOW_SLOT_MASK, &mask, true)
+        .override_global(GLOBAL_FLOW_PARTITIONS, &geometry.cpus, true)
+        .override_global(GLOBAL_PROGRAM_MODE, &options.mode, true)
+        .override_global(GLOBAL_DROP_POLICY, &drop_policy, true)
+        .override_global(GLOBAL_HOME_NETS, &options.home, true)
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
         .override_global(aya_log::LEVEL, if options.ebpf_log { &LOG_DEBUG } else { &LOG_OFF }, true)
         .load(object)?;
@@ -210,7 +253,28 @@ impl Probe {
             .ok()
     }
 
-    /// Attach XDP (ingress) and TC (egress) to `iface`; returns the XDP mode in effect.
+    /// Sensor mode: one AF_XDP socket per receive queue of `iface` (the program is attached), each
+    /// registered in the XSKS map so notable frames reach it whole.
+    pub fn open_sockets(&mut self, iface: &str) -> Result<Vec<XskSocket>, LoadError> {
+        let name = std::ffi::CString::new(iface)
+            .map_err(|_| LoadError::Socket { iface: iface.into(), source: std::io::ErrorKind::InvalidInput.into() })?;
+        // SAFETY: a valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(LoadError::Socket { iface: iface.into(), source: std::io::Error::last_os_error() });
+        }
+        let map = self.ebpf.map_mut(XSKS).ok_or(LoadError::Missing(XSKS))?;
+        let mut xsks: XskMap<&mut MapData> = XskMap::try_from(map).map_err(|source| LoadError::Map { map: XSKS, source })?;
+        let mut sockets = Vec::new();
+        for queue in 0..xsk::rx_queues(iface).min(XSK_QUEUES_MAX) {
+            let socket = XskSocket::open(ifindex, queue).map_err(|source| LoadError::Socket { iface: iface.into(), source })?;
+            xsks.set(queue, socket.as_raw_fd(), 0).map_err(|source| LoadError::Map { map: XSKS, source })?;
+            sockets.push(socket);
+        }
+        Ok(sockets)
+    }
+
+    /// Attach XDP (ingress) and, unless a sensor, TC (egress) to `iface`; returns the XDP mode in effect.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<&'static str, LoadError> {
         let xdp: &mut Xdp = program(&mut self.ebpf, PROG_XDP)?;
         let attach = |xdp: &mut Xdp, m: AyaXdpMode| xdp.attach(iface, m).map(|_| ());
@@ -226,6 +290,10 @@ impl Probe {
             },
         }
         .map_err(|source| LoadError::Program { what: format!("attaching XDP to {iface}"), source })?;
+        if self.options.sensor() {
+            // A mirror port carries copies both ways on ingress; nothing of ours leaves through it.
+            return Ok(used);
+        }
         let tc: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC)?;
         // Kernels >= 6.6 attach through tcx and need no qdisc; older ones want clsact.
         let _ = aya::programs::tc::qdisc_add_clsact(iface);

@@ -133,7 +133,13 @@ impl KernelBackend {
             libc::CPU_SET(0, &mut set);
             libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
         }
-        let options = LoadOptions { flow_capacity: 1 << 20, flow_idle_ns: u64::MAX / 2, event_rate: 10_000_000, ebpf_log: false };
+        let options = LoadOptions {
+            flow_capacity: 1 << 20,
+            flow_idle_ns: u64::MAX / 2,
+            event_rate: 10_000_000,
+            ebpf_log: false,
+            ..LoadOptions::default()
+        };
         let mut probe = loader::load(object, options)?;
         let map = probe.ebpf.take_map(EVENTS).ok_or(LoadError::Missing(EVENTS))?;
         let ring = RingBuf::try_from(map).map_err(|source| LoadError::Map { map: EVENTS, source })?;

@@ -19,7 +19,7 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
-use probe_common::flow::FlowEntry;
+use probe_common::{flow::FlowEntry, home::HomePrefixes};
 
 use self::{
     backend::{Backend, Frame, KernelBackend, KernelBackendError, SoftBackend},
@@ -142,7 +142,8 @@ fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {
 struct Replayer {
     backend: Box<dyn Backend>,
     pipeline: Pipeline,
-    home: HomeNets,
+    /// The home networks as the sensor program holds them: direction is decided by the same code.
+    prefixes: HomePrefixes,
     iface: Arc<str>,
     next_poll: Option<u64>,
     last_ts: u64,
@@ -150,8 +151,8 @@ struct Replayer {
 }
 
 impl Replayer {
-    fn new(backend: Box<dyn Backend>, pipeline: Pipeline, home: HomeNets, iface: &str, idle: Duration) -> Self {
-        Replayer { backend, pipeline, home, iface: Arc::from(iface), next_poll: None, last_ts: 0, idle_ns: idle.as_nanos() as u64 }
+    fn new(backend: Box<dyn Backend>, pipeline: Pipeline, prefixes: HomePrefixes, iface: &str, idle: Duration) -> Self {
+        Replayer { backend, pipeline, prefixes, iface: Arc::from(iface), next_poll: None, last_ts: 0, idle_ns: idle.as_nanos() as u64 }
     }
 
     /// Decode once, count, judge its events; at each capture second, poll. Returns the flows that
@@ -161,7 +162,7 @@ impl Replayer {
         let decoded = decode::decode(frame.link_type, &frame.data)?;
         let parsed = decoded.parse();
         // Towards us is ingress (XDP), from us is egress (TC), exactly as on a gateway.
-        let hook = parsed.as_ref().map_or(0, |t| u8::from(self.home.contains(addr(t.endpoints.src, t.endpoints.family))));
+        let hook = parsed.as_ref().map_or(0, |t| self.prefixes.hook_for(&t.endpoints));
         let events = self.backend.feed(&Frame { decoded: &decoded, parsed: &parsed, hook, ts_ns: frame.ts_ns });
         for ev in &events {
             self.pipeline.event(&self.iface, ev);
@@ -208,6 +209,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     }
     let home_text = home_nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
     let home = HomeNets(home_nets);
+    let prefixes = home.prefixes().map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?;
 
     let (terminal, alerts_file) = match args.alerts.as_str() {
         "-" => (if args.format == Format::Json { TerminalFormat::Json } else { TerminalFormat::Text }, None),
@@ -230,7 +232,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     } else {
         Box::new(SoftBackend::default())
     };
-    let mut replayer = Replayer::new(backend, pipeline, home.clone(), "replay", idle);
+    let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle);
     let mut flows_out = match &args.flows_out {
         Some(p) => Some(create(p)?),
         None => None,
@@ -297,7 +299,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     if let Some(p) = &args.metrics_out {
         let zero = Default::default();
         for (hook, c) in counters.iter().enumerate() {
-            metrics.add_hook_counters(&replayer.iface, hook, &zero, c);
+            metrics.add_hook_counters(&replayer.iface, hook, false, &zero, c);
         }
         std::fs::write(p, metrics.render()).map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
     }
@@ -322,7 +324,8 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let home = HomeNets(vec!["10.0.0.0/8".parse().expect("valid net")]);
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
     let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
-    let mut replayer = Replayer::new(Box::new(SoftBackend::default()), pipeline, home, "fuzz", Duration::from_secs(120));
+    let prefixes = home.prefixes().expect("one network fits");
+    let mut replayer = Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120));
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };

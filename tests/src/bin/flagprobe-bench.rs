@@ -220,6 +220,7 @@ fn main() {
         flow_idle_ns: 120_000_000_000,
         event_rate: DEFAULT_EVENT_RATE,
         ebpf_log: false,
+        ..LoadOptions::default()
     };
     let mut p = loader::load(&tests::ebpf_object(), options).expect("loading the program (root?)");
     let prog: &mut Xdp = p.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();

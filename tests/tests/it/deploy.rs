@@ -67,7 +67,7 @@ fn exported() -> BTreeSet<String> {
     c.flags[0x12] = 1;
     c.protocols[0] = 1;
     c.parse_errors[0] = 1;
-    m.add_hook_counters("eth0", 0, &HookCounters::default(), &c);
+    m.add_hook_counters("eth0", 0, false, &HookCounters::default(), &c);
     m.alerts.with_label_values(&["scan", "medium"]).inc();
     m.rst_payload_packets.with_label_values(&["storm-goaway"]).inc();
     m.poll_duration.observe(0.001);

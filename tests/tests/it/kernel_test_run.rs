@@ -20,7 +20,8 @@ const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn probe() -> Probe {
-    let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false };
+    let opts =
+        LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false, ..LoadOptions::default() };
     loader::load(&tests::ebpf_object(), opts).expect("the object loads and verifies")
 }
 
@@ -200,7 +201,8 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
         return;
     }
     // The smallest table: 64 slots per CPU. Test runs stay on one CPU, so 64 slots take 500 flows.
-    let opts = LoadOptions { flow_capacity: 64, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false };
+    let opts =
+        LoadOptions { flow_capacity: 64, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: false, ..LoadOptions::default() };
     let mut p = loader::load(&tests::ebpf_object(), opts).unwrap();
     for i in 0..500u32 {
         let f = TcpFrame::v4([192, 0, 2, (i % 250) as u8 + 1], 1024 + i as u16, [10, 0, 0, 2], 80, SYN).build();
@@ -232,7 +234,8 @@ fn kernel_logging_is_off_unless_asked_for() {
     }
     let truncated = TcpFrame::v4([10, 0, 0, 1], 1, [10, 0, 0, 2], 2, SYN).build()[..20].to_vec();
     for on in [false, true] {
-        let opts = LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: on };
+        let opts =
+            LoadOptions { flow_capacity: 4096, flow_idle_ns: 120_000_000_000, event_rate: 1000, ebpf_log: on, ..LoadOptions::default() };
         let mut p = loader::load(&tests::ebpf_object(), opts).unwrap();
         let sink: &'static Collect = Box::leak(Box::new(Collect(std::sync::Mutex::new(vec![]))));
         let mut logger = aya_log::EbpfLogger::init_with_logger(&mut p.ebpf, sink).unwrap();
