@@ -42,18 +42,32 @@ impl Agent {
 
     /// Like [`Agent::start_with_home`], run through `wrapper` (e.g. setpriv dropping privileges).
     pub fn start_wrapped(lab: &Lab, home_net: &str, wrapper: &[&str], extra: &[&str]) -> Agent {
+        Self::start_in(&lab.home, HOME_IF, home_net, wrapper, extra)
+    }
+
+    /// A sensor in a hub lab's sensor namespace on its mirror port (`--mode sensor`), home net
+    /// 10.77.0.2.
+    pub fn start_sensor(lab: &Lab, extra: &[&str]) -> Agent {
+        let ns = lab.sensor.as_deref().expect("a hub lab (Lab::new_hub)");
+        let mut args = vec!["--mode", "sensor"];
+        args.extend_from_slice(extra);
+        Self::start_in(ns, crate::lab::MIRROR_IF, &format!("{HOME_IP}/32"), &[], &args)
+    }
+
+    /// `flagprobe run` in namespace `ns` on `iface`; files are named after the namespace.
+    pub fn start_in(ns: &str, iface: &str, home_net: &str, wrapper: &[&str], extra: &[&str]) -> Agent {
         let dir = std::env::temp_dir();
-        let stderr_path = dir.join(format!("{}-agent.err", lab.home));
-        let stdout_path = dir.join(format!("{}-agent.out", lab.home));
-        let alerts_path = dir.join(format!("{}-alerts.jsonl", lab.home));
+        let stderr_path = dir.join(format!("{ns}-agent.err"));
+        let stdout_path = dir.join(format!("{ns}-agent.out"));
+        let alerts_path = dir.join(format!("{ns}-alerts.jsonl"));
         let _ = std::fs::remove_file(&alerts_path);
-        let evidence_dir = dir.join(format!("{}-evidence", lab.home));
+        let evidence_dir = dir.join(format!("{ns}-evidence"));
         let _ = std::fs::remove_dir_all(&evidence_dir);
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.home])
+            .args(["netns", "exec", ns])
             .args(wrapper)
             .arg(binary())
-            .args(["run", "--iface", HOME_IF, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms"])
+            .args(["run", "--iface", iface, "--metrics-addr", METRICS_ADDR, "--poll-interval", "200ms"])
             .args(if extra.contains(&"--alert-format") { &[][..] } else { &["--alert-format", "json"][..] })
             .args(["--alerts", &alerts_path.display().to_string(), "--home-net", home_net])
             .args(if extra.contains(&"--evidence") { vec![] } else { vec!["--evidence".to_string(), evidence_dir.display().to_string()] })
@@ -63,7 +77,7 @@ impl Agent {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
-        let mut agent = Agent { ns: lab.home.clone(), child: Some(child), stderr_path, stdout_path, alerts_path, evidence_dir };
+        let mut agent = Agent { ns: ns.to_string(), child: Some(child), stderr_path, stdout_path, alerts_path, evidence_dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
@@ -89,6 +103,16 @@ impl Agent {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line is JSON ({e}): {l}")))
             .collect()
+    }
+
+    /// Wait (up to 30 s) until an alert of `detector` has been written: a verdict that waits for
+    /// our host's reaction comes after its grace period.
+    pub fn wait_for_alert(&self, detector: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.alerts().iter().any(|a| a["detector"] == detector) {
+            assert!(Instant::now() < deadline, "no {detector} alert within 30 s:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn stderr(&self) -> String {
@@ -125,7 +149,7 @@ impl Agent {
             // counts a drop), so received reaching sent means the ring is read to the end.
             let (sent, read) = (sum("flagprobe_events_total", &[]), sum("flagprobe_events_received_total", &[]));
             let (inn, out) =
-                (sum("flagprobe_packets_total", &[("hook", "ingress")]), sum("flagprobe_packets_total", &[("hook", "egress")]));
+                (sum("flagprobe_packets_total", &[("direction", "in")]), sum("flagprobe_packets_total", &[("direction", "out")]));
             let now = vec![inn, out, sent, read, sum("flagprobe_flow_inserts_total", &[])];
             let caught_up = inn >= ingress && out >= egress && read >= sent;
             if caught_up && previous.as_ref() == Some(&now) {

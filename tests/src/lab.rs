@@ -1,5 +1,6 @@
 //! A two-namespace lab: `home` (the monitored host, 10.77.0.2) and `peer` (10.77.0.1, also owning
-//! 198.51.100.0/24 and 203.0.113.0/24), joined by a veth pair. Everything is removed on drop.
+//! 198.51.100.0/24 and 203.0.113.0/24), joined by a veth pair — or, in [`Lab::new_hub`], by a hub
+//! whose mirror port leads to a `sensor` namespace. Everything is removed on drop.
 
 use std::{
     fs::File,
@@ -49,12 +50,19 @@ pub struct Lab {
     pub peer: String,
     /// A third party behind the peer (see [`Lab::add_third_party`]).
     pub third: Option<String>,
+    /// [`Lab::new_hub`]: the namespace holding the hub (a bridge), and the sensor's namespace.
+    pub hub: Option<String>,
+    pub sensor: Option<String>,
     /// Shared hold on the labs (`None` inside an [`exclusive`] hold, which the test keeps).
     _share: Option<RwLockReadGuard<'static, ()>>,
 }
 
 /// The third party's own address; it forges others'.
 pub const THIRD_IP: &str = "10.78.0.2";
+
+/// [`Lab::new_hub`]: the sensor's interface, in the sensor namespace, and its hub port.
+pub const MIRROR_IF: &str = "fp-mirror";
+pub const MIRROR_PORT: &str = "hb-mon";
 
 impl Lab {
     /// A fresh lab with unique namespace names; offloads off so every packet is one wire segment.
@@ -69,7 +77,7 @@ impl Lab {
 
     fn build(share: Option<RwLockReadGuard<'static, ()>>) -> Lab {
         let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}"), third: None, _share: share };
+        let lab = Lab { home: format!("fph-{id}"), peer: format!("fpp-{id}"), third: None, hub: None, sensor: None, _share: share };
         let (h, p) = (&lab.home, &lab.peer);
         sh(&format!(
             "set -e
@@ -87,6 +95,39 @@ impl Lab {
             ip -n {h} route add default via {PEER_IP}
             ip netns exec {h} ethtool -K {HOME_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
             ip netns exec {p} ethtool -K {PEER_IF} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true"
+        ));
+        lab
+    }
+
+    /// The same two hosts with a hub between them instead of a cable: a bridge that forgets every
+    /// address at once (ageing 0), so it floods each frame to all its ports, one of which leads
+    /// to the `sensor` namespace's [`MIRROR_IF`] — a mirror port that sees both directions.
+    pub fn new_hub() -> Lab {
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let (h, p, x, s) = (format!("fph-{id}"), format!("fpp-{id}"), format!("fpx-{id}"), format!("fps-{id}"));
+        let lab =
+            Lab { home: h.clone(), peer: p.clone(), third: None, hub: Some(x.clone()), sensor: Some(s.clone()), _share: Some(shared()) };
+        sh(&format!(
+            "set -e
+            for ns in {h} {p} {x} {s}; do ip netns add $ns; ip -n $ns link set lo up; done
+            ip -n {x} link add br0 type bridge ageing_time 0 stp_state 0
+            ip link add {HOME_IF} netns {h} type veth peer name hb-home netns {x}
+            ip link add {PEER_IF} netns {p} type veth peer name hb-peer netns {x}
+            ip link add {MIRROR_IF} netns {s} type veth peer name {MIRROR_PORT} netns {x}
+            for port in hb-home hb-peer {MIRROR_PORT}; do ip -n {x} link set $port master br0; ip -n {x} link set $port up; done
+            ip -n {x} link set br0 up
+            for ns in {h} {p} {s}; do
+              ip netns exec $ns sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+            done
+            ip -n {h} addr add {HOME_IP}/24 dev {HOME_IF}
+            ip -n {p} addr add {PEER_IP}/24 dev {PEER_IF}
+            ip -n {p} addr add 198.51.100.1/24 dev {PEER_IF}
+            ip -n {p} addr add 203.0.113.1/24 dev {PEER_IF}
+            ip -n {h} link set {HOME_IF} up; ip -n {p} link set {PEER_IF} up; ip -n {s} link set {MIRROR_IF} up
+            ip -n {h} route add default via {PEER_IP}
+            for pair in {h}:{HOME_IF} {p}:{PEER_IF} {s}:{MIRROR_IF} {x}:hb-home {x}:hb-peer {x}:{MIRROR_PORT}; do
+              ip netns exec ${{pair%%:*}} ethtool -K ${{pair#*:}} tso off gso off gro off tx off rx off >/dev/null 2>&1 || true
+            done"
         ));
         lab
     }
@@ -131,8 +172,8 @@ impl Default for Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(t) = &self.third {
-            let _ = Command::new("ip").args(["netns", "del", t]).status();
+        for ns in [&self.third, &self.hub, &self.sensor].into_iter().flatten() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.home]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.peer]).status();

@@ -5,6 +5,8 @@
 //! returns false — unless `CI` or `FLAGPROBE_REQUIRE_PRIVILEGED=1` is set, where it panics.
 
 pub mod agent;
+pub mod bpf;
+pub mod capture;
 pub mod frames;
 pub mod lab;
 pub mod metrics_text;

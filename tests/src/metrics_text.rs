@@ -26,13 +26,22 @@ pub fn tcp(text: &str, hook: &str, flags: &str) -> u64 {
 
 /// Every (hook, flags byte) → count in `flagprobe_tcp_packets_total`.
 pub fn tcp_by_hook(text: &str) -> std::collections::BTreeMap<(String, u8), u64> {
+    tcp_by_label(text, "hook")
+}
+
+/// Every (direction `in`/`out`, flags byte) → count in `flagprobe_tcp_packets_total`.
+pub fn tcp_by_direction(text: &str) -> std::collections::BTreeMap<(String, u8), u64> {
+    tcp_by_label(text, "direction")
+}
+
+fn tcp_by_label(text: &str, key: &str) -> std::collections::BTreeMap<(String, u8), u64> {
     let mut out = std::collections::BTreeMap::new();
     for l in text.lines().filter(|l| l.starts_with("flagprobe_tcp_packets_total{")) {
         let Some((series, value)) = l.rsplit_once(' ') else {
             continue;
         };
         let label = |k: &str| series.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_string);
-        let (Some(hook), Some(flags)) = (label("hook"), label("flags")) else {
+        let (Some(hook), Some(flags)) = (label(key), label("flags")) else {
             continue;
         };
         let byte = probe_common::flags::parse_letters(&flags).expect("metric flags are valid letters");

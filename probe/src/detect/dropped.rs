@@ -46,9 +46,15 @@ impl Dropped {
         let c = self.by_sender.get(&sender)?;
         let reason = self.reason;
         Some(if c.dropped > 0 {
-            format!("flagprobe dropped {} of these packets on arrival, as configured (--drop {reason}), so {consequence}.", c.dropped)
+            format!(
+                "flagprobe dropped {} such packets from {sender} on arrival, as configured (--drop {reason}), so {consequence}.",
+                c.dropped
+            )
         } else {
-            format!("--drop-dry-run: flagprobe would have dropped {} such packets from {sender} (--drop {reason}); it dropped none.", c.would_drop)
+            format!(
+                "--drop-dry-run: flagprobe would have dropped {} such packets from {sender} (--drop {reason}); it dropped none.",
+                c.would_drop
+            )
         })
     }
 

@@ -2,7 +2,7 @@
 //! measured in the same run (BPF_PROG_TEST_RUN). Run through `cargo xtask bench`, which writes the
 //! table to BENCHMARKS.md. Needs root.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use aya::programs::Xdp;
 use probe::kernel::{LoadOptions, loader};
@@ -12,43 +12,11 @@ use probe_common::{
 };
 use tests::frames::TcpFrame;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-/// `r0 = XDP_PASS; exit`, loaded with BPF_PROG_LOAD: the baseline every number is compared with.
+/// `r0 = XDP_PASS; exit`: the baseline every number is compared with.
 fn empty_xdp() -> OwnedFd {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Load {
-        prog_type: u32,
-        insn_cnt: u32,
-        insns: u64,
-        license: u64,
-        log_level: u32,
-        log_size: u32,
-        log_buf: u64,
-        kern_version: u32,
-        prog_flags: u32,
-        prog_name: [u8; 16],
-        prog_ifindex: u32,
-        expected_attach_type: u32,
-    }
-    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"fp_empty\0");
-    let mut attr = Load {
-        prog_type: 6, // XDP
-        insn_cnt: 2,
-        insns: insns.as_ptr() as u64,
-        license: c"GPL".as_ptr() as u64,
-        prog_name: name,
-        expected_attach_type: 37, // BPF_XDP
-        ..Default::default()
-    };
-    // SAFETY: a correctly sized attr for BPF_PROG_LOAD.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut Load, size_of::<Load>()) };
-    assert!(fd >= 0, "loading the empty XDP program: {}", std::io::Error::last_os_error());
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    tests::bpf::xdp_returning(tests::bpf::XDP_PASS)
 }
 
 /// Mean ns per run over `repeat` runs of `frame` (the kernel's own clock, truncated to 1 ns).

@@ -7,12 +7,13 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use tests::{
     agent::Agent,
+    capture::Capture,
     lab::{HOME_IF, HOME_IP, Lab, PEER_IP, spawn_in_netns},
     metrics_text::{self, tcp},
     oracle, privileged, tool,
@@ -56,58 +57,8 @@ fn closed_ports(lab: &Lab, ports: &[u16]) {
     .unwrap();
 }
 
-struct Capture {
-    child: std::process::Child,
-    path: std::path::PathBuf,
-}
-
 fn tcpdump(lab: &Lab) -> Capture {
-    let path = std::env::temp_dir().join(format!("{}-live.pcap", lab.home));
-    // --immediate-mode: otherwise packets wait in the capture ring until a block times out, and
-    // a SIGINT before that loses them.
-    let mut child = lab
-        .command(&lab.home, "tcpdump")
-        .args(["--immediate-mode", "-i", HOME_IF, "-U", "-n", "-w"])
-        .arg(&path)
-        .arg("tcp")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // tcpdump says "listening on IF" once its capture is open: from then on it sees every packet.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("listening on") {
-        let n = std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
-        assert!(n > 0, "tcpdump did not start: {said}");
-    }
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Capture { child, path }
-}
-
-/// Wait until `path` stops growing across two looks a poll apart.
-fn quiet(path: &std::path::Path) {
-    let size = || std::fs::metadata(path).map_or(0, |m| m.len());
-    let mut last = size();
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let now = size();
-        if now == last {
-            return;
-        }
-        last = now;
-    }
-}
-
-impl Capture {
-    fn finish(mut self) -> std::path::PathBuf {
-        // Let the connection's last ACKs land first: tcpdump -U writes each packet as it comes.
-        quiet(&self.path);
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        self.path
-    }
+    Capture::start(&lab.home, HOME_IF, &format!("{}-live", lab.home))
 }
 
 /// tshark's in/out counts mapped to our hooks.

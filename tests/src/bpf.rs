@@ -1,0 +1,78 @@
+//! Baseline XDP programs for the benchmarks, loaded and attached with raw bpf(2) calls: a program
+//! that only returns an action is what flagprobe's cost is measured against.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+pub const XDP_DROP: u8 = 1;
+pub const XDP_PASS: u8 = 2;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_XDP`, the attach type of an XDP link.
+const BPF_XDP: u32 = 37;
+/// `XDP_FLAGS_DRV_MODE`: native (driver) mode, as flagprobe attaches.
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// `r0 = action; exit`, loaded with BPF_PROG_LOAD.
+pub fn xdp_returning(action: u8) -> OwnedFd {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Load {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, action, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let mut name = [0u8; 16];
+    name[..9].copy_from_slice(b"fp_empty\0");
+    let mut attr = Load {
+        prog_type: 6, // XDP
+        insn_cnt: 2,
+        insns: insns.as_ptr() as u64,
+        license: c"GPL".as_ptr() as u64,
+        prog_name: name,
+        expected_attach_type: BPF_XDP,
+        ..Default::default()
+    };
+    // SAFETY: a correctly sized attr for BPF_PROG_LOAD.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut Load, size_of::<Load>()) };
+    assert!(fd >= 0, "loading the empty XDP program: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor we own.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// Attach `prog` in driver mode to interface `ifindex` of the calling thread's namespace; the
+/// program stays attached while the returned link lives.
+pub fn attach_xdp(prog: &OwnedFd, ifindex: u32) -> OwnedFd {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Link {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+        _rest: [u64; 4],
+    }
+    let mut attr = Link {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: XDP_FLAGS_DRV_MODE,
+        ..Default::default()
+    };
+    // SAFETY: a correctly sized attr for BPF_LINK_CREATE.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &mut attr as *mut Link, size_of::<Link>()) };
+    assert!(fd >= 0, "attaching the XDP program: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor we own.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
