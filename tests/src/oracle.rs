@@ -52,7 +52,7 @@ pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
 }
 
 /// An AF_PACKET socket bound to `iface` inside namespace `ns`.
-fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
+pub fn packet_socket(ns: &str, iface: &'static str) -> OwnedFd {
     in_netns(ns, move || {
         // SAFETY: plain socket calls with valid arguments; the fd is owned right away.
         unsafe {

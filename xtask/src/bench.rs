@@ -51,49 +51,35 @@ fn replay_vs_tshark(flows: u32) -> Result<String> {
     ))
 }
 
+/// Run one of the tests crate's benchmark binaries (release) with the built object and agent;
+/// its stdout, also printed.
+fn bench_bin(bin: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("cargo")
+        .current_dir(build::workspace_root())
+        .args(["run", "-q", "--release", "-p", "tests", "--bin", bin, "--"])
+        .args(args)
+        .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
+        .env("FLAGPROBE_BIN", build::agent_binary(true))
+        .output()
+        .with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        bail!("{bin} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    print!("{text}");
+    Ok(text)
+}
+
 pub fn run(repeat: u32, rounds: u32) -> Result<()> {
     build::all(false)?;
     let root = build::workspace_root();
 
-    let out = Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "run",
-            "-q",
-            "--release",
-            "-p",
-            "tests",
-            "--bin",
-            "flagprobe-bench",
-            "--",
-            "--repeat",
-            &repeat.to_string(),
-            "--rounds",
-            &rounds.to_string(),
-        ])
-        .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
-        .output()
-        .context("running flagprobe-bench")?;
-    if !out.status.success() {
-        bail!("flagprobe-bench failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let table = String::from_utf8_lossy(&out.stdout).to_string();
-    print!("{table}");
+    let table = bench_bin("flagprobe-bench", &["--repeat", &repeat.to_string(), "--rounds", &rounds.to_string()])?;
     // After the kernel measurement: the replay and flood phases heat the VM for a while.
     let replay = replay_vs_tshark(200_000)?;
     print!("{replay}");
-    let flood = Command::new("cargo")
-        .current_dir(&root)
-        .args(["run", "-q", "--release", "-p", "tests", "--bin", "flagprobe-bench", "--", "--flood"])
-        .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
-        .env("FLAGPROBE_BIN", build::agent_binary(true))
-        .output()
-        .context("running the flood benchmark")?;
-    if !flood.status.success() {
-        bail!("flood benchmark failed: {}", String::from_utf8_lossy(&flood.stderr));
-    }
-    let flood = String::from_utf8_lossy(&flood.stdout).to_string();
-    print!("{flood}");
+    let flood = bench_bin("flagprobe-bench", &["--flood"])?;
+    let sensor = bench_bin("sensor-rate", &["--seconds", "8", "--rounds", "3"])?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let doc = format!(
@@ -107,7 +93,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          (a naive LRU-hash insert costs ~650 ns here). The VM drifts by several ns between runs:\n\
          compare rows of one run.\n\n\
          ## Offline replay\n\n\
-         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}",
+         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}",
         kernel.trim()
     );
     std::fs::write(root.join("BENCHMARKS.md"), doc)?;

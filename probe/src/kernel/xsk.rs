@@ -191,7 +191,7 @@ impl XskSocket {
                 each(unsafe { std::slice::from_raw_parts(self.umem.add(addr), len) });
             }
             // The chunk's base goes back to the fill ring (the descriptor may point past it).
-            let chunk = (desc.addr & !u64::from(CHUNK - 1)) as u64;
+            let chunk = desc.addr & !u64::from(CHUNK - 1);
             let fslot = (fill_at.wrapping_add(i) & (CHUNKS - 1)) as usize;
             // SAFETY: the fill ring holds CHUNKS descriptors and at most CHUNKS chunks are out.
             unsafe { self.fill.desc.cast::<u64>().add(fslot).write(chunk) };

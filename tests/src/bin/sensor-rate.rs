@@ -2,17 +2,24 @@
 //! same run on the same lab, round by round; and the AF_XDP path's rate when every frame is
 //! notable. Run through `cargo xtask bench`, which puts the table in BENCHMARKS.md. Needs root.
 //!
-//! The load is hping3's spoofed SYN flood (every packet a new flow, flagprobe's worst case); the
-//! count is the veth's own `rx_queue_*_xdp_packets`, so both programs are counted by the kernel
-//! the same way.
+//! The load is a spoofed SYN flood (every packet a new flow, flagprobe's worst case) sent as fast as
+//! one CPU can: prebuilt frames from 4096 random sources through an AF_PACKET socket with
+//! `sendmmsg`, bypassing the qdisc (hping3 tops out near 150 k packets/s here, too slow to show a
+//! program's cost). The count is the veth's own `rx_queue_*_xdp_packets`, so both programs are
+//! counted by the kernel the same way.
 
-use std::time::{Duration, Instant};
+use std::{
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
 
+use probe_common::flags::{FIN, SYN};
 use tests::{
     agent::Agent,
     bpf,
-    lab::{HOME_IF, HOME_IP, Lab, in_netns},
-    metrics_text,
+    frames::TcpFrame,
+    lab::{HOME_IF, HOME_IP, Lab, PEER_IF, in_netns},
+    metrics_text, oracle,
 };
 
 /// Packets the home veth's XDP program has run on, over all queues.
@@ -26,12 +33,53 @@ fn xdp_packets(lab: &Lab) -> u64 {
         .sum()
 }
 
-/// Flood the home address from the peer for `seconds` with hping3 (`flags` such as `-S`);
-/// packets/s through the home veth's XDP program.
-fn flood(lab: &Lab, seconds: u64, flags: &str) -> f64 {
+/// Flood the home address from the peer for `seconds` with TCP segments carrying `flags` from
+/// random sources; packets/s through the home veth's XDP program.
+fn flood(lab: &Lab, seconds: u64, flags: u8) -> f64 {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let frames: Vec<Vec<u8>> = (0..4096)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let b = seed.to_be_bytes();
+            TcpFrame::v4([b[0] | 1, b[1], b[2], b[3]], 1024 + (b[4] as u16) * 200, [10, 77, 0, 2], 8080, flags).build()
+        })
+        .collect();
+    let socket = oracle::packet_socket(&lab.peer, PEER_IF);
     let before = xdp_packets(lab);
     let t = Instant::now();
-    lab.exec(&lab.peer, &format!("timeout {seconds} hping3 --flood -q {flags} --rand-source -p 8080 {HOME_IP} >/dev/null 2>&1; true"));
+    let sender = std::thread::spawn(move || {
+        // One CPU, as a single sender would: the other runs the agent.
+        // SAFETY: a zeroed cpu_set_t with one bit set.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+            let on = 1i32;
+            libc::setsockopt(socket.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, (&raw const on).cast(), 4);
+        }
+        let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+        // SAFETY: zeroed mmsghdr is valid; each points at one iovec that outlives the calls.
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = v;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < end {
+            for chunk in msgs.chunks_mut(64) {
+                // SAFETY: a bound packet socket and `chunk.len()` valid headers.
+                unsafe { libc::sendmmsg(socket.as_raw_fd(), chunk.as_mut_ptr(), chunk.len() as u32, 0) };
+            }
+        }
+    });
+    sender.join().expect("sender");
+    std::thread::sleep(Duration::from_millis(100));
     (xdp_packets(lab) - before) as f64 / t.elapsed().as_secs_f64()
 }
 
@@ -61,7 +109,7 @@ fn main() {
     println!("## Sensor mode: packets/s through a veth");
     println!();
     println!(
-        "`hping3 --flood --rand-source -S` from the peer into a veth whose XDP program (driver mode) is either an empty \
+        "A spoofed SYN flood (4096 random sources, AF_PACKET `sendmmsg` from one CPU) from the peer into a veth whose XDP program (driver mode) is either an empty \
          `xdp_drop` or flagprobe in sensor mode (`--mode sensor`, copies dropped after counting); the veth's own \
          `rx_queue_*_xdp_packets` counts both. {rounds} rounds of {seconds} s each, alternating."
     );
@@ -73,12 +121,12 @@ fn main() {
         let empty = {
             let prog = bpf::xdp_returning(bpf::XDP_DROP);
             let link = in_netns(&lab.home, move || bpf::attach_xdp(&prog, ifindex));
-            let rate = flood(&lab, seconds, "-S");
+            let rate = flood(&lab, seconds, SYN);
             drop(link);
             rate
         };
         let mut agent = sensor(&lab, &[]);
-        let ours = flood(&lab, seconds, "-S");
+        let ours = flood(&lab, seconds, SYN);
         let _ = agent.stop();
         ratios.push(ours / empty);
         println!("| {round} | {empty:.0} | {ours:.0} | {:.2} |", ours / empty);
@@ -93,7 +141,7 @@ fn main() {
     let mut agent = sensor(&lab, &["--event-rate", "10000000"]);
     let m0 = agent.metrics();
     let t = Instant::now();
-    let through = flood(&lab, seconds, "-S -F");
+    let through = flood(&lab, seconds, SYN | FIN);
     std::thread::sleep(Duration::from_millis(500));
     let m = agent.metrics();
     let secs = t.elapsed().as_secs_f64();
@@ -102,7 +150,7 @@ fn main() {
     let _ = agent.stop();
     println!();
     println!(
-        "AF_XDP path (`hping3 --flood -S -F`, every frame notable, `--event-rate 10000000`, copy mode on veth): {through:.0} packets/s \
+        "AF_XDP path (the same flood with SYN+FIN, every frame notable, `--event-rate 10000000`, copy mode on veth): {through:.0} packets/s \
          through XDP, {:.0} frames/s redirected whole to the socket, {:.0} frames/s read by the agent ({:.2} of those redirected).",
         sent / secs,
         read / secs,
