@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn key(port: u16) -> FlowKey {
-        FlowKey { addr_lo: [1; 16], addr_hi: [2; 16], port_lo: 80, port_hi: port, family: FAMILY_V4, _pad: [0; 3] }
+        FlowKey { addr_lo: [1; 16], addr_hi: [2; 16], port_lo: 80, port_hi: port, family: FAMILY_V4, _pad: 0, _pad2: 0 }
     }
 
     #[test]

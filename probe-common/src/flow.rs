@@ -46,7 +46,10 @@ pub struct FlowKey {
     pub port_lo: u16,
     pub port_hi: u16,
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// Padding as a byte and a word, not `[u8; 3]`: zeroing that array is a `memset` call the
+    /// eBPF target runs as a byte loop, on every packet's key.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
@@ -97,9 +100,9 @@ impl FlowKey {
         let (s, d) = (addr_rank(&ep.src), addr_rank(&ep.dst));
         let src_is_lo = s < d || (s == d && ep.sport <= ep.dport);
         let key = if src_is_lo {
-            FlowKey { addr_lo: ep.src, addr_hi: ep.dst, port_lo: ep.sport, port_hi: ep.dport, family: ep.family, _pad: [0; 3] }
+            FlowKey { addr_lo: ep.src, addr_hi: ep.dst, port_lo: ep.sport, port_hi: ep.dport, family: ep.family, _pad: 0, _pad2: 0 }
         } else {
-            FlowKey { addr_lo: ep.dst, addr_hi: ep.src, port_lo: ep.dport, port_hi: ep.sport, family: ep.family, _pad: [0; 3] }
+            FlowKey { addr_lo: ep.dst, addr_hi: ep.src, port_lo: ep.dport, port_hi: ep.sport, family: ep.family, _pad: 0, _pad2: 0 }
         };
         (key, if src_is_lo { Side::Lo } else { Side::Hi })
     }
