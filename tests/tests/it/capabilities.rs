@@ -36,7 +36,8 @@ fn exactly_bpf_perfmon_and_net_admin_are_needed() {
     for (without, caps, says) in [
         ("CAP_BPF", "+perfmon,+net_admin", "map"),
         ("CAP_PERFMON", "+bpf,+net_admin", "BPF_PROG_LOAD"),
-        ("CAP_NET_ADMIN", "+bpf,+perfmon", "BPF_PROG_LOAD"),
+        // The sensor's AF_XDP socket map is the first object that needs it.
+        ("CAP_NET_ADMIN", "+bpf,+perfmon", "XSKS"),
     ] {
         let out = Command::new("ip")
             .args(["netns", "exec", &lab.home])
