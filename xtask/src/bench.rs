@@ -79,7 +79,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
     let replay = replay_vs_tshark(200_000)?;
     print!("{replay}");
     let flood = bench_bin("flagprobe-bench", &["--flood"])?;
-    let sensor = bench_bin("sensor-rate", &["--seconds", "8", "--rounds", "3"])?;
+    let sensor = bench_bin("sensor-rate", &["--seconds", "6", "--rounds", "6"])?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let doc = format!(

@@ -96,6 +96,23 @@ fn sensor(lab: &Lab, extra: &[&str]) -> Agent {
     agent
 }
 
+/// Packets/s with an empty `xdp_drop` on the home veth.
+fn empty_drop_rate(lab: &Lab, ifindex: u32, seconds: u64) -> f64 {
+    let prog = bpf::xdp_returning(bpf::XDP_DROP);
+    let link = in_netns(&lab.home, move || bpf::attach_xdp(&prog, ifindex));
+    let rate = flood(lab, seconds, SYN);
+    drop(link);
+    rate
+}
+
+/// Packets/s with flagprobe in sensor mode on the home veth.
+fn sensor_rate(lab: &Lab, seconds: u64) -> f64 {
+    let mut agent = sensor(lab, &[]);
+    let rate = flood(lab, seconds, SYN);
+    let _ = agent.stop();
+    rate
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| {
@@ -111,23 +128,22 @@ fn main() {
     println!(
         "A spoofed SYN flood (4096 random sources, AF_PACKET `sendmmsg` from one CPU) from the peer into a veth whose XDP program (driver mode) is either an empty \
          `xdp_drop` or flagprobe in sensor mode (`--mode sensor`, copies dropped after counting); the veth's own \
-         `rx_queue_*_xdp_packets` counts both. {rounds} rounds of {seconds} s each, alternating."
+         `rx_queue_*_xdp_packets` counts both. {rounds} rounds of {seconds} s each; odd rounds run the empty program first, even rounds flagprobe."
     );
     println!();
     println!("| round | empty xdp_drop, packets/s | flagprobe sensor, packets/s | ratio |");
     println!("|---|---:|---:|---:|");
     let mut ratios = Vec::new();
     for round in 1..=rounds {
-        let empty = {
-            let prog = bpf::xdp_returning(bpf::XDP_DROP);
-            let link = in_netns(&lab.home, move || bpf::attach_xdp(&prog, ifindex));
-            let rate = flood(&lab, seconds, SYN);
-            drop(link);
-            rate
+        // The VM drifts over a run: odd rounds measure the empty program first, even rounds
+        // flagprobe first, so a drift favours neither.
+        let (empty, ours) = if round % 2 == 1 {
+            let empty = empty_drop_rate(&lab, ifindex, seconds);
+            (empty, sensor_rate(&lab, seconds))
+        } else {
+            let ours = sensor_rate(&lab, seconds);
+            (empty_drop_rate(&lab, ifindex, seconds), ours)
         };
-        let mut agent = sensor(&lab, &[]);
-        let ours = flood(&lab, seconds, SYN);
-        let _ = agent.stop();
         ratios.push(ours / empty);
         println!("| {round} | {empty:.0} | {ours:.0} | {:.2} |", ours / empty);
     }
