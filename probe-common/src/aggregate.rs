@@ -385,9 +385,7 @@ mod tests {
     use crate::flow::FAMILY_V4;
 
     fn v4(a: u32) -> [u8; 16] {
-        let mut out = [0; 16];
-        out[..4].copy_from_slice(&a.to_be_bytes());
-        out
+        crate::flow::v4_bytes(a.to_be_bytes())
     }
 
     fn syn_to(agg: &mut Aggregates, src: u32, port: u16, now: u64) {

@@ -70,6 +70,25 @@ pub fn ip_addr(bytes: [u8; 16], family: u8) -> core::net::IpAddr {
     if family == FAMILY_V4 { core::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]) } else { core::net::IpAddr::from(bytes) }
 }
 
+/// An address in the contract's 16-byte form, and its family: the inverse of [`ip_addr`].
+pub fn addr_bytes(ip: core::net::IpAddr) -> ([u8; 16], u8) {
+    match ip {
+        core::net::IpAddr::V4(a) => (v4_bytes(a.octets()), FAMILY_V4),
+        core::net::IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+/// An IPv4 address in the contract's 16-byte form (first four bytes, then zeros), built as two
+/// words: a zeroed array plus a copy becomes a `memset` call that the eBPF target runs as a byte
+/// loop, twelve iterations per address and packet.
+#[inline(always)]
+pub fn v4_bytes(a: [u8; 4]) -> [u8; 16] {
+    // A native-endian word of exactly these bytes, so its memory holds them in this order.
+    let words = [u64::from_ne_bytes([a[0], a[1], a[2], a[3], 0, 0, 0, 0]), 0u64];
+    // SAFETY: two u64s and sixteen bytes have the same size, and every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
+}
+
 /// A packet's endpoints as the parser saw them (source → destination). Aligned to 8 so the
 /// addresses can be read as two 64-bit words ([`addr_words`]): the eBPF target assembles an
 /// unaligned word from eight byte loads.
@@ -399,11 +418,7 @@ mod pod {
 mod tests {
     use super::*;
 
-    fn v4(a: [u8; 4]) -> [u8; 16] {
-        let mut out = [0; 16];
-        out[..4].copy_from_slice(&a);
-        out
-    }
+    use super::v4_bytes as v4;
 
     fn ep(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Endpoints {
         Endpoints { src: v4(src), dst: v4(dst), sport, dport, family: FAMILY_V4 }

@@ -110,13 +110,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::FAMILY_V6;
-
-    fn v4(a: [u8; 4]) -> [u8; 16] {
-        let mut out = [0; 16];
-        out[..4].copy_from_slice(&a);
-        out
-    }
+    use crate::flow::{FAMILY_V6, v4_bytes as v4};
 
     /// Addresses as the kernel hands them over: 8-aligned (see `addr_words`).
     #[repr(align(8))]

@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 
 use crate::{
     counters::{PROTO_ICMP, PROTO_ICMPV6, PROTO_NON_IP, PROTO_OTHER_IP, PROTO_UDP, ParseError},
-    flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment},
+    flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment, v4_bytes},
 };
 
 const ETH_P_IPV4: u16 = 0x0800;
@@ -198,19 +198,8 @@ fn parse_ipv4(pkt: &Cursor<'_>, offset: usize) -> Result<TcpPacket, NotTcp> {
     if be16(ip.frag) & 0x1fff != 0 {
         return Err(Error(ParseError::Fragment));
     }
-    let ep = Endpoints { src: v4_in_16(ip.src), dst: v4_in_16(ip.dst), sport: 0, dport: 0, family: FAMILY_V4 };
+    let ep = Endpoints { src: v4_bytes(ip.src), dst: v4_bytes(ip.dst), sport: 0, dport: 0, family: FAMILY_V4 };
     parse_tcp(pkt, offset + ihl, offset + total_len, ep, ip.ttl, total_len as u32)
-}
-
-/// An IPv4 address in the contract's 16-byte form (first four bytes, then zeros), built as two
-/// words: a zeroed array plus a copy becomes a `memset` call that the eBPF target runs as a byte
-/// loop, twelve iterations per address and packet.
-#[inline(always)]
-fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
-    // Little-endian, as the contract is (see lib.rs): the low word's first bytes are `a`.
-    let words = [u64::from(u32::from_le_bytes(a)), 0u64];
-    // SAFETY: two u64s and sixteen bytes have the same size, and every bit pattern is valid.
-    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) }
 }
 
 #[inline(always)]

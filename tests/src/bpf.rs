@@ -43,11 +43,7 @@ pub fn xdp_returning(action: u8) -> OwnedFd {
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
-    // SAFETY: a correctly sized attr for BPF_PROG_LOAD.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &mut attr as *mut Load, size_of::<Load>()) };
-    assert!(fd >= 0, "loading the empty XDP program: {}", std::io::Error::last_os_error());
-    // SAFETY: a fresh descriptor we own.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    bpf_fd(BPF_PROG_LOAD, &mut attr, "loading the empty XDP program")
 }
 
 /// Attach `prog` in driver mode to interface `ifindex` of the calling thread's namespace; the
@@ -70,9 +66,14 @@ pub fn attach_xdp(prog: &OwnedFd, ifindex: u32) -> OwnedFd {
         flags: XDP_FLAGS_DRV_MODE,
         ..Default::default()
     };
-    // SAFETY: a correctly sized attr for BPF_LINK_CREATE.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, &mut attr as *mut Link, size_of::<Link>()) };
-    assert!(fd >= 0, "attaching the XDP program: {}", std::io::Error::last_os_error());
+    bpf_fd(BPF_LINK_CREATE, &mut attr, "attaching the XDP program")
+}
+
+/// A bpf(2) command that returns a new descriptor; `attr` is the command's `#[repr(C)]` attribute.
+fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T, what: &str) -> OwnedFd {
+    // SAFETY: `attr` is a live, correctly sized attribute for `cmd` (each caller's struct).
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size_of::<T>()) };
+    assert!(fd >= 0, "{what}: {}", std::io::Error::last_os_error());
     // SAFETY: a fresh descriptor we own.
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }

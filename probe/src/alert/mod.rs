@@ -87,15 +87,21 @@ pub struct Alert {
     pub last_seen_ns: u64,
 }
 
-/// A short, stable id (FNV-1a, 64 bits, in hex) of an incident's identity.
-fn incident_id(parts: &[&[u8]]) -> String {
+/// FNV-1a (64 bits) over `parts`, each followed by a 0xff separator: stable across runs and
+/// builds, which `std`'s hasher is not. Alert ids and the evidence writer's frame matching use it.
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for &b in part.iter().chain(&[0xff]) {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{h:016x}")
+    h
+}
+
+/// A short, stable id (in hex) of an incident's identity.
+fn incident_id(parts: &[&[u8]]) -> String {
+    format!("{:016x}", fnv1a(parts))
 }
 
 /// RFC 3339 with microseconds, UTC.

@@ -157,7 +157,7 @@ mod tests {
     use probe_common::flags::{ACK, RST, SYN};
 
     use super::*;
-    use crate::detect::testkit::{S, Script, pkt};
+    use crate::detect::testkit::{S, Script, nth_remote, pkt};
 
     #[test]
     fn resets_for_connections_we_never_opened_are_backscatter() {
@@ -177,7 +177,7 @@ mod tests {
         let mut s = Script::new();
         let mut d = BackscatterRst::new(Config::default());
         for i in 0..1000u32 {
-            let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            let src = nth_remote(i);
             s.send(S, pkt(&src, 443, "10.0.0.2", 1024 + i as u16, RST | ACK));
         }
         let a = s.poll(&mut d, 2 * S);

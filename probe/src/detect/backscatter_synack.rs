@@ -284,7 +284,7 @@ mod tests {
     use probe_common::flags::{ACK, PSH, RST, SYN};
 
     use super::*;
-    use crate::detect::testkit::{Pkt, S, Script, pkt};
+    use crate::detect::testkit::{Pkt, S, Script, nth_remote, pkt};
 
     #[test]
     fn unsolicited_syn_acks_answered_by_rst_are_backscatter_per_victim() {
@@ -362,7 +362,7 @@ mod tests {
         let mut s = Script::new();
         let mut d = BackscatterSynAck::new(Config::default());
         for i in 0..1000u32 {
-            let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            let src = nth_remote(i);
             s.send(S, pkt(&src, 80, "10.0.0.2", 1024 + i as u16, SYN | ACK));
             s.send(S + 1, pkt("10.0.0.2", 1024 + i as u16, &src, 80, RST));
         }

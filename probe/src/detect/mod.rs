@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use probe_common::{
     event::PacketEvent,
-    flow::{FAMILY_V4, FAMILY_V6, FlowEntry, FlowKey, Side, SideStats},
+    flow::{FlowEntry, FlowKey, Side, SideStats, addr_bytes},
     home::{HOME_PREFIXES_MAX, HomePrefix, HomePrefixes},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -39,14 +39,8 @@ impl HomeNets {
         }
         let mut out = HomePrefixes { count: self.0.len() as u32, ..HomePrefixes::default() };
         for (slot, net) in out.nets.iter_mut().zip(&self.0) {
-            *slot = match net.network() {
-                IpAddr::V4(a) => {
-                    let mut bytes = [0u8; 16];
-                    bytes[..4].copy_from_slice(&a.octets());
-                    HomePrefix::new(bytes, net.prefix_len(), FAMILY_V4)
-                }
-                IpAddr::V6(a) => HomePrefix::new(a.octets(), net.prefix_len(), FAMILY_V6),
-            };
+            let (bytes, family) = addr_bytes(net.network());
+            *slot = HomePrefix::new(bytes, net.prefix_len(), family);
         }
         Ok(out)
     }

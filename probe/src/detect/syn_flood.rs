@@ -266,11 +266,11 @@ mod tests {
     use probe_common::flags::{ACK, RST, SYN};
 
     use super::*;
-    use crate::detect::testkit::{S, Script, pkt};
+    use crate::detect::testkit::{S, Script, nth_remote, pkt};
 
     fn flood(s: &mut Script, t: u64, n: u32, port: u16, answer: Option<u8>) {
         for i in 0..n {
-            let src = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+            let src = nth_remote(i);
             s.send(t, pkt(&src, 1024 + (i % 60000) as u16, "10.0.0.2", port, SYN));
             if let Some(flags) = answer {
                 s.send(t, pkt("10.0.0.2", port, &src, 1024 + (i % 60000) as u16, flags));

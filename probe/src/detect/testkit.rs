@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use probe_common::flow::{Endpoints, FAMILY_V4, FAMILY_V6, Segment};
+use probe_common::flow::{Endpoints, Segment};
 
 use super::{AggregateView, Detector, EventView, FlowView, HomeNets};
 use crate::{alert::Alert, flows::SoftTable};
@@ -28,20 +28,19 @@ pub struct Pkt<'a> {
     pub ack: u32,
 }
 
+/// The `i`-th of many distinct remote addresses (198.18.0.0/15, benchmarking space): a flood's
+/// spoofed sources or a reflection's reflectors.
+pub fn nth_remote(i: u32) -> String {
+    format!("198.18.{}.{}", i / 250, i % 250 + 1)
+}
+
 /// A packet with defaults: no payload, TTL 64, seq 1000, ack 0.
 pub fn pkt<'a>(src: &'a str, sport: u16, dst: &'a str, dport: u16, flags: u8) -> Pkt<'a> {
     Pkt { src, sport, dst, dport, flags, payload: &[], ttl: 64, seq: 1000, ack: 0 }
 }
 
 fn bytes(ip: &str) -> ([u8; 16], u8) {
-    let mut out = [0u8; 16];
-    match ip.parse::<std::net::IpAddr>().unwrap() {
-        std::net::IpAddr::V4(a) => {
-            out[..4].copy_from_slice(&a.octets());
-            (out, FAMILY_V4)
-        }
-        std::net::IpAddr::V6(a) => (a.octets(), FAMILY_V6),
-    }
+    probe_common::flow::addr_bytes(ip.parse().unwrap())
 }
 
 impl Default for Script {

@@ -35,11 +35,7 @@ const WHOLE: usize = 512;
 
 /// What matches a whole frame to the event's head of it: its length and its first bytes.
 fn fingerprint(head: &[u8], wire_len: u32) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(wire_len);
-    for b in &head[..head.len().min(EVENT_FRAME_MAX)] {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::alert::fnv1a(&[&wire_len.to_le_bytes(), &head[..head.len().min(EVENT_FRAME_MAX)]])
 }
 
 /// One frame, inline: no allocation per packet.
@@ -212,8 +208,8 @@ mod tests {
 
     fn event(src: [u8; 4], dst: [u8; 4], ts_ns: u64) -> PacketEvent {
         let mut ev: PacketEvent = unsafe { std::mem::zeroed() };
-        ev.src[..4].copy_from_slice(&src);
-        ev.dst[..4].copy_from_slice(&dst);
+        ev.src = probe_common::flow::v4_bytes(src);
+        ev.dst = probe_common::flow::v4_bytes(dst);
         ev.family = probe_common::flow::FAMILY_V4;
         ev.ts_ns = ts_ns;
         ev.set_frame(&[0xab; 80]);
