@@ -77,7 +77,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         ebpf_log: config.ebpf_log,
         mode: config.program_mode(),
         drop_policy: config.drop_policy,
-        home: HomeNets(config.home_nets.clone()).prefixes().unwrap_or_default(),
+        home: config.home_prefixes,
     };
     let listener =
         tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
@@ -88,6 +88,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     let engine_stop = Arc::new(AtomicBool::new(false));
     let mut log_readers = Vec::new();
     let mut pollers = Vec::new();
+    if config.drop_policy != 0 {
+        let reasons: Vec<&str> =
+            DROP_REASON_NAMES.iter().enumerate().filter(|(i, _)| config.drop_policy & (1 << i) != 0).map(|(_, n)| *n).collect();
+        tracing::warn!(
+            ifaces = ?config.ifaces,
+            ?reasons,
+            dry_run = config.drop_dry_run,
+            "inline drop is on: inbound packets of these kinds on flows our host never sent on are dropped"
+        );
+    }
     // Sensors' whole notable frames; the queue holds a second of the default event rate.
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAME_QUEUE);
     let mut frame_readers = Vec::new();
@@ -108,24 +118,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         } else {
             tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
         }
-        if config.drop_policy != 0 {
-            let reasons: Vec<&str> =
-                DROP_REASON_NAMES.iter().enumerate().filter(|(i, _)| config.drop_policy & (1 << i) != 0).map(|(_, n)| *n).collect();
-            tracing::warn!(
-                iface,
-                ?reasons,
-                dry_run = config.drop_dry_run,
-                "inline drop is on: inbound packets of these kinds on flows our host never sent on are dropped"
-            );
-        }
         let poller = IfacePoller::new(iface, mode, probe)?;
         metrics.init_iface(iface, poller.capacity() as u64, mode);
         pollers.push(poller);
     }
     tracing::info!(addr = %config.metrics_addr, home_nets = ?config.home_nets, "serving /metrics and /healthz");
 
-    // The queue is preallocated (432 B an event): 8192 holds 0.4 s of the kernel's highest event
-    // rate (two hooks of two CPUs at the default 5000/s each); overflow is counted as a drop.
     let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let mut readers = Vec::new();
     for (i, p) in pollers.iter_mut().enumerate() {

@@ -14,7 +14,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 use ipnet::IpNet;
-use probe_common::action::{DROP_REASON_NAMES, MODE_DROP_DRY_RUN, MODE_SENSOR, MODE_SENSOR_PASS};
+use probe_common::{
+    action::{DROP_REASON_NAMES, MODE_DROP_DRY_RUN, MODE_SENSOR, MODE_SENSOR_PASS},
+    home::HomePrefixes,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -126,6 +129,9 @@ pub struct Config {
     pub poll_interval: Duration,
     pub xdp_mode: XdpMode,
     pub mode: Mode,
+    /// The home networks as the sensor program holds them (empty on a gateway, whose program
+    /// takes direction from its hooks and never reads them).
+    pub home_prefixes: HomePrefixes,
     pub sensor_pass: bool,
     /// `action::DROP_*` bits.
     pub drop_policy: u8,
@@ -233,11 +239,12 @@ impl Config {
         for text in s.home_net.iter().flatten() {
             home_nets.push(parse_net(text).map_err(|p| invalid("home-net", p))?);
         }
+        let mut home_prefixes = HomePrefixes::default();
         if mode == Mode::Sensor {
             if home_nets.is_empty() {
                 return Err(invalid("home-net", "sensor mode needs the networks it watches: give --home-net CIDR"));
             }
-            detect::HomeNets(home_nets.clone()).prefixes().map_err(|p| invalid("home-net", p))?;
+            home_prefixes = detect::HomeNets(home_nets.clone()).prefixes().map_err(|p| invalid("home-net", p))?;
         }
         if home_nets.is_empty() {
             home_nets = netinfo::local_addresses().map_err(|e| ConfigError::NoDefault { field: "home-net", problem: e.to_string() })?;
@@ -293,6 +300,7 @@ impl Config {
             poll_interval,
             xdp_mode: *s.xdp_mode.get_or_insert_default(),
             mode,
+            home_prefixes,
             sensor_pass,
             drop_policy,
             drop_dry_run,
