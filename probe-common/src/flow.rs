@@ -148,6 +148,14 @@ impl FlowKey {
         }
     }
 
+    /// The key's slot in CPU `cpu`'s partition of the flow table, whose partitions hold
+    /// `slot_mask + 1` slots each (a power of two): `cpu * slots_per_cpu + hash % slots_per_cpu`.
+    /// The kernel program writes by it and the agent reads by it.
+    #[inline(always)]
+    pub fn slot(&self, cpu: u32, slot_mask: u32) -> u32 {
+        cpu.wrapping_mul(slot_mask.wrapping_add(1)).wrapping_add(self.hash() as u32 & slot_mask)
+    }
+
     /// A 64-bit mix of the key for the flow table's slot index (murmur3's finaliser over a fold).
     #[inline(always)]
     pub fn hash(&self) -> u64 {

@@ -91,12 +91,11 @@ fn not_ours(key: &FlowKey, ours: u8, now: u64, idle: u64) -> bool {
     let ours = Side::from_index(unsafe { core::ptr::read_volatile(&ours) } & 1);
     let mask = config::flow_slot_mask();
     let parts = config::flow_partitions();
-    let slot = key.hash() as u32 & mask;
     for cpu in 0..MAX_PARTITIONS {
         if cpu >= parts {
             break;
         }
-        let Some(ptr) = FLOWS.get_ptr(cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(slot)) else {
+        let Some(ptr) = FLOWS.get_ptr(key.slot(cpu, mask)) else {
             return false;
         };
         // SAFETY: a map value pointer. Another CPU may be writing it; a read could only miss our
@@ -144,7 +143,7 @@ fn aggregate(input: &AggregateInput<'_>) {
 #[inline(always)]
 fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32, flood: bool) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
-    let index = cpu.wrapping_mul(mask.wrapping_add(1)).wrapping_add(key.hash() as u32 & mask);
+    let index = key.slot(cpu, mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
         counters.flow_insert_failures += 1;
         return None;

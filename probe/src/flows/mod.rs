@@ -101,9 +101,8 @@ impl FlowTracker {
 
     /// The slots `key` can occupy, one per partition.
     fn slots_of(&self, key: &FlowKey) -> impl Iterator<Item = usize> + use<> {
-        let per_cpu = self.slots_per_cpu as usize;
-        let offset = key.hash() as usize & (per_cpu - 1);
-        (0..self.shadow.len() / per_cpu).map(move |cpu| cpu * per_cpu + offset)
+        let (key, mask) = (*key, self.slots_per_cpu - 1);
+        (0..self.shadow.len() as u32 / self.slots_per_cpu).map(move |cpu| key.slot(cpu, mask) as usize)
     }
 
     /// `key`'s flow merged over the partitions of `entries` that hold it.

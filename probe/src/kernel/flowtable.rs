@@ -57,10 +57,9 @@ impl FlowTable {
     /// Every partition's copy of `key`'s flow except `skip_cpu`'s, from the kernel's slot formula.
     pub fn copies_of(&self, key: &FlowKey, slots_per_cpu: u32, skip_cpu: u32) -> Vec<FlowEntry> {
         let cpus = self.slots as u32 / slots_per_cpu.max(1);
-        let offset = key.hash() as u32 & (slots_per_cpu - 1);
         (0..cpus)
             .filter(|&cpu| cpu != skip_cpu)
-            .map(|cpu| self.read((cpu * slots_per_cpu + offset) as usize))
+            .map(|cpu| self.read(key.slot(cpu, slots_per_cpu - 1) as usize))
             .filter(|e| e.key.family != probe_common::flow::FAMILY_NONE && e.key == *key)
             .collect()
     }
