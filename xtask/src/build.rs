@@ -1,6 +1,9 @@
 //! Builds: the eBPF object with the pinned nightly, then the agent, which embeds the object.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Result;
 
@@ -15,8 +18,17 @@ pub fn ebpf_object() -> PathBuf {
 }
 
 pub fn ebpf() -> Result<()> {
-    sh(Command::new("cargo")
-        .current_dir(workspace_root())
+    ebpf_in(&workspace_root(), None)
+}
+
+/// Build the eBPF object of the workspace at `root`, into `target_dir` (default: `root/target`).
+pub fn ebpf_in(root: &Path, target_dir: Option<&Path>) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    if let Some(dir) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    sh(cmd
+        .current_dir(root)
         .args([
             &format!("+{NIGHTLY}"),
             "build",

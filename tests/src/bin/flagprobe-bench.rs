@@ -64,6 +64,30 @@ struct Row {
     prog: f64,
     empty: f64,
     diff: f64,
+    /// The reference build's diff over empty in the same rounds, when one was given.
+    reference: Option<f64>,
+}
+
+/// Flow-table slots of the reference build: its default then (262144, split per CPU as its loader
+/// did: a power of two per CPU).
+const REFERENCE_SLOTS: u32 = 262_144;
+
+/// Load the reference build's XDP program (`--reference OBJ`): the object the flood issue measured,
+/// rebuilt from git by `cargo xtask bench`, at its own default table size, logging off.
+fn load_reference(path: &str) -> (aya::Ebpf, OwnedFd) {
+    let cpus = aya::util::nr_cpus().expect("possible CPUs") as u32;
+    let per_cpu = REFERENCE_SLOTS.div_ceil(cpus).next_power_of_two();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading the reference object {path}: {e}"));
+    let mut ebpf = aya::EbpfLoader::new()
+        .map_max_entries("FLOWS", per_cpu * cpus)
+        .override_global("FLOW_SLOT_MASK", &(per_cpu - 1), true)
+        .override_global(aya_log::LEVEL, &0u8, true)
+        .load(&bytes)
+        .expect("loading the reference object");
+    let prog: &mut Xdp = ebpf.program_mut(PROG_XDP).expect("reference: XDP program").try_into().unwrap();
+    prog.load().expect("reference: verifier");
+    let fd = prog.fd().unwrap().as_fd().try_clone_to_owned().unwrap();
+    (ebpf, fd)
 }
 
 /// Resident memory of a process, in MiB.
@@ -194,6 +218,8 @@ fn main() {
     let prog: &mut Xdp = p.ebpf.program_mut(PROG_XDP).unwrap().try_into().unwrap();
     let fd = prog.fd().unwrap().as_fd().try_clone_to_owned().unwrap();
     let empty = empty_xdp();
+    let reference = args.iter().position(|a| a == "--reference").and_then(|i| args.get(i + 1)).map(|p| load_reference(p));
+    let reference_fd = reference.as_ref().map(|(_, fd)| fd.as_fd());
 
     let (c, s) = ([10, 200, 0, 1], [10, 200, 0, 2]);
     let syn = TcpFrame::v4(c, 40000, s, 80, SYN).build();
@@ -213,7 +239,7 @@ fn main() {
     ];
     let mut rows = Vec::new();
     for (name, frame) in &frames {
-        let (mut pr, mut er, mut dr) = (vec![], vec![], vec![]);
+        let (mut pr, mut er, mut dr, mut rr) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
             let (_, e) = test_run(empty.as_fd(), frame, repeat);
             let (ret, t) = test_run(fd.as_fd(), frame, repeat);
@@ -221,37 +247,56 @@ fn main() {
             pr.push(t as f64);
             er.push(e as f64);
             dr.push(t as f64 - e as f64);
+            if let Some(r) = reference_fd {
+                rr.push(test_run(r, frame, repeat).1 as f64 - e as f64);
+            }
         }
-        rows.push(Row { frame: name, prog: median(&mut pr), empty: median(&mut er), diff: median(&mut dr) });
+        let reference = (!rr.is_empty()).then(|| median(&mut rr));
+        rows.push(Row { frame: name, prog: median(&mut pr), empty: median(&mut er), diff: median(&mut dr), reference });
     }
     // New flows: a spoofed flood, every packet a new 5-tuple (repeat 1 each, so both sides include
     // the test-run set-up; the difference is the program's own cost).
-    let (mut pr, mut er, mut dr) = (vec![], vec![], vec![]);
+    let (mut pr, mut er, mut dr, mut rr) = (vec![], vec![], vec![], vec![]);
     let mut n = 0u32;
     for _ in 0..rounds {
-        let (mut tp, mut te) = (0f64, 0f64);
+        let (mut tp, mut te, mut tr) = (0f64, 0f64, 0f64);
         for _ in 0..4096 {
             n += 1;
             let src = [198, 18 + (n >> 24) as u8 % 2, (n >> 8) as u8, n as u8];
             let f = TcpFrame::v4(src, 1024 + (n % 50000) as u16, s, 80, SYN).build();
-            te += test_run(empty.as_fd(), &f, 1).1 as f64;
+            let e = test_run(empty.as_fd(), &f, 1).1 as f64;
+            te += e;
             tp += test_run(fd.as_fd(), &f, 1).1 as f64;
+            if let Some(r) = reference_fd {
+                tr += test_run(r, &f, 1).1 as f64 - e;
+            }
         }
         pr.push(tp / 4096.0);
         er.push(te / 4096.0);
         dr.push((tp - te) / 4096.0);
+        rr.push(tr / 4096.0);
     }
     rows.push(Row {
         frame: "new-flow-v4 (spoofed flood, 4096/round)",
         prog: median(&mut pr),
         empty: median(&mut er),
         diff: median(&mut dr),
+        reference: reference_fd.map(|_| median(&mut rr)),
     });
 
-    println!("| frame | flagprobe ns | empty XDP ns | diff ns | ratio |");
-    println!("|---|---:|---:|---:|---:|");
+    if reference_fd.is_some() {
+        println!("| frame | flagprobe ns | empty XDP ns | diff ns | ratio | reference build diff ns | diff / reference diff |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+    } else {
+        println!("| frame | flagprobe ns | empty XDP ns | diff ns | ratio |");
+        println!("|---|---:|---:|---:|---:|");
+    }
     for r in &rows {
-        println!("| {} | {:.1} | {:.1} | {:+.1} | {:.2} |", r.frame, r.prog, r.empty, r.diff, r.prog / r.empty.max(1.0));
+        print!("| {} | {:.1} | {:.1} | {:+.1} | {:.2} |", r.frame, r.prog, r.empty, r.diff, r.prog / r.empty.max(1.0));
+        match r.reference {
+            Some(d) => println!(" {d:+.1} | {:.2} |", r.diff / d.max(1.0)),
+            None => println!(),
+        }
     }
     let ack = rows.iter().find(|r| r.frame == "ack-v4-established").unwrap();
     println!();
@@ -260,4 +305,9 @@ fn main() {
         ack.diff,
         rows.last().unwrap().diff
     );
+    if let (Some(a), Some(n)) = (ack.reference, rows.last().unwrap().reference) {
+        println!(
+            "reference build in the same rounds: ack-v4-established {a:+.1} ns, new flow {n:+.1} ns over empty XDP ({REFERENCE_SLOTS} slots)"
+        );
+    }
 }
