@@ -95,8 +95,22 @@ pub struct HookCounters {
     pub frames_to_socket: u64,
     /// Sensor mode: notable frames the AF_XDP redirect refused (no socket on that queue).
     pub frames_to_socket_failed: u64,
+    /// Inbound SYNs over this CPU's per-second tracking budget ([`HookCounters::take_syn_budget`]):
+    /// counted in the histogram and the flood aggregates, never looked up in the flow table.
+    pub syns_untracked: u64,
+    /// Set by the agent before attaching, never summed: one second in jiffies (HZ), the SYN
+    /// budget's window; 0 (no agent set it) means [`DEFAULT_SYN_WINDOW_TICKS`].
+    pub syn_window_ticks: u64,
+    /// The SYN budget's state, never summed: when the current window began (jiffies) and how many
+    /// inbound SYNs it has tracked.
+    pub syn_window_start: u64,
+    pub syn_window_used: u64,
 }
-const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8 + 2 * DROP_REASONS + 2) * 8);
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8 + 2 * DROP_REASONS + 6) * 8);
+
+/// The SYN budget's window when no agent set one (a test tool loading the bare object): one second
+/// at HZ=250, the common setting.
+pub const DEFAULT_SYN_WINDOW_TICKS: u64 = 250;
 
 impl Default for HookCounters {
     fn default() -> Self {
@@ -116,6 +130,10 @@ impl Default for HookCounters {
             would_drop: [0; DROP_REASONS],
             frames_to_socket: 0,
             frames_to_socket_failed: 0,
+            syns_untracked: 0,
+            syn_window_ticks: 0,
+            syn_window_start: 0,
+            syn_window_used: 0,
         }
     }
 }
@@ -166,6 +184,32 @@ impl HookCounters {
         }
         self.frames_to_socket += other.frames_to_socket;
         self.frames_to_socket_failed += other.frames_to_socket_failed;
+        self.syns_untracked += other.syns_untracked;
+    }
+
+    /// Whether an inbound SYN seen at `now` (jiffies) may be tracked in the flow table: at most
+    /// `per_sec` in each one-second window on this CPU (0: no limit); the rest are counted in
+    /// `syns_untracked`. A spoofed flood is nothing but inbound SYNs of new flows, and the cold read
+    /// of a flow slot is most of what a new flow costs; beyond the budget they live in the histogram
+    /// and the aggregates, which is where flood verdicts come from, and the table stays for
+    /// connections (our answer starts one). Jiffies, not ns: the kernel reads them for free, a
+    /// clock helper call cost a new flow ~40 ns here.
+    #[inline(always)]
+    pub fn take_syn_budget(&mut self, now: u64, per_sec: u64) -> bool {
+        if per_sec == 0 {
+            return true;
+        }
+        let window = if self.syn_window_ticks == 0 { DEFAULT_SYN_WINDOW_TICKS } else { self.syn_window_ticks };
+        if self.syn_window_start == 0 || now.wrapping_sub(self.syn_window_start) >= window {
+            self.syn_window_start = now;
+            self.syn_window_used = 0;
+        }
+        if self.syn_window_used >= per_sec {
+            self.syns_untracked += 1;
+            return false;
+        }
+        self.syn_window_used += 1;
+        true
     }
 
     /// Take one token from the per-CPU event budget of `rate_per_sec`, refilled continuously and
@@ -220,5 +264,19 @@ mod tests {
         assert!(c.take_event_token(t0 + 100_000_000, 10), "0.1 s gives one token");
         assert!(c.take_event_token(t0 + 10_000_000_000, 10));
         assert_eq!((0..20).filter(|_| c.take_event_token(t0 + 10_000_000_000, 10)).count(), 9, "capped at one second's worth");
+    }
+
+    #[test]
+    fn syn_budget_tracks_so_many_a_second_and_counts_the_rest() {
+        let mut c = HookCounters { syn_window_ticks: 1000, ..HookCounters::default() };
+        let t0 = 7_000;
+        let tracked = (0..150).filter(|i| c.take_syn_budget(t0 + i, 100)).count();
+        assert_eq!((tracked, c.syns_untracked), (100, 50));
+        assert!(!c.take_syn_budget(t0 + 999, 100), "still the same second");
+        assert!(c.take_syn_budget(t0 + 1000, 100), "a new second, a new budget");
+        assert!((0..1000).all(|_| c.take_syn_budget(t0 + 1000, 0)), "0: no limit");
+        let mut bare = HookCounters::default();
+        assert_eq!((0..300).filter(|_| bare.take_syn_budget(t0, 10)).count(), 10);
+        assert!(!bare.take_syn_budget(t0 + DEFAULT_SYN_WINDOW_TICKS - 1, 10) && bare.take_syn_budget(t0 + DEFAULT_SYN_WINDOW_TICKS, 10));
     }
 }

@@ -244,6 +244,15 @@ pub fn flood_shaped(seg: &Segment) -> bool {
     seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK | RST) == SYN || f & (SYN | ACK) == SYN | ACK || f & RST != 0)
 }
 
+/// Whether `seg` is an inbound SYN (no ACK, no RST), the packet [`HookCounters::take_syn_budget`]
+/// rations before it may touch the flow table.
+///
+/// [`HookCounters::take_syn_budget`]: crate::counters::HookCounters::take_syn_budget
+#[inline(always)]
+pub fn budgeted_syn(seg: &Segment) -> bool {
+    seg.hook == crate::counters::HOOK_INGRESS as u8 && seg.flags & (SYN | ACK | RST) == SYN
+}
+
 /// What the parser learned of one TCP segment, all that a flow update needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {

@@ -30,6 +30,12 @@ pub const GLOBAL_PROGRAM_MODE: &str = "PROGRAM_MODE";
 pub const GLOBAL_DROP_POLICY: &str = "DROP_POLICY";
 /// Global: `home::HomePrefixes`, what a sensor's packets are counted against for direction.
 pub const GLOBAL_HOME_NETS: &str = "HOME_NETS";
+/// Global: inbound SYNs per second per CPU tracked in the flow table (0: all); the rest are counted
+/// in the histogram and the aggregates only (`HookCounters::take_syn_budget`).
+pub const GLOBAL_SYN_TRACK_RATE: &str = "SYN_TRACK_RATE_PER_SEC";
+/// Inbound SYNs per second per CPU tracked in the flow table unless configured otherwise: far more
+/// than a gateway's real connections open, far less than a spoofed flood sends.
+pub const DEFAULT_SYN_TRACK_RATE: u64 = 2_000;
 /// Global: partitions of the flow table (possible CPUs); a drop check reads every one.
 pub const GLOBAL_FLOW_PARTITIONS: &str = "FLOW_PARTITIONS";
 

@@ -14,6 +14,10 @@ static FLOW_PARTITIONS: u32 = 1;
 #[unsafe(no_mangle)]
 static EVENT_RATE_PER_SEC: u64 = probe_common::maps::DEFAULT_EVENT_RATE;
 
+/// Inbound SYNs per second per CPU tracked in the flow table (0: all).
+#[unsafe(no_mangle)]
+static SYN_TRACK_RATE_PER_SEC: u64 = probe_common::maps::DEFAULT_SYN_TRACK_RATE;
+
 /// `action::MODE_*` bits.
 #[unsafe(no_mangle)]
 static PROGRAM_MODE: u32 = 0;
@@ -43,6 +47,11 @@ pub fn flow_partitions() -> u32 {
 #[inline(always)]
 pub fn event_rate() -> u64 {
     unsafe { core::ptr::read_volatile(&EVENT_RATE_PER_SEC) }
+}
+
+#[inline(always)]
+pub fn syn_track_rate() -> u64 {
+    unsafe { core::ptr::read_volatile(&SYN_TRACK_RATE_PER_SEC) }
 }
 
 #[inline(always)]

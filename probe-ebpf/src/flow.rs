@@ -17,7 +17,7 @@ use probe_common::{
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, flood_shaped, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, budgeted_syn, flood_shaped, notable_reasons},
     parse::TcpPacket,
 };
 
@@ -47,7 +47,13 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let (key, side) = FlowKey::canonical(&pkt.endpoints);
 
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let entry = flow_slot(counters, &key, now, cpu, flood_shaped(&pkt.segment));
+    // An inbound SYN over this second's budget never reads its slot: in a spoofed flood that cold
+    // read is most of a packet's cost, and the flood's verdict comes from the aggregates.
+    let entry = if budgeted_syn(&pkt.segment) && !counters.take_syn_budget(now, config::syn_track_rate()) {
+        None
+    } else {
+        flow_slot(counters, &key, now, cpu, flood_shaped(&pkt.segment))
+    };
     // A slot about to be started (an idle one taken over still holds the old flow's counts) reads
     // as no history, for the reasons, the aggregates and the event alike.
     let history = entry.as_deref().filter(|e| e.key.family != FAMILY_NONE);

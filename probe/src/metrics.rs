@@ -18,6 +18,7 @@ pub struct Metrics {
     pub flow_table_capacity: IntGaugeVec,
     pub flow_inserts: IntCounterVec,
     pub flow_insert_failures: IntCounterVec,
+    pub syns_untracked: IntCounterVec,
     pub events: IntCounterVec,
     pub events_suppressed: IntCounterVec,
     pub events_dropped: IntCounterVec,
@@ -98,6 +99,12 @@ impl Metrics {
                 &r,
                 "flagprobe_flow_insert_failures_total",
                 "Packets of untracked flows: their slot held another live flow (each such packet counts).",
+                &["iface"],
+            ),
+            syns_untracked: counter(
+                &r,
+                "flagprobe_syns_untracked_total",
+                "Inbound SYNs over the per-CPU tracking budget (syn-track-rate): counted in the histogram and the flood aggregates, not in a flow.",
                 &["iface"],
             ),
             events: counter(&r, "flagprobe_events_total", "Notable packets sent to the agent through the ring buffer.", &["iface"]),
@@ -190,6 +197,7 @@ impl Metrics {
         };
         add(&self.flow_inserts, &[iface], before.flow_inserts, now.flow_inserts);
         add(&self.flow_insert_failures, &[iface], before.flow_insert_failures, now.flow_insert_failures);
+        add(&self.syns_untracked, &[iface], before.syns_untracked, now.syns_untracked);
         add(&self.events, &[iface], before.events, now.events);
         add(&self.events_suppressed, &[iface], before.events_suppressed, now.events_suppressed);
         add(&self.events_dropped, &[iface, "ringbuf_full"], before.events_ringbuf_full, now.events_ringbuf_full);
@@ -207,7 +215,14 @@ impl Metrics {
         self.flow_table_capacity.with_label_values(&[iface]).set(capacity as i64);
         self.flows.with_label_values(&[iface]).set(0);
         self.xdp_mode.with_label_values(&[iface, xdp_mode]).set(1);
-        for c in [&self.flow_inserts, &self.flow_insert_failures, &self.events, &self.events_suppressed, &self.events_received] {
+        for c in [
+            &self.flow_inserts,
+            &self.flow_insert_failures,
+            &self.syns_untracked,
+            &self.events,
+            &self.events_suppressed,
+            &self.events_received,
+        ] {
             c.with_label_values(&[iface]);
         }
         for reason in ["ringbuf_full", "agent_queue_full"] {

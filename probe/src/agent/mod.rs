@@ -74,6 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         flow_capacity: config.flow_capacity,
         flow_idle_ns: config.flow_idle.as_nanos() as u64,
         event_rate: config.event_rate,
+        syn_track_rate: config.syn_track_rate,
         ebpf_log: config.ebpf_log,
         mode: config.program_mode(),
         drop_policy: config.drop_policy,

@@ -32,7 +32,7 @@ fn rst_share(c: &HookCounters) -> f64 {
 pub fn line(iface: &str, mode: &str, c: &[HookCounters; 2], live_flows: u64, capacity: u32) -> String {
     let (i, e) = (&c[HOOK_INGRESS as usize], &c[HOOK_EGRESS as usize]);
     format!(
-        "{iface} [{mode}] in: {} tcp ({}; RST {:.1}%) | out: {} tcp ({}; RST {:.1}%) | flows {live_flows}/{capacity}, insert failures {} | events {} (suppressed {}, ring full {})",
+        "{iface} [{mode}] in: {} tcp ({}; RST {:.1}%) | out: {} tcp ({}; RST {:.1}%) | flows {live_flows}/{capacity}, insert failures {}, SYNs untracked {} | events {} (suppressed {}, ring full {})",
         human(i.protocols[PROTO_TCP]),
         top_flags(i, 5),
         rst_share(i),
@@ -40,6 +40,7 @@ pub fn line(iface: &str, mode: &str, c: &[HookCounters; 2], live_flows: u64, cap
         top_flags(e, 5),
         rst_share(e),
         i.flow_insert_failures + e.flow_insert_failures,
+        human(i.syns_untracked),
         i.events + e.events,
         i.events_suppressed + e.events_suppressed,
         i.events_ringbuf_full + e.events_ringbuf_full,

@@ -75,6 +75,11 @@ pub struct Settings {
     /// Ring-buffer events per second each CPU may send, per hook [default: 5000].
     #[arg(long)]
     pub event_rate: Option<u64>,
+    /// Inbound SYNs per second each CPU tracks in the flow table; past it (a flood) they are
+    /// counted in the histogram and the flood aggregates only, and our answer starts the flow;
+    /// 0 tracks every one. Replay tracks every one [default: 2000].
+    #[arg(long)]
+    pub syn_track_rate: Option<u64>,
     /// How often the live summary is printed; `0s` turns it off [default: 5s].
     #[arg(long)]
     pub summary_interval: Option<String>,
@@ -139,6 +144,7 @@ pub struct Config {
     pub flow_capacity: u32,
     pub flow_idle: Duration,
     pub event_rate: u64,
+    pub syn_track_rate: u64,
     pub summary_interval: Option<Duration>,
     pub ebpf_object: Option<PathBuf>,
     pub alerts_path: Option<PathBuf>,
@@ -234,6 +240,10 @@ impl Config {
         if event_rate == 0 || event_rate > 10_000_000 {
             return Err(invalid("event-rate", "must be between 1 and 10000000"));
         }
+        let syn_track_rate = *s.syn_track_rate.get_or_insert(probe_common::maps::DEFAULT_SYN_TRACK_RATE);
+        if syn_track_rate > 10_000_000 {
+            return Err(invalid("syn-track-rate", "must be between 0 and 10000000"));
+        }
         let mode = *s.mode.get_or_insert_default();
         let mut home_nets = Vec::new();
         for text in s.home_net.iter().flatten() {
@@ -307,6 +317,7 @@ impl Config {
             flow_capacity,
             flow_idle,
             event_rate,
+            syn_track_rate,
             summary_interval: (!summary.is_zero()).then_some(summary),
             ebpf_object: s.ebpf_object.clone(),
             alerts_path: s.alerts.clone(),

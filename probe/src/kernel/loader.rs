@@ -16,7 +16,7 @@ use probe_common::{
     home::HomePrefixes,
     maps::{
         AGGREGATES, EVENTS, FLOWS, GLOBAL_DROP_POLICY, GLOBAL_EVENT_RATE, GLOBAL_FLOW_PARTITIONS, GLOBAL_FLOW_SLOT_MASK, GLOBAL_HOME_NETS,
-        GLOBAL_PROGRAM_MODE, HOOK_COUNTERS, PROG_TC, PROG_XDP, XSK_QUEUES_MAX, XSKS,
+        GLOBAL_PROGRAM_MODE, GLOBAL_SYN_TRACK_RATE, HOOK_COUNTERS, PROG_TC, PROG_XDP, XSK_QUEUES_MAX, XSKS,
     },
 };
 
@@ -80,6 +80,8 @@ pub struct LoadOptions {
     pub flow_capacity: u32,
     pub flow_idle_ns: u64,
     pub event_rate: u64,
+    /// Inbound SYNs per second per CPU tracked in the flow table (0: all).
+    pub syn_track_rate: u64,
     /// Kernel-side debug logs (aya-log); off freezes the level at 0 and the verifier drops them.
     pub ebpf_log: bool,
     /// `action::MODE_*` bits: gateway (0) or sensor, sensor-pass, drop dry run.
@@ -97,6 +99,7 @@ impl Default for LoadOptions {
             flow_capacity: probe_common::maps::DEFAULT_FLOW_CAPACITY,
             flow_idle_ns: 120_000_000_000,
             event_rate: probe_common::maps::DEFAULT_EVENT_RATE,
+            syn_track_rate: probe_common::maps::DEFAULT_SYN_TRACK_RATE,
             ebpf_log: false,
             mode: 0,
             drop_policy: 0,
@@ -166,6 +169,7 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
         .override_global(GLOBAL_DROP_POLICY, &drop_policy, true)
         .override_global(GLOBAL_HOME_NETS, &options.home, true)
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
+        .override_global(GLOBAL_SYN_TRACK_RATE, &options.syn_track_rate, true)
         .override_global(aya_log::LEVEL, if options.ebpf_log { &LOG_DEBUG } else { &LOG_OFF }, true)
         .load(object)?;
     for name in [FLOWS, HOOK_COUNTERS, EVENTS, AGGREGATES] {
@@ -176,18 +180,19 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
     let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
     tc.load().map_err(|source| LoadError::Program { what: format!("loading {PROG_TC}"), source })?;
     let clock = Clock::calibrate(&mut ebpf, std::time::Duration::from_millis(60))?;
-    set_flow_idle(&mut ebpf, clock.ticks_for(std::time::Duration::from_nanos(options.flow_idle_ns)))?;
+    set_counter_settings(&mut ebpf, clock.ticks_for(std::time::Duration::from_nanos(options.flow_idle_ns)), clock.hz)?;
     Ok(Probe { ebpf, geometry, options, clock })
 }
 
-/// Write the idle threshold (jiffies) into every CPU's counters, before anything is attached.
-fn set_flow_idle(ebpf: &mut Ebpf, ticks: u64) -> Result<(), LoadError> {
+/// Write the settings only the agent can compute (it knows HZ) into every CPU's counters, before
+/// anything is attached: the idle threshold and one second, both in jiffies.
+fn set_counter_settings(ebpf: &mut Ebpf, idle_ticks: u64, hz: u64) -> Result<(), LoadError> {
     let map = ebpf.map_mut(HOOK_COUNTERS).ok_or(LoadError::Missing(HOOK_COUNTERS))?;
     let mut array: PerCpuArray<&mut aya::maps::MapData, HookCounters> = PerCpuArray::try_from(map).map_err(LoadError::Counters)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))?;
     for hook in 0..HOOKS {
-        let values = PerCpuValues::try_from(vec![HookCounters { flow_idle_ticks: ticks, ..HookCounters::default() }; cpus])
-            .map_err(|e| LoadError::Counters(aya::maps::MapError::from(e)))?;
+        let settings = HookCounters { flow_idle_ticks: idle_ticks, syn_window_ticks: hz, ..HookCounters::default() };
+        let values = PerCpuValues::try_from(vec![settings; cpus]).map_err(|e| LoadError::Counters(aya::maps::MapError::from(e)))?;
         array.set(hook, values, 0).map_err(LoadError::Counters)?;
     }
     Ok(())

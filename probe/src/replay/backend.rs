@@ -124,7 +124,8 @@ pub struct KernelBackend {
 }
 
 impl KernelBackend {
-    /// Load the programs (not attached) on this CPU; the rate limit is lifted, there is no line to protect.
+    /// Load the programs (not attached) on this CPU; the rate limits (events, tracked SYNs) are
+    /// lifted, there is no line to protect.
     pub fn new(object: &[u8]) -> Result<Self, KernelBackendError> {
         // One CPU: one flow-table partition, and events in order.
         // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
@@ -137,6 +138,7 @@ impl KernelBackend {
             flow_capacity: 1 << 20,
             flow_idle_ns: u64::MAX / 2,
             event_rate: 10_000_000,
+            syn_track_rate: 0,
             ebpf_log: false,
             ..LoadOptions::default()
         };
