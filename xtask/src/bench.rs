@@ -134,6 +134,11 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          with the same frames in the same rounds, right after flagprobe. This VM's per-packet cost\n\
          drifts from day to day, so `diff / reference diff` is the figure that compares across days:\n\
          the targets are 0.81x (15 / 18.5) and 0.34x (100 / 295) of that build.\n\n\
+         `new-flow-v4` runs at the agent's default SYN budget (`--syn-track-rate 2000`: the first 2000\n\
+         inbound SYNs a second per CPU are tracked, the rest of a flood's never read a flow slot);\n\
+         the `every SYN tracked` row is what a tracked new flow costs (a connection's first packet, or\n\
+         our answer to an untracked SYN). `syn-v4` repeats one flow's SYN, so past the first 2000 it\n\
+         measures an untracked SYN.\n\n\
          ## Offline replay\n\n\
          `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}",
         kernel.trim(),
