@@ -73,7 +73,9 @@ struct Row {
 const REFERENCE_SLOTS: u32 = 262_144;
 
 /// Load the reference build's XDP program (`--reference OBJ`): the object the flood issue measured,
-/// rebuilt from git by `cargo xtask bench`, at its own default table size, logging off.
+/// rebuilt from git by `cargo xtask bench`, at its own default table size, logging off. Its
+/// counters stay zero (no agent): an idle threshold of 0 lets a new flow take any held slot, as
+/// under xdp-cost.
 fn load_reference(path: &str) -> (aya::Ebpf, OwnedFd) {
     let cpus = aya::util::nr_cpus().expect("possible CPUs") as u32;
     let per_cpu = REFERENCE_SLOTS.div_ceil(cpus).next_power_of_two();
