@@ -68,8 +68,8 @@ struct Row {
     reference: Option<f64>,
 }
 
-/// Flow-table slots of the reference build: its default then (262144, split per CPU as its loader
-/// did: a power of two per CPU).
+/// Flow-table slots of the reference build: its default then, split per CPU by the same rule its
+/// loader had and ours has ([`loader::FlowGeometry`]).
 const REFERENCE_SLOTS: u32 = 262_144;
 
 /// Load the reference build's XDP program (`--reference OBJ`): the object the flood issue measured,
@@ -78,11 +78,11 @@ const REFERENCE_SLOTS: u32 = 262_144;
 /// under xdp-cost.
 fn load_reference(path: &str) -> (aya::Ebpf, OwnedFd) {
     let cpus = aya::util::nr_cpus().expect("possible CPUs") as u32;
-    let per_cpu = REFERENCE_SLOTS.div_ceil(cpus).next_power_of_two();
+    let geometry = loader::FlowGeometry::for_capacity(REFERENCE_SLOTS, cpus);
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading the reference object {path}: {e}"));
     let mut ebpf = aya::EbpfLoader::new()
-        .map_max_entries("FLOWS", per_cpu * cpus)
-        .override_global("FLOW_SLOT_MASK", &(per_cpu - 1), true)
+        .map_max_entries("FLOWS", geometry.slots())
+        .override_global("FLOW_SLOT_MASK", &(geometry.slots_per_cpu - 1), true)
         .override_global(aya_log::LEVEL, &0u8, true)
         .load(&bytes)
         .expect("loading the reference object");
