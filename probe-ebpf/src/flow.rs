@@ -60,7 +60,8 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let reasons = notable_reasons(history, side, &pkt.segment);
     if Aggregates::concerns(history, side, &pkt.segment) {
         let input = AggregateInput { history, side: side as u8, pkt, reasons, idle: counters.flow_idle_ticks / 8 };
-        aggregate(&input);
+        // Kept, not dropped: see `aggregate`'s return value.
+        core::hint::black_box(aggregate(&input));
     }
     // Judged before this packet touches its slot: the table as it was, over every partition.
     let mut action = ACTION_PASSED;
@@ -130,8 +131,12 @@ struct AggregateInput<'a> {
 /// The flood aggregates' update, out of line: only SYNs, RSTs and a handshake's last ACK call
 /// it. Inlined, its code cost every packet ~40 ns through register pressure on the hot path,
 /// even when skipped.
+///
+/// It returns the side it read, for no caller's use: a function that returns nothing leaves r0
+/// as LLVM last used it, which can be a stack pointer, and the verifier refuses to return one
+/// to the caller ("cannot return stack pointer to the caller").
 #[inline(never)]
-fn aggregate(input: &AggregateInput<'_>) {
+fn aggregate(input: &AggregateInput<'_>) -> u32 {
     // Read the side opaquely and mask it: LLVM knows an enum is 0 or 1 and drops any mask, but
     // across a call the verifier sees only a byte, and indexes the flow's sides with it.
     // SAFETY: a plain byte of a live struct.
@@ -140,6 +145,7 @@ fn aggregate(input: &AggregateInput<'_>) {
         // SAFETY: this CPU's value, touched only by this program run (bottom halves off).
         unsafe { &mut *agg }.count(input.history, side, &input.pkt.endpoints, &input.pkt.segment, input.reasons, input.idle);
     }
+    side as u32
 }
 
 /// The slot for `key`: its own, a free or idle one, or one held by a flow that never proved to be
