@@ -236,7 +236,7 @@ impl Aggregates {
             return true;
         }
         seg.hook == crate::counters::HOOK_INGRESS as u8
-            && f & (SYN | FIN | RST | ACK | URG) == ACK
+            && seg.is_ordinary()
             && entry.is_some_and(|e| {
                 let client = &e.sides[side.index()];
                 client.syn > 0 && client.pure_ack + client.data == 0

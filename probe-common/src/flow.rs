@@ -270,6 +270,16 @@ pub struct Segment {
     pub now: u64,
 }
 
+impl Segment {
+    /// An ACK without SYN, FIN, RST or URG (PSH and ECN bits allowed): the bulk of every
+    /// connection. Such a segment is never invalid, never flood-shaped and never a drop candidate;
+    /// the per-packet functions test for it first, so the common case skips their flag cases.
+    #[inline(always)]
+    pub fn is_ordinary(&self) -> bool {
+        self.flags & (SYN | FIN | RST | ACK | flags::URG) == ACK
+    }
+}
+
 /// Reasons a segment goes to userspace through the ring buffer (bits of [`notable_reasons`]).
 pub const NOTABLE_RST: u8 = 1 << 0;
 pub const NOTABLE_RST_PAYLOAD: u8 = 1 << 1;
@@ -288,25 +298,27 @@ pub const NOTABLE_TTL_CHANGE: u8 = 1 << 5;
 #[inline(always)]
 pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> u8 {
     let f = seg.flags;
-    let (own_rsts, own_packets, own_ttl, peer_syns) = match entry {
-        Some(e) => {
-            let own = &e.sides[side.index()];
-            (own.rst, own.packets, own.first_ttl, e.sides[side.other().index()].syn)
-        }
-        None => (0, 0, 0, 0),
-    };
     let mut why = 0;
+    if let Some(e) = entry {
+        let own = &e.sides[side.index()];
+        if own.packets > 0 && seg.ttl != own.first_ttl {
+            why |= NOTABLE_TTL_CHANGE;
+        }
+        if f & RST == 0 && own.rst > 0 {
+            why |= NOTABLE_AFTER_RST;
+        }
+    }
+    // The rest is about the flags alone, and an ordinary segment has none of them.
+    if seg.is_ordinary() {
+        return why;
+    }
     if f & RST != 0 {
         why |= NOTABLE_RST;
         if seg.payload_len > 0 {
             why |= NOTABLE_RST_PAYLOAD;
         }
-    } else if own_rsts > 0 {
-        why |= NOTABLE_AFTER_RST;
     }
-    if own_packets > 0 && seg.ttl != own_ttl {
-        why |= NOTABLE_TTL_CHANGE;
-    }
+    let peer_syns = entry.map_or(0, |e| e.sides[side.other().index()].syn);
     if f & (SYN | ACK | RST | FIN) == SYN | ACK && peer_syns == 0 {
         why |= NOTABLE_UNSOLICITED_SYN_ACK;
     }
@@ -377,35 +389,38 @@ impl FlowEntry {
         s.packets = s.packets.wrapping_add(1);
         s.bytes = s.bytes.wrapping_add(seg.ip_len as u64);
         s.combos[(f >> 6) as usize & 3] |= 1u64 << (f & 63);
-        if flags::is_invalid(f) {
-            s.invalid += 1;
-        }
-        if f & RST != 0 {
-            s.rst += 1;
-            if f & ACK != 0 {
-                s.rst_ack += 1;
+        let ordinary = seg.is_ordinary();
+        if !ordinary {
+            if flags::is_invalid(f) {
+                s.invalid += 1;
             }
-            if seg.payload_len > 0 {
-                s.rst_payload += 1;
+            if f & RST != 0 {
+                s.rst += 1;
+                if f & ACK != 0 {
+                    s.rst_ack += 1;
+                }
+                if seg.payload_len > 0 {
+                    s.rst_payload += 1;
+                }
+                s.last_rst_at = seg.now;
+                s.last_rst_seq = seg.seq;
+                s.last_rst_ack = seg.ack;
+                s.last_rst_ttl = seg.ttl;
+                return;
             }
-            s.last_rst_at = seg.now;
-            s.last_rst_seq = seg.seq;
-            s.last_rst_ack = seg.ack;
-            s.last_rst_ttl = seg.ttl;
-            return;
-        }
-        if f & SYN != 0 && f & FIN == 0 {
-            if f & ACK != 0 {
-                s.syn_ack += 1;
-            } else {
-                s.syn += 1;
+            if f & SYN != 0 && f & FIN == 0 {
+                if f & ACK != 0 {
+                    s.syn_ack += 1;
+                } else {
+                    s.syn += 1;
+                }
+                if s.syn + s.syn_ack == 1 {
+                    s.syn_seq = seg.seq;
+                }
             }
-            if s.syn + s.syn_ack == 1 {
-                s.syn_seq = seg.seq;
+            if f & FIN != 0 {
+                s.fin += 1;
             }
-        }
-        if f & FIN != 0 {
-            s.fin += 1;
         }
         if f & ACK != 0 {
             s.last_ack = seg.ack;
@@ -415,7 +430,7 @@ impl FlowEntry {
             if s.rst > 0 {
                 s.data_after_rst += 1;
             }
-        } else if f & (SYN | FIN | RST | ACK | flags::URG) == ACK {
+        } else if ordinary {
             s.pure_ack += 1;
         }
     }
@@ -510,6 +525,21 @@ mod tests {
         e.apply(Side::Hi, &data);
         let h = &e.sides[1];
         assert_eq!((h.first_ttl, h.last_rst_ttl, h.rst_payload, h.data_after_rst), (50, 128, 1, 1));
+    }
+
+    #[test]
+    fn ordinary_segments_have_no_flag_cases() {
+        let mut seen = 0;
+        for f in 0..=255u8 {
+            let s = seg(f, 0, 0, 64);
+            if s.is_ordinary() {
+                seen += 1;
+                assert!(!flags::is_invalid(f) && !flood_shaped(&s), "{f:#04x}");
+                assert_eq!(crate::action::drop_candidate(0xff, &s), 0, "{f:#04x}");
+            }
+        }
+        // ACK with any of PSH, ECE and CWR.
+        assert_eq!(seen, 8);
     }
 
     #[test]
