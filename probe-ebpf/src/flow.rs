@@ -17,7 +17,7 @@ use probe_common::{
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, budgeted_syn, flood_shaped, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, flood_shaped, notable_reasons},
     parse::TcpPacket,
 };
 
@@ -52,7 +52,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let entry = if budgeted_syn(&pkt.segment) && !counters.take_syn_budget(now, config::syn_track_rate()) {
         None
     } else {
-        flow_slot(counters, &key, now, cpu, flood_shaped(&pkt.segment))
+        flow_slot(counters, &key, &pkt.segment, cpu)
     };
     // A slot about to be started (an idle one taken over still holds the old flow's counts) reads
     // as no history, for the reasons, the aggregates and the event alike.
@@ -153,7 +153,7 @@ fn aggregate(input: &AggregateInput<'_>) -> u32 {
 /// starts it after judging the packet against an empty history); `None` when another flow keeps
 /// it. So a spoofed flood fills only free slots, and a real connection's next packet wins one back.
 #[inline(always)]
-fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32, flood: bool) -> Option<&'static mut FlowEntry> {
+fn flow_slot(counters: &mut HookCounters, key: &FlowKey, seg: &Segment, cpu: u32) -> Option<&'static mut FlowEntry> {
     let mask = config::flow_slot_mask();
     let index = key.slot(cpu, mask);
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
@@ -165,8 +165,9 @@ fn flow_slot(counters: &mut HookCounters, key: &FlowKey, now: u64, cpu: u32, flo
     if entry.key.family != FAMILY_NONE && entry.key.same(key) {
         return Some(entry);
     }
-    let free = entry.key.family == FAMILY_NONE || now.saturating_sub(entry.last_seen) > counters.flow_idle_ticks;
-    if free || (!flood && entry.proven == 0) {
+    // Worked out only here: an established packet, the common case, never gets this far.
+    let free = entry.key.family == FAMILY_NONE || seg.now.saturating_sub(entry.last_seen) > counters.flow_idle_ticks;
+    if free || (!flood_shaped(seg) && entry.proven == 0) {
         counters.flow_inserts += 1;
         entry.key.family = FAMILY_NONE;
         return Some(entry);
