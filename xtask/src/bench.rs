@@ -139,6 +139,11 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          the `every SYN tracked` row is what a tracked new flow costs (a connection's first packet, or\n\
          our answer to an untracked SYN). `syn-v4` repeats one flow's SYN, so past the first 2000 it\n\
          measures an untracked SYN.\n\n\
+         The instruction table counts the BPF instructions one packet executes in the program the\n\
+         verifier accepted (`tests/scripts/bpf_insn_count.py` interprets the loaded program's\n\
+         `bpftool prog dump xlated` over empty maps; the established ACK runs after its flow's SYN).\n\
+         It is exact where the nanoseconds drift, and it is what the per-packet time follows when the\n\
+         data is in cache, as in these rounds; a new flow's time is mostly its cache misses instead.\n\n\
          ## Offline replay\n\n\
          `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}",
         kernel.trim(),

@@ -54,6 +54,38 @@ fn test_run(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> (u32, u32) {
     (a.retval, a.duration)
 }
 
+/// The kernel's id for a loaded program (BPF_OBJ_GET_INFO_BY_FD; `bpf_prog_info` starts with
+/// its type and its id, and the kernel fills only the bytes asked for).
+fn prog_id(fd: BorrowedFd<'_>) -> u32 {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct InfoAttr {
+        fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = [0u32; 2];
+    let mut attr = InfoAttr { fd: fd.as_raw_fd() as u32, info_len: size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
+    // SAFETY: a correctly sized attr pointing at a buffer of `info_len` bytes.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoAttr, size_of::<InfoAttr>()) };
+    assert_eq!(rc, 0, "BPF_OBJ_GET_INFO_BY_FD: {}", std::io::Error::last_os_error());
+    info[1]
+}
+
+/// BPF instructions per packet of the loaded program `fd`, from tests/scripts/bpf_insn_count.py
+/// (which interprets the verified program; needs python3 and bpftool): the established ACK
+/// (after its flow's SYN) and a tracked new flow's SYN. `None` when the tools are missing.
+fn insn_counts(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let script = tests::workspace_root().join("tests/scripts/bpf_insn_count.py");
+    let out = std::process::Command::new("python3").arg(script).arg(prog_id(fd).to_string()).arg("syn,ack,ack,newsyn").output().ok()?;
+    if !out.status.success() {
+        eprintln!("bpf_insn_count.py: {}", String::from_utf8_lossy(&out.stderr).trim());
+        return None;
+    }
+    let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+    Some((*counts.get(2)?, *counts.get(3)?))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -330,5 +362,20 @@ fn main() {
         println!(
             "reference build in the same rounds: ack-v4-established {a:+.1} ns, new flow {n:+.1} ns over empty XDP ({REFERENCE_SLOTS} slots)"
         );
+    }
+    // Instructions per packet: exact, where the nanoseconds above drift by several ns a run.
+    if let Some((ack, syn)) = insn_counts(fd.as_fd()) {
+        let reference = reference_fd.and_then(insn_counts);
+        println!();
+        println!("| packet | flagprobe BPF instructions | reference build | ratio |");
+        println!("|---|---:|---:|---:|");
+        for (name, ours, theirs) in
+            [("ack-v4-established", ack, reference.map(|r| r.0)), ("new flow, tracked (its SYN)", syn, reference.map(|r| r.1))]
+        {
+            match theirs {
+                Some(t) => println!("| {name} | {ours} | {t} | {:.2} |", ours as f64 / t as f64),
+                None => println!("| {name} | {ours} | – | – |"),
+            }
+        }
     }
 }
