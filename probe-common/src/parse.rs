@@ -4,7 +4,7 @@
 //! against the end of the packet in a form the verifier follows, and nothing here touches a map,
 //! so live and replay parse with the same code instead of two parsers kept in step.
 
-use core::{marker::PhantomData, mem::MaybeUninit};
+use core::marker::PhantomData;
 
 use crate::{
     counters::{PROTO_ICMP, PROTO_ICMPV6, PROTO_NON_IP, PROTO_OTHER_IP, PROTO_UDP, ParseError},
@@ -29,7 +29,6 @@ const IPPROTO_DSTOPTS: u8 = 60;
 const MAX_HEADER_OFFSET: usize = 1024;
 
 /// A TCP segment found in a packet.
-#[derive(Clone, Copy)]
 pub struct TcpPacket {
     pub endpoints: Endpoints,
     /// Everything but the clock.
@@ -150,15 +149,6 @@ fn be32(b: [u8; 4]) -> u32 {
 /// Parse a frame down to its TCP header.
 #[inline(always)]
 pub fn parse(pkt: &Cursor<'_>) -> Result<TcpPacket, NotTcp> {
-    let mut slot = MaybeUninit::uninit();
-    parse_into(pkt, &mut slot).copied()
-}
-
-/// [`parse`], writing the packet into `slot` (the kernel program's stack) and returning it there.
-/// A packet returned by value is built in registers, spilled, and copied field by field into the
-/// caller's stack slot: ten more instructions a packet in the kernel.
-#[inline(always)]
-pub fn parse_into<'s>(pkt: &Cursor<'_>, slot: &'s mut MaybeUninit<TcpPacket>) -> Result<&'s mut TcpPacket, NotTcp> {
     use NotTcp::{Error, Protocol};
     let ethertype: &[u8; 2] = pkt.at(12).ok_or(Error(ParseError::TruncatedEthernet))?;
     let mut ethertype = be16(*ethertype);
@@ -176,8 +166,8 @@ pub fn parse_into<'s>(pkt: &Cursor<'_>, slot: &'s mut MaybeUninit<TcpPacket>) ->
         return Err(Error(ParseError::TooManyVlans));
     }
     match ethertype {
-        ETH_P_IPV4 => parse_ipv4(pkt, offset, slot),
-        ETH_P_IPV6 => parse_ipv6(pkt, offset, slot),
+        ETH_P_IPV4 => parse_ipv4(pkt, offset),
+        ETH_P_IPV6 => parse_ipv6(pkt, offset),
         _ => Err(Protocol(PROTO_NON_IP)),
     }
 }
@@ -193,7 +183,7 @@ fn other_protocol(proto: u8) -> NotTcp {
 }
 
 #[inline(always)]
-fn parse_ipv4<'s>(pkt: &Cursor<'_>, offset: usize, slot: &'s mut MaybeUninit<TcpPacket>) -> Result<&'s mut TcpPacket, NotTcp> {
+fn parse_ipv4(pkt: &Cursor<'_>, offset: usize) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let ip: &Ipv4Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv4))?;
     let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
@@ -209,11 +199,11 @@ fn parse_ipv4<'s>(pkt: &Cursor<'_>, offset: usize, slot: &'s mut MaybeUninit<Tcp
         return Err(Error(ParseError::Fragment));
     }
     let ep = Endpoints { src: v4_bytes(ip.src), dst: v4_bytes(ip.dst), sport: 0, dport: 0, family: FAMILY_V4 };
-    parse_tcp(pkt, offset + ihl, offset + total_len, ep, ip.ttl, total_len as u32, slot)
+    parse_tcp(pkt, offset + ihl, offset + total_len, ep, ip.ttl, total_len as u32)
 }
 
 #[inline(always)]
-fn parse_ipv6<'s>(pkt: &Cursor<'_>, offset: usize, slot: &'s mut MaybeUninit<TcpPacket>) -> Result<&'s mut TcpPacket, NotTcp> {
+fn parse_ipv6(pkt: &Cursor<'_>, offset: usize) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let ip: &Ipv6Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv6))?;
     let payload_len = be16(ip.payload_len) as usize;
@@ -250,19 +240,11 @@ fn parse_ipv6<'s>(pkt: &Cursor<'_>, offset: usize, slot: &'s mut MaybeUninit<Tcp
         return Err(other_protocol(next));
     }
     let ep = Endpoints { src: ip.src, dst: ip.dst, sport: 0, dport: 0, family: FAMILY_V6 };
-    parse_tcp(pkt, l4, ip_end, ep, ip.hop_limit, (payload_len + 40) as u32, slot)
+    parse_tcp(pkt, l4, ip_end, ep, ip.hop_limit, (payload_len + 40) as u32)
 }
 
 #[inline(always)]
-fn parse_tcp<'s>(
-    pkt: &Cursor<'_>,
-    offset: usize,
-    ip_end: usize,
-    mut ep: Endpoints,
-    ttl: u8,
-    ip_len: u32,
-    slot: &'s mut MaybeUninit<TcpPacket>,
-) -> Result<&'s mut TcpPacket, NotTcp> {
+fn parse_tcp(pkt: &Cursor<'_>, offset: usize, ip_end: usize, mut ep: Endpoints, ttl: u8, ip_len: u32) -> Result<TcpPacket, NotTcp> {
     use NotTcp::Error;
     let tcp: &TcpHeader = pkt.at(offset).ok_or(Error(ParseError::TruncatedTcp))?;
     let data_offset = ((tcp.offset_reserved >> 4) as usize) * 4;
@@ -282,5 +264,5 @@ fn parse_tcp<'s>(
         ip_len,
         now: 0,
     };
-    Ok(slot.write(TcpPacket { endpoints: ep, segment, payload_offset, window: be16(tcp.window) }))
+    Ok(TcpPacket { endpoints: ep, segment, payload_offset, window: be16(tcp.window) })
 }

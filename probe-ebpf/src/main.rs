@@ -10,8 +10,6 @@
 #![no_std]
 #![no_main]
 
-use core::mem::MaybeUninit;
-
 mod config;
 mod flow;
 
@@ -134,14 +132,13 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
     // SAFETY: XDP's packet pointers, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    let mut parsed = MaybeUninit::uninit();
-    let outcome = match parse::parse_into(&pkt, &mut parsed) {
-        Ok(tcp) => {
+    let outcome = match parse::parse(&pkt) {
+        Ok(mut tcp) => {
             // A sensor's packets take their direction from the home networks; a gateway's from
             // the hook. Non-TCP packets and parse errors stay under ingress either way.
             let hook = if mode & MODE_SENSOR != 0 { config::home_nets().hook_for(&tcp.endpoints) } else { HOOK_INGRESS as u8 };
             let counters = if hook == HOOK_INGRESS as u8 { counters } else { self::counters(HOOK_EGRESS)? };
-            flow::count_tcp(&Xdp(ctx), counters, tcp, hook, pkt.len())
+            flow::count_tcp(&Xdp(ctx), counters, &mut tcp, hook, pkt.len())
         }
         Err(NotTcp::Protocol(slot)) => {
             counters.count_protocol(slot);
@@ -185,11 +182,10 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
 /// Count one egress packet; the parse error, if any, for the caller to log.
 #[inline(always)]
 fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
-    let mut parsed = MaybeUninit::uninit();
-    match parse::parse_into(pkt, &mut parsed) {
-        Ok(tcp) => {
+    match parse::parse(pkt) {
+        Ok(mut tcp) => {
             // Egress never drops and never redirects: the outcome is for XDP only.
-            let _ = flow::count_tcp(src, counters, tcp, hook, frame_len);
+            let _ = flow::count_tcp(src, counters, &mut tcp, hook, frame_len);
         }
         Err(NotTcp::Protocol(slot)) => counters.count_protocol(slot),
         Err(NotTcp::Error(reason)) => {
