@@ -143,7 +143,9 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          verifier accepted (`tests/scripts/bpf_insn_count.py` interprets the loaded program's\n\
          `bpftool prog dump xlated` over empty maps; the established ACK runs after its flow's SYN).\n\
          It is exact where the nanoseconds drift, and it is what the per-packet time follows when the\n\
-         data is in cache, as in these rounds; a new flow's time is mostly its cache misses instead.\n\n\
+         data is in cache, as in these rounds; a new flow's time is mostly its cache misses instead.\n\
+         The verifier line is how much of its 1M-instruction budget loading the program takes: a\n\
+         change that crosses it does not load at all.\n\n\
          ## Offline replay\n\n\
          `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}",
         kernel.trim(),

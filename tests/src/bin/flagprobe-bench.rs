@@ -54,9 +54,10 @@ fn test_run(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> (u32, u32) {
     (a.retval, a.duration)
 }
 
-/// The kernel's id for a loaded program (BPF_OBJ_GET_INFO_BY_FD; `bpf_prog_info` starts with
-/// its type and its id, and the kernel fills only the bytes asked for).
-fn prog_id(fd: BorrowedFd<'_>) -> u32 {
+/// A loaded program's id and the instructions the verifier walked to accept it
+/// (BPF_OBJ_GET_INFO_BY_FD: `bpf_prog_info.id` at byte 4, `verified_insns` at byte 216; the
+/// kernel fills only the bytes asked for).
+fn prog_info(fd: BorrowedFd<'_>) -> (u32, u32) {
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     #[repr(C)]
     struct InfoAttr {
@@ -64,12 +65,12 @@ fn prog_id(fd: BorrowedFd<'_>) -> u32 {
         info_len: u32,
         info: u64,
     }
-    let mut info = [0u32; 2];
+    let mut info = [0u32; 56];
     let mut attr = InfoAttr { fd: fd.as_raw_fd() as u32, info_len: size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
     // SAFETY: a correctly sized attr pointing at a buffer of `info_len` bytes.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoAttr, size_of::<InfoAttr>()) };
     assert_eq!(rc, 0, "BPF_OBJ_GET_INFO_BY_FD: {}", std::io::Error::last_os_error());
-    info[1]
+    (info[1], info[216 / 4])
 }
 
 /// BPF instructions per packet of the loaded program `fd`, from tests/scripts/bpf_insn_count.py
@@ -77,7 +78,7 @@ fn prog_id(fd: BorrowedFd<'_>) -> u32 {
 /// (after its flow's SYN) and a tracked new flow's SYN. `None` when the tools are missing.
 fn insn_counts(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     let script = tests::workspace_root().join("tests/scripts/bpf_insn_count.py");
-    let out = std::process::Command::new("python3").arg(script).arg(prog_id(fd).to_string()).arg("syn,ack,ack,newsyn").output().ok()?;
+    let out = std::process::Command::new("python3").arg(script).arg(prog_info(fd).0.to_string()).arg("syn,ack,ack,newsyn").output().ok()?;
     if !out.status.success() {
         eprintln!("bpf_insn_count.py: {}", String::from_utf8_lossy(&out.stderr).trim());
         return None;
@@ -377,5 +378,12 @@ fn main() {
                 None => println!("| {name} | {ours} | – | – |"),
             }
         }
+    }
+    // How close the program is to the verifier's limit: a change that crosses it does not load.
+    println!();
+    print!("verifier: {} instructions walked to accept flagprobe_ingress (limit 1000000)", prog_info(fd.as_fd()).1);
+    match reference_fd {
+        Some(r) => println!("; the reference build: {}", prog_info(r).1),
+        None => println!(),
     }
 }
