@@ -10,7 +10,7 @@ program itself is never run and its maps are never touched.
 Inlined kernel reads: jiffies reads as 5000, the CPU number as 0. Helpers: ktime_get_ns, the ring
 buffer and xdp_load_bytes are stubbed (an event costs its instructions, not the helper's).
 
-usage: bpf_insn_count.py PROG_ID FRAME[,FRAME...]   (root; frames: syn, ack, newsyn)
+usage: bpf_insn_count.py PROG_ID FRAME[,FRAME...]   (root; frames: syn, ack, synack, newsyn)
 prints: FRAME INSNS, one line each
 """
 import json
@@ -236,6 +236,7 @@ def tcp_v4(src, sport, dst, dport, flags):
 FRAMES = {
     "syn": tcp_v4([10, 200, 0, 1], 40000, [10, 200, 0, 2], 80, 0x02),
     "ack": tcp_v4([10, 200, 0, 1], 40000, [10, 200, 0, 2], 80, 0x10),
+    "synack": tcp_v4([10, 200, 0, 2], 80, [10, 200, 0, 1], 40000, 0x12),
     "newsyn": tcp_v4([10, 201, 0, 7], 1024, [10, 200, 0, 2], 80, 0x02),
 }
 

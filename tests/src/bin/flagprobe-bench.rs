@@ -75,16 +75,22 @@ fn prog_info(fd: BorrowedFd<'_>) -> (u32, u32) {
 
 /// BPF instructions per packet of the loaded program `fd`, from tests/scripts/bpf_insn_count.py
 /// (which interprets the verified program; needs python3 and bpftool): the established ACK
-/// (after its flow's SYN) and a tracked new flow's SYN. `None` when the tools are missing.
-fn insn_counts(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+/// (after its flow's SYN), a tracked new flow's SYN, and the first ACK's flow's next ACK once the
+/// server has answered. `None` when the tools are missing.
+fn insn_counts(fd: BorrowedFd<'_>) -> Option<[u64; 3]> {
     let script = tests::workspace_root().join("tests/scripts/bpf_insn_count.py");
-    let out = std::process::Command::new("python3").arg(script).arg(prog_info(fd).0.to_string()).arg("syn,ack,ack,newsyn").output().ok()?;
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(prog_info(fd).0.to_string())
+        .arg("syn,ack,ack,newsyn,synack,ack,ack")
+        .output()
+        .ok()?;
     if !out.status.success() {
         eprintln!("bpf_insn_count.py: {}", String::from_utf8_lossy(&out.stderr).trim());
         return None;
     }
     let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
-    Some((*counts.get(2)?, *counts.get(3)?))
+    Some([*counts.get(2)?, *counts.get(3)?, *counts.get(6)?])
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -292,6 +298,7 @@ fn main() {
     let (c, s) = ([10, 200, 0, 1], [10, 200, 0, 2]);
     let syn = TcpFrame::v4(c, 40000, s, 80, SYN).build();
     let ack = TcpFrame::v4(c, 40000, s, 80, ACK).build();
+    let syn_ack = TcpFrame::v4(s, 80, c, 40000, SYN | ACK).build();
     let mut rst = TcpFrame::v4(s, 80, c, 40000, RST | ACK);
     rst.payload = b"Go away, we're not home".to_vec();
     let syn6 = TcpFrame::v6("fd00::1", 40000, "fd00::2", 80, SYN).build();
@@ -299,7 +306,11 @@ fn main() {
     vlan.vlans = vec![0x8100];
     let frames: Vec<(&'static str, Vec<u8>)> = vec![
         ("syn-v4 (one flow, repeated: past the SYN budget)", syn),
-        ("ack-v4-established", ack),
+        ("ack-v4-established", ack.clone()),
+        // The same flow once the server has answered: a connection that proved itself, as a
+        // real established flow has (the row above is a flow whose server never answered).
+        ("syn-ack-v4 (the server answers)", syn_ack),
+        ("ack-v4-established, answered", ack),
         ("rst-payload-v4 (rate-limited events)", rst.build()),
         ("syn-v6", syn6),
         ("data-v4-vlan", vlan.build()),
@@ -365,17 +376,16 @@ fn main() {
         );
     }
     // Instructions per packet: exact, where the nanoseconds above drift by several ns a run.
-    if let Some((ack, syn)) = insn_counts(fd.as_fd()) {
+    if let Some(ours) = insn_counts(fd.as_fd()) {
         let reference = reference_fd.and_then(insn_counts);
         println!();
         println!("| packet | flagprobe BPF instructions | reference build | ratio |");
         println!("|---|---:|---:|---:|");
-        for (name, ours, theirs) in
-            [("ack-v4-established", ack, reference.map(|r| r.0)), ("new flow, tracked (its SYN)", syn, reference.map(|r| r.1))]
-        {
-            match theirs {
-                Some(t) => println!("| {name} | {ours} | {t} | {:.2} |", ours as f64 / t as f64),
-                None => println!("| {name} | {ours} | – | – |"),
+        let names = ["ack-v4-established", "new flow, tracked (its SYN)", "ack-v4-established, answered"];
+        for (i, name) in names.iter().enumerate() {
+            match reference {
+                Some(r) => println!("| {name} | {} | {} | {:.2} |", ours[i], r[i], ours[i] as f64 / r[i] as f64),
+                None => println!("| {name} | {} | – | – |", ours[i]),
             }
         }
     }
