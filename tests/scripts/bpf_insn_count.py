@@ -4,18 +4,17 @@ the bench's nanoseconds, which drift on this VM by more than the differences we 
 It interprets the program the verifier accepted (`bpftool prog dump xlated`, with the map lookups
 and clock reads the verifier inlined), over a copy of the program's read-only data and empty maps
 of the loaded sizes, for a sequence of frames. Each frame's count is printed; a frame's state
-carries over to the next, so "syn,ack,ack" counts an ACK of a flow the SYN started. The loaded
+carries over to the next, so a SYN then two ACKs counts an ACK of a flow the SYN started. The loaded
 program itself is never run and its maps are never touched.
 
 Inlined kernel reads: jiffies reads as 5000, the CPU number as 0. Helpers: ktime_get_ns, the ring
 buffer and xdp_load_bytes are stubbed (an event costs its instructions, not the helper's).
 
-usage: bpf_insn_count.py PROG_ID FRAME[,FRAME...]   (root; frames: syn, ack, synack, newsyn)
-prints: FRAME INSNS, one line each
+usage: bpf_insn_count.py PROG_ID FRAME_HEX...   (root; whole Ethernet frames, in hex)
+prints: the instructions of each frame, one line each
 """
 import json
 import re
-import struct
 import subprocess
 import sys
 
@@ -225,23 +224,8 @@ def run(prog, mem, frame):
         pc = nxt
 
 
-def tcp_v4(src, sport, dst, dport, flags):
-    """The bench's frames (tests::frames::TcpFrame::v4): no options, no payload, TTL 64."""
-    tcp = struct.pack(">HHIIBBHHH", sport, dport, 1000, 0, 0x50, flags, 64240, 0, 0)
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, bytes(src), bytes(dst))
-    frame = bytes(6) + bytes(6) + b"\x08\x00" + ip + tcp
-    return frame + bytes(max(0, 60 - len(frame)))
-
-
-FRAMES = {
-    "syn": tcp_v4([10, 200, 0, 1], 40000, [10, 200, 0, 2], 80, 0x02),
-    "ack": tcp_v4([10, 200, 0, 1], 40000, [10, 200, 0, 2], 80, 0x10),
-    "synack": tcp_v4([10, 200, 0, 2], 80, [10, 200, 0, 1], 40000, 0x12),
-    "newsyn": tcp_v4([10, 201, 0, 7], 1024, [10, 200, 0, 2], 80, 0x02),
-}
-
 if __name__ == "__main__":
-    prog_id, names = int(sys.argv[1]), sys.argv[2].split(",")
+    prog_id = int(sys.argv[1])
     prog, mem = program(prog_id), memory_for(prog_id)
-    for name in names:
-        print(name, run(prog, mem, FRAMES[name]))
+    for frame in sys.argv[2:]:
+        print(run(prog, mem, bytes.fromhex(frame)))

@@ -48,49 +48,23 @@ fn test_run(fd: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> (u32, u32) {
         repeat,
         ..Default::default()
     };
-    // SAFETY: a correctly sized attr; the frame outlives the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut a as *mut TestRun, size_of::<TestRun>()) };
-    assert_eq!(rc, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    tests::bpf::bpf(BPF_PROG_TEST_RUN, &mut a, "BPF_PROG_TEST_RUN");
     (a.retval, a.duration)
 }
 
-/// A loaded program's id and the instructions the verifier walked to accept it
-/// (BPF_OBJ_GET_INFO_BY_FD: `bpf_prog_info.id` at byte 4, `verified_insns` at byte 216; the
-/// kernel fills only the bytes asked for).
-fn prog_info(fd: BorrowedFd<'_>) -> (u32, u32) {
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct InfoAttr {
-        fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut info = [0u32; 56];
-    let mut attr = InfoAttr { fd: fd.as_raw_fd() as u32, info_len: size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
-    // SAFETY: a correctly sized attr pointing at a buffer of `info_len` bytes.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &mut attr as *mut InfoAttr, size_of::<InfoAttr>()) };
-    assert_eq!(rc, 0, "BPF_OBJ_GET_INFO_BY_FD: {}", std::io::Error::last_os_error());
-    (info[1], info[216 / 4])
-}
-
-/// BPF instructions per packet of the loaded program `fd`, from tests/scripts/bpf_insn_count.py
-/// (which interprets the verified program; needs python3 and bpftool): the established ACK
-/// (after its flow's SYN), a tracked new flow's SYN, and the first ACK's flow's next ACK once the
-/// server has answered. `None` when the tools are missing.
-fn insn_counts(fd: BorrowedFd<'_>) -> Option<[u64; 3]> {
+/// BPF instructions each of `frames` executes in turn in the loaded program `fd`, its state
+/// carried from one to the next, from tests/scripts/bpf_insn_count.py (which interprets the
+/// verified program; needs python3 and bpftool). `None` when the tools are missing.
+fn insn_counts(fd: BorrowedFd<'_>, frames: &[&[u8]]) -> Option<Vec<u64>> {
     let script = tests::workspace_root().join("tests/scripts/bpf_insn_count.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(prog_info(fd).0.to_string())
-        .arg("syn,ack,ack,newsyn,synack,ack,ack")
-        .output()
-        .ok()?;
+    let hex = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let out = std::process::Command::new("python3").arg(script).arg(tests::bpf::prog_info(fd).0.to_string()).args(hex).output().ok()?;
     if !out.status.success() {
         eprintln!("bpf_insn_count.py: {}", String::from_utf8_lossy(&out.stderr).trim());
         return None;
     }
-    let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
-    Some([*counts.get(2)?, *counts.get(3)?, *counts.get(6)?])
+    let counts: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    (counts.len() == frames.len()).then_some(counts)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -375,15 +349,19 @@ fn main() {
             "reference build in the same rounds: ack-v4-established {a:+.1} ns, new flow {n:+.1} ns over empty XDP ({REFERENCE_SLOTS} slots)"
         );
     }
-    // Instructions per packet: exact, where the nanoseconds above drift by several ns a run.
-    if let Some(ours) = insn_counts(fd.as_fd()) {
-        let reference = reference_fd.and_then(insn_counts);
+    // Instructions per packet: exact, where the nanoseconds above drift by several ns a run. The
+    // same frames as above: the ACK after its flow's SYN, a new flow's SYN (within the budget),
+    // and the ACK again once the server has answered.
+    let new_syn = TcpFrame::v4([198, 18, 0, 1], 1024, s, 80, SYN).build();
+    let sequence: [&[u8]; 7] = [&frames[0].1, &frames[1].1, &frames[1].1, &new_syn, &frames[2].1, &frames[3].1, &frames[3].1];
+    let rows = [("ack-v4-established", 2), ("new flow, tracked (its SYN)", 3), ("ack-v4-established, answered", 6)];
+    if let Some(ours) = insn_counts(fd.as_fd(), &sequence) {
+        let reference = reference_fd.and_then(|r| insn_counts(r, &sequence));
         println!();
         println!("| packet | flagprobe BPF instructions | reference build | ratio |");
         println!("|---|---:|---:|---:|");
-        let names = ["ack-v4-established", "new flow, tracked (its SYN)", "ack-v4-established, answered"];
-        for (i, name) in names.iter().enumerate() {
-            match reference {
+        for (name, i) in rows {
+            match &reference {
                 Some(r) => println!("| {name} | {} | {} | {:.2} |", ours[i], r[i], ours[i] as f64 / r[i] as f64),
                 None => println!("| {name} | {} | – | – |", ours[i]),
             }
@@ -391,9 +369,9 @@ fn main() {
     }
     // How close the program is to the verifier's limit: a change that crosses it does not load.
     println!();
-    print!("verifier: {} instructions walked to accept flagprobe_ingress (limit 1000000)", prog_info(fd.as_fd()).1);
+    print!("verifier: {} instructions walked to accept flagprobe_ingress (limit 1000000)", tests::bpf::prog_info(fd.as_fd()).1);
     match reference_fd {
-        Some(r) => println!("; the reference build: {}", prog_info(r).1),
+        Some(r) => println!("; the reference build: {}", tests::bpf::prog_info(r).1),
         None => println!(),
     }
 }
