@@ -237,13 +237,11 @@ const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
 
 /// Whether a packet that would start a new flow is shaped like flood traffic: an inbound SYN,
 /// SYN/ACK or RST. Such a packet takes a free (or idle) slot, never one another flow holds; it is
-/// counted in the aggregates either way. Its inbound SYNs are the [`budgeted_syn`]s, spelled out
-/// here rather than called: as a call, LLVM lays both programs out anew (to be re-verified and
-/// re-measured) for the same logic.
+/// counted in the aggregates either way. Its inbound SYNs are the [`budgeted_syn`]s.
 #[inline(always)]
 pub fn flood_shaped(seg: &Segment) -> bool {
     let f = seg.flags;
-    seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK | RST) == SYN || f & (SYN | ACK) == SYN | ACK || f & RST != 0)
+    budgeted_syn(seg) || (seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK) == SYN | ACK || f & RST != 0))
 }
 
 /// Whether `seg` is an inbound SYN (no ACK, no RST), the packet [`HookCounters::take_syn_budget`]
