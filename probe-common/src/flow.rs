@@ -331,7 +331,13 @@ impl FlowEntry {
     #[inline(always)]
     pub fn start(&mut self, key: &FlowKey, side: Side, now: u64) {
         self.clear();
-        self.key = *key;
+        // Word by word, like `copy_from`: an assignment may become a `memcpy` call, which the
+        // eBPF target runs as a byte loop (320 instructions per new flow).
+        let to = (&mut self.key as *mut FlowKey).cast::<u64>();
+        for (i, word) in key.words().iter().enumerate() {
+            // SAFETY: FlowKey is five u64s long and 8-aligned.
+            unsafe { core::ptr::write_volatile(to.add(i), *word) };
+        }
         self.first_seen = now;
         self.initiator = side as u8;
     }
