@@ -237,10 +237,7 @@ impl Aggregates {
         }
         seg.hook == crate::counters::HOOK_INGRESS as u8
             && seg.is_ordinary()
-            && entry.is_some_and(|e| {
-                let client = &e.sides[side.index()];
-                client.syn > 0 && client.pure_ack + client.data == 0
-            })
+            && entry.is_some_and(|e| e.sides[side.index()].awaits_handshake_ack())
     }
 
     /// Count `seg`, sent by `side` of a flow whose state before it is `entry` (`None`: no slot
@@ -274,7 +271,7 @@ impl Aggregates {
             && f & (SYN | FIN | RST | ACK | URG) == ACK
         {
             let (client, server) = (&e.sides[side.index()], &e.sides[side.other().index()]);
-            if client.syn > 0 && server.syn_ack > 0 && client.pure_ack + client.data == 0 {
+            if client.awaits_handshake_ack() && server.syn_ack > 0 {
                 counter = SVC_COMPLETED;
             }
         }

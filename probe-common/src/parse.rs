@@ -29,6 +29,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 const MAX_HEADER_OFFSET: usize = 1024;
 
 /// A TCP segment found in a packet.
+#[derive(Clone, Copy)]
 pub struct TcpPacket {
     pub endpoints: Endpoints,
     /// Everything but the clock.
