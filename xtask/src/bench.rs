@@ -139,9 +139,13 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          the `every SYN tracked` row is what a tracked new flow costs (a connection's first packet, or\n\
          our answer to an untracked SYN). `syn-v4` repeats one flow's SYN, so past the first 2000 it\n\
          measures an untracked SYN.\n\n\
+         `ack-v4-established` is the client's ACK once the server has answered its SYN, as on any\n\
+         connection; xdp-cost's row of that name measures the same from its second round on (its\n\
+         server's RST has answered by then). `ack-v4, server never answered` is the ACK of a\n\
+         half-open flow, which tests on every packet whether the flow now proves to be a connection.\n\n\
          The instruction table counts the BPF instructions one packet executes in the program the\n\
          verifier accepted (`tests/scripts/bpf_insn_count.py` interprets the loaded program's\n\
-         `bpftool prog dump xlated` over empty maps; the established ACK runs after its flow's SYN).\n\
+         `bpftool prog dump xlated` over empty maps, the rows' frames in the order above).\n\
          It is exact where the nanoseconds drift, and it is what the per-packet time follows when the\n\
          data is in cache, as in these rounds; a new flow's time is mostly its cache misses instead.\n\
          The verifier line is how much of its 1M-instruction budget loading the program takes: a\n\
