@@ -340,6 +340,12 @@ impl SideStats {
 }
 
 impl FlowEntry {
+    /// Whether this slot holds the flow `key` (an empty slot holds none).
+    #[inline(always)]
+    pub fn holds(&self, key: &FlowKey) -> bool {
+        self.key.family != FAMILY_NONE && self.key.same(key)
+    }
+
     /// Whether `seg`, sent by `side` on this flow, does nothing but add to the flow's counters:
     /// an ordinary segment ([`Segment::is_ordinary`]) that its side's history gives no notable
     /// reason and that cannot complete a handshake. Such a segment is never a drop candidate and
