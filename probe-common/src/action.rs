@@ -8,9 +8,10 @@
 //! another live connection, so our packet may have failed to get in), the packet passes: fail-open.
 
 use crate::{
+    aggregate::Aggregates,
     counters::HOOK_INGRESS,
     flags::{self, ACK, FIN, RST, SYN},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, Side},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, Side, notable_reasons},
 };
 
 /// `--drop unsolicited-synack`: a SYN/ACK on a flow our host sent no SYN on. Dropped, our kernel
@@ -34,6 +35,16 @@ pub const ACTION_PASSED: u8 = 0;
 pub const ACTION_DROPPED: u8 = 1;
 /// `--drop-dry-run`: it would have been dropped.
 pub const ACTION_WOULD_DROP: u8 = 2;
+
+/// Whether `seg`, sent by `side` of the flow `entry` holds, does nothing but add to its counters:
+/// an ordinary segment ([`Segment::is_ordinary`], never a drop candidate) that is not notable and
+/// not the flood aggregates' concern. The kernel program applies such a segment and is done: the
+/// bulk of the traffic skips every other decision. Said through the decisions themselves, so it
+/// cannot drift from them.
+#[inline(always)]
+pub fn only_counts(entry: &FlowEntry, side: Side, seg: &Segment) -> bool {
+    seg.is_ordinary() && notable_reasons(Some(entry), side, seg) == 0 && !Aggregates::concerns(Some(entry), side, seg)
+}
 
 /// The drop reason (one `DROP_*` bit) that `policy` names for this segment by its flags and hook
 /// alone; 0 when none applies. Only inbound packets are ever candidates.
@@ -127,5 +138,51 @@ mod tests {
         flood.start(&k, Side::Lo, 90);
         flood.apply(Side::Lo, &seg(SYN, HOOK_INGRESS));
         assert_eq!(slot_says(&flood, &other, Side::Hi, 100, 50), SlotSays::NotOurs, "unproven: ours would have taken it");
+    }
+
+    /// The kernel's fast path applies a segment `only_counts` accepts and skips every other
+    /// decision, so each of them must have nothing to say about it.
+    #[test]
+    fn only_counts_means_nothing_else_applies() {
+        // A fresh flow, then after each packet of a handshake and a reset.
+        let mut states = [FlowEntry::default(); 5];
+        states[0].start(&key(40000), Side::Hi, 90);
+        let handshake = [
+            (Side::Hi, SYN, HOOK_INGRESS),
+            (Side::Lo, SYN | ACK, HOOK_EGRESS),
+            (Side::Hi, ACK, HOOK_INGRESS),
+            (Side::Lo, RST | ACK, HOOK_EGRESS),
+        ];
+        for (i, (side, f, hook)) in handshake.into_iter().enumerate() {
+            states[i + 1] = states[i];
+            states[i + 1].apply(side, &seg(f, hook));
+        }
+        let mut accepted = 0;
+        for state in &states {
+            for side in [Side::Lo, Side::Hi] {
+                for hook in [HOOK_INGRESS, HOOK_EGRESS] {
+                    for ttl in [64, 63] {
+                        for f in 0..=255u8 {
+                            let s = Segment { ttl, ..seg(f, hook) };
+                            if !only_counts(state, side, &s) {
+                                continue;
+                            }
+                            accepted += 1;
+                            assert_eq!(notable_reasons(Some(state), side, &s), 0, "{f:#04x}");
+                            assert!(!Aggregates::concerns(Some(state), side, &s), "{f:#04x}");
+                            assert_eq!(drop_candidate(0xff, &s), 0, "{f:#04x}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(accepted > 0);
+        // The handshake's last ACK is the aggregates' concern: not for the fast path.
+        let ack = seg(ACK, HOOK_INGRESS);
+        assert!(!only_counts(&states[2], Side::Hi, &ack));
+        assert!(only_counts(&states[3], Side::Hi, &ack));
+        // A TTL change and a side that sent a RST are notable.
+        assert!(!only_counts(&states[3], Side::Hi, &Segment { ttl: 63, ..ack }));
+        assert!(!only_counts(&states[4], Side::Lo, &seg(ACK, HOOK_EGRESS)));
     }
 }

@@ -13,7 +13,7 @@
 //! call [`Aggregates::count`] — one update rule for both.
 
 use crate::{
-    flags::{ACK, FIN, RST, SYN, URG},
+    flags::{ACK, RST, SYN},
     flow::{Endpoints, FlowEntry, NOTABLE_UNSOLICITED_SYN_ACK, Segment, Side, addr_words},
 };
 
@@ -268,7 +268,7 @@ impl Aggregates {
             remote = REMOTE_RST;
         } else if let Some(e) = entry
             && inbound
-            && f & (SYN | FIN | RST | ACK | URG) == ACK
+            && seg.is_ordinary()
         {
             let (client, server) = (&e.sides[side.index()], &e.sides[side.other().index()]);
             if client.awaits_handshake_ack() && server.syn_ack > 0 {

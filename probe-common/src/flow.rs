@@ -296,7 +296,16 @@ pub const NOTABLE_TTL_CHANGE: u8 = 1 << 5;
 #[inline(always)]
 pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> u8 {
     let f = seg.flags;
-    let mut why = entry.map_or(0, |e| history_reasons(&e.sides[side.index()], seg));
+    let mut why = 0;
+    if let Some(e) = entry {
+        let own = &e.sides[side.index()];
+        if own.packets > 0 && seg.ttl != own.first_ttl {
+            why |= NOTABLE_TTL_CHANGE;
+        }
+        if f & RST == 0 && own.rst > 0 {
+            why |= NOTABLE_AFTER_RST;
+        }
+    }
     // The rest is about the flags alone, and an ordinary segment has none of them.
     if seg.is_ordinary() {
         return why;
@@ -317,19 +326,6 @@ pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> 
     why
 }
 
-/// The reasons `own`'s history gives for its next segment `seg`, whatever its flags.
-#[inline(always)]
-fn history_reasons(own: &SideStats, seg: &Segment) -> u8 {
-    let mut why = 0;
-    if own.packets > 0 && seg.ttl != own.first_ttl {
-        why |= NOTABLE_TTL_CHANGE;
-    }
-    if seg.flags & RST == 0 && own.rst > 0 {
-        why |= NOTABLE_AFTER_RST;
-    }
-    why
-}
-
 impl SideStats {
     /// Whether this side sent a SYN and no ACK or data since: its next ordinary segment may
     /// complete a handshake, which the flood aggregates count.
@@ -344,19 +340,6 @@ impl FlowEntry {
     #[inline(always)]
     pub fn holds(&self, key: &FlowKey) -> bool {
         self.key.family != FAMILY_NONE && self.key.same(key)
-    }
-
-    /// Whether `seg`, sent by `side` on this flow, does nothing but add to the flow's counters:
-    /// an ordinary segment ([`Segment::is_ordinary`]) that its side's history gives no notable
-    /// reason and that cannot complete a handshake. Such a segment is never a drop candidate and
-    /// never the aggregates' concern ([`crate::aggregate::Aggregates::concerns`]), so the kernel
-    /// program applies it and is done: the bulk of the traffic skips every other decision.
-    #[inline(always)]
-    pub fn only_counts(&self, side: Side, seg: &Segment) -> bool {
-        let own = &self.sides[side.index()];
-        seg.is_ordinary()
-            && history_reasons(own, seg) == 0
-            && !(seg.hook == crate::counters::HOOK_INGRESS as u8 && own.awaits_handshake_ack())
     }
 
     /// Start a fresh entry for `key` whose first packet comes from `side`.
@@ -576,45 +559,6 @@ mod tests {
         }
         // ACK with any of PSH, ECE and CWR.
         assert_eq!(seen, 8);
-    }
-
-    /// The kernel's fast path applies a segment `only_counts` accepts and skips every other
-    /// decision, so each of them must have nothing to say about it.
-    #[test]
-    fn only_counts_means_nothing_else_applies() {
-        // A fresh flow, then after each packet of a handshake and a reset.
-        let mut states = [FlowEntry::default(); 5];
-        states[0].start(&FlowKey::default(), Side::Lo, 1);
-        for (i, (side, f)) in [(Side::Lo, SYN), (Side::Hi, SYN | ACK), (Side::Lo, ACK), (Side::Hi, RST | ACK)].into_iter().enumerate() {
-            states[i + 1] = states[i];
-            states[i + 1].apply(side, &seg(f, 0, 0, 64));
-        }
-        let mut accepted = 0;
-        for state in &states {
-            for side in [Side::Lo, Side::Hi] {
-                for hook in [crate::counters::HOOK_INGRESS as u8, crate::counters::HOOK_EGRESS as u8] {
-                    for ttl in [64, 63] {
-                        for f in 0..=255u8 {
-                            let s = Segment { hook, ..seg(f, 0, 0, ttl) };
-                            if !state.only_counts(side, &s) {
-                                continue;
-                            }
-                            accepted += 1;
-                            assert_eq!(notable_reasons(Some(state), side, &s), 0, "{f:#04x}");
-                            assert!(!crate::aggregate::Aggregates::concerns(Some(state), side, &s), "{f:#04x}");
-                            assert_eq!(crate::action::drop_candidate(0xff, &s), 0, "{f:#04x}");
-                        }
-                    }
-                }
-            }
-        }
-        assert!(accepted > 0);
-        // The handshake's last ACK is the aggregates' concern: not for the fast path.
-        assert!(!states[2].only_counts(Side::Lo, &seg(ACK, 0, 0, 64)));
-        assert!(states[3].only_counts(Side::Lo, &seg(ACK, 0, 0, 64)));
-        // A TTL change and a side that sent a RST are notable.
-        assert!(!states[3].only_counts(Side::Lo, &seg(ACK, 0, 0, 63)));
-        assert!(!states[4].only_counts(Side::Hi, &seg(ACK, 0, 0, 64)));
     }
 
     #[test]

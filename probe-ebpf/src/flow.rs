@@ -10,7 +10,9 @@
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_jiffies64};
 use probe_common::{
-    action::{ACTION_DROPPED, ACTION_PASSED, ACTION_WOULD_DROP, MODE_DROP_DRY_RUN, SlotSays, drop_candidate, reason_index, slot_says},
+    action::{
+        ACTION_DROPPED, ACTION_PASSED, ACTION_WOULD_DROP, MODE_DROP_DRY_RUN, SlotSays, drop_candidate, only_counts, reason_index, slot_says,
+    },
     aggregate::Aggregates,
     flow::Side,
 };
@@ -56,7 +58,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     {
         // SAFETY: a map value pointer, written only by this CPU while bottom halves are off.
         let entry = unsafe { &mut *ptr };
-        if entry.holds(&key) && entry.only_counts(side, &pkt.segment) {
+        if entry.holds(&key) && only_counts(entry, side, &pkt.segment) {
             entry.apply(side, &pkt.segment);
             return 0;
         }
