@@ -105,8 +105,11 @@ pub struct HookCounters {
     /// inbound SYNs it has tracked.
     pub syn_window_start: u64,
     pub syn_window_used: u64,
+    /// Never summed, never read by the agent: the kernel program passes a value through it so
+    /// that the verifier forgets what it knew of the value (see probe-ebpf's `opaque`).
+    pub verifier_scratch: u64,
 }
-const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8 + 2 * DROP_REASONS + 6) * 8);
+const _: () = assert!(core::mem::size_of::<HookCounters>() == (256 + PROTOS + PARSE_ERRORS + 8 + 2 * DROP_REASONS + 7) * 8);
 
 /// The SYN budget's window when no agent set one (a test tool loading the bare object): one second
 /// at HZ=250, the common setting.
@@ -134,6 +137,7 @@ impl Default for HookCounters {
             syn_window_ticks: 0,
             syn_window_start: 0,
             syn_window_used: 0,
+            verifier_scratch: 0,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::{AGGREGATES, EVENTS, FLOWS, config};
 /// Copies bytes out of the packet with the hook's helper (`bpf_xdp_load_bytes` /
 /// `bpf_skb_load_bytes`), which works on non-linear packets and needs no byte loop.
 pub trait PayloadSource {
-    /// Copy `len` (1..=192) bytes at `offset` into `dst`; false on failure.
+    /// Copy `len` (1..=128) bytes at `offset` into `dst`; false on failure.
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
 }
 
@@ -36,6 +36,29 @@ pub trait PayloadSource {
 pub const OUT_EVENT: u8 = 1 << 0;
 /// [`count_tcp`]'s outcome bit: the operator's drop policy says drop this packet.
 pub const OUT_DROP: u8 = 1 << 1;
+
+/// Copy lengths are masks, not clamps: `want - 1` goes out through memory and back (opaque to
+/// LLVM, which would otherwise prove the mask redundant and drop it) and is masked and
+/// incremented where the verifier sees it, so every kernel's verifier reads the length as
+/// `1..=mask + 1` from the arithmetic alone. A clamp by branch is not enough: before 6.8 the
+/// verifier does not carry a branch's bound to a 32-bit copy of the register, LLVM passes such a
+/// copy, and 6.1 and 6.12 then refuse the helper call for a length that "can be zero".
+/// `want` must be in `1..=mask + 1`; `scratch` is memory of the record about to be overwritten.
+#[inline(always)]
+unsafe fn copy_len(scratch: *mut u32, want: u32, mask: u32) -> u32 {
+    // SAFETY: the caller's scratch is four writable bytes of the reserved record.
+    unsafe {
+        core::ptr::write_volatile(scratch, want - 1);
+        (core::ptr::read_volatile(scratch) & mask) + 1
+    }
+}
+
+/// The payload copy's mask: `EVENT_PAYLOAD_MAX` (64) bytes.
+const PAYLOAD_MASK: u32 = EVENT_PAYLOAD_MAX as u32 - 1;
+/// The frame copy's two pieces: 128 bytes, then the 64 that make `EVENT_FRAME_MAX` (192).
+const FRAME_HEAD_MASK: u32 = 127;
+const FRAME_TAIL_MASK: u32 = EVENT_FRAME_MAX as u32 - FRAME_HEAD_MASK - 2;
+const _: () = assert!(EVENT_PAYLOAD_MAX.is_power_of_two() && FRAME_TAIL_MASK == 63);
 
 /// Count one TCP segment: histogram, flow slot, and an event if it is notable. Returns `OUT_*` bits.
 #[inline(always)]
@@ -70,6 +93,13 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let mut copy = core::hint::black_box(*pkt);
     let pkt = &mut copy;
     let key = core::hint::black_box(key);
+    // The verifier walks what follows once for each combination of values it knows exactly and
+    // needs to (an index, a branch it can decide), and a side known as 0 or 1, or notable reasons
+    // known as one constant per path through `notable_reasons`, is a factor for all of it: the
+    // walk went past the 1M-instruction limit on Debian's 6.1 and 6.12 (6.18 prunes better).
+    // Passed through map memory they become unknowns, the paths of every side and reason meet
+    // again, and 6.18 walks a quarter of what it did. Two stores and two loads, off the fast path.
+    let side = Side::from_index(opaque(counters, side as u64) as u8 & 1);
     // An inbound SYN over this second's budget never reads its slot: in a spoofed flood that cold
     // read is most of a packet's cost, and the flood's verdict comes from the aggregates.
     let entry = if budgeted_syn(&pkt.segment) && !counters.take_syn_budget(now, config::syn_track_rate()) {
@@ -80,7 +110,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     // A slot about to be started (an idle one taken over still holds the old flow's counts) reads
     // as no history, for the reasons, the aggregates and the event alike.
     let history = entry.as_deref().filter(|e| e.key.family != FAMILY_NONE);
-    let reasons = notable_reasons(history, side, &pkt.segment);
+    let reasons = opaque(counters, notable_reasons(history, side, &pkt.segment) as u64) as u8;
     if Aggregates::concerns(history, side, &pkt.segment) {
         let input = AggregateInput { history, side: side as u8, pkt, reasons, idle: counters.flow_idle_ticks / 8 };
         // Kept, not dropped: see `aggregate`'s return value.
@@ -110,6 +140,16 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
         entry.apply(side, &pkt.segment);
     }
     out
+}
+
+/// `v`, passed through map memory so that the verifier forgets what it knew of it.
+#[inline(always)]
+fn opaque(counters: &mut HookCounters, v: u64) -> u64 {
+    // SAFETY: a plain field of this CPU's counters.
+    unsafe {
+        core::ptr::write_volatile(&mut counters.verifier_scratch, v);
+        core::ptr::read_volatile(&counters.verifier_scratch)
+    }
 }
 
 /// Whether every CPU's partition shows our host (side `ours` of `key`) sent nothing on this flow,
@@ -252,35 +292,31 @@ fn emit_event<P: PayloadSource>(
         (*ev).action = action;
         (*ev)._pad = [0; 4];
         let in_frame = frame_len.saturating_sub(pkt.payload_offset);
-        let mut want = seg.payload_len as usize;
-        if want > in_frame {
-            want = in_frame;
-        }
-        // Launder the length through the record: the helper's size argument must be a bounded
-        // constant range, and the verifier would otherwise trace that bound back through every
-        // parser path's header offsets and walk each path separately to the end of the program.
+        let want = (seg.payload_len as usize).min(in_frame).min(EVENT_PAYLOAD_MAX) as u32;
         let scratch = (*ev).payload.as_mut_ptr().cast::<u32>();
-        core::ptr::write_volatile(scratch, want as u32);
-        let n = core::ptr::read_volatile(scratch) & 0x7f;
         let mut captured = 0u8;
-        if n > 0 && n <= EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), n) {
-            captured = n as u8;
-        } else if n > EVENT_PAYLOAD_MAX as u32 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), EVENT_PAYLOAD_MAX as u32)
-        {
-            captured = EVENT_PAYLOAD_MAX as u8;
+        if want > 0 && src.load(pkt.payload_offset as u32, (*ev).payload.as_mut_ptr(), copy_len(scratch, want, PAYLOAD_MASK)) {
+            captured = want as u8;
         }
         (*ev).captured_len = captured;
-        // The frame's head, for the evidence file; its length laundered the same way.
-        let fscratch = (*ev).frame.as_mut_ptr().cast::<u32>();
-        core::ptr::write_volatile(fscratch, frame_len as u32);
-        let mut m = core::ptr::read_volatile(fscratch);
-        if m > EVENT_FRAME_MAX as u32 {
-            m = EVENT_FRAME_MAX as u32;
+        // The frame's head, for the evidence file: at most 192 bytes, copied as up to 128 and
+        // then up to 64, so that each length is a masked value like the payload's.
+        let m = frame_len.min(EVENT_FRAME_MAX) as u32;
+        let frame = (*ev).frame.as_mut_ptr();
+        let fscratch = frame.cast::<u32>();
+        let head = m.min(FRAME_HEAD_MASK + 1);
+        let mut copied = 0u16;
+        if head > 0 && src.load(0, frame, copy_len(fscratch, head, FRAME_HEAD_MASK)) {
+            copied = head as u16;
+            let rest = m - head;
+            let tail = frame.add(FRAME_HEAD_MASK as usize + 1);
+            if rest > 0 && !src.load(FRAME_HEAD_MASK + 1, tail, copy_len(tail.cast::<u32>(), rest, FRAME_TAIL_MASK)) {
+                copied = 0;
+            } else {
+                copied += rest as u16;
+            }
         }
-        (*ev).frame_captured = 0;
-        if m > 0 && src.load(0, (*ev).frame.as_mut_ptr(), m) {
-            (*ev).frame_captured = m as u16;
-        }
+        (*ev).frame_captured = copied;
         (*ev).frame_len = frame_len as u32;
         (*ev)._pad2 = [0; 2];
     }
