@@ -99,6 +99,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
             "inline drop is on: inbound packets of these kinds on flows our host never sent on are dropped"
         );
     }
+    if let Some(release) = kernel::features::running() {
+        for line in kernel::features::fallbacks(release) {
+            tracing::info!("{line}");
+        }
+    }
     // Sensors' whole notable frames; the queue holds a second of the default event rate.
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAME_QUEUE);
     let mut frame_readers = Vec::new();

@@ -31,6 +31,9 @@ static EMBEDDED_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flagpr
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The running kernel is older than the programs can load on.
+    #[error("{0}")]
+    KernelTooOld(String),
     /// No object was embedded at build time and none was given.
     #[error("this flagprobe was built without its eBPF object: build it with `cargo xtask build`, or pass --ebpf-object")]
     NoObject,
@@ -157,6 +160,9 @@ pub fn object_bytes(path: Option<&Path>) -> Result<Vec<u8>, LoadError> {
 /// Load both programs into the kernel without attaching them (tests run them with
 /// BPF_PROG_TEST_RUN; [`Probe::attach`] attaches).
 pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
+    if let Some(why) = super::features::running().and_then(super::features::too_old) {
+        return Err(LoadError::KernelTooOld(why));
+    }
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| LoadError::Cpus(e))? as u32;
     let geometry = FlowGeometry::for_capacity(options.flow_capacity, cpus);
     let mask = geometry.slots_per_cpu - 1;
@@ -300,10 +306,21 @@ impl Probe {
             return Ok(used);
         }
         let tc: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC)?;
-        // Kernels >= 6.6 attach through tcx and need no qdisc; older ones want clsact.
-        let _ = aya::programs::tc::qdisc_add_clsact(iface);
-        tc.attach(iface, TcAttachType::Egress)
-            .map_err(|source| LoadError::Program { what: format!("attaching TC egress to {iface}"), source })?;
+        // Kernels >= 6.6 attach through tcx and need no qdisc; older ones want clsact, which an
+        // interface may already have (adding it again fails harmlessly).
+        let clsact = aya::programs::tc::qdisc_add_clsact(iface);
+        tc.attach(iface, TcAttachType::Egress).map_err(|source| {
+            let what = match clsact {
+                // Without the egress hook every answer to our own SYNs would look unsolicited:
+                // refuse rather than run half-blind.
+                Err(e) if !e.to_string().contains("exists") => format!(
+                    "attaching TC egress to {iface} (the clsact qdisc could not be added: {e}; before Linux 6.6 TC programs \
+                     need the sch_ingress and cls_bpf modules: `modprobe sch_ingress cls_bpf`)"
+                ),
+                _ => format!("attaching TC egress to {iface}"),
+            };
+            LoadError::Program { what, source }
+        })?;
         Ok(used)
     }
 }

@@ -1,9 +1,11 @@
 //! Everything that holds an aya handle: loading and attaching the programs ([`loader`]), the
 //! kernel's clocks ([`clock`]), the mmap'd flow table ([`flowtable`]) and the ring-buffer reader
-//! ([`ring`]), and a sensor's AF_XDP socket for whole notable frames ([`xsk`]). Above this line the agent deals in probe-common types and wall-clock nanoseconds
+//! ([`ring`]), a sensor's AF_XDP socket for whole notable frames ([`xsk`]), and what the running
+//! kernel lacks ([`features`]). Above this line the agent deals in probe-common types and wall-clock nanoseconds
 //! only: every kernel timestamp is converted here, once.
 
 pub mod clock;
+pub mod features;
 pub mod flowtable;
 pub mod loader;
 pub mod ring;
