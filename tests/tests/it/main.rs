@@ -14,6 +14,7 @@ mod detect_live;
 mod external;
 mod flood;
 mod inline_drop;
+mod kernel_load;
 mod kernel_test_run;
 mod layout;
 mod live_traffic;
