@@ -23,7 +23,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{text}` is not a duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // `from_secs_f64` panics past u64::MAX seconds: a typo in a config file must be an error.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is longer than any duration flagprobe can use"))
 }
 
 /// A CIDR, or a bare address meaning a host route.
@@ -45,6 +46,8 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
+        assert!(parse_duration("18446744073709551616s").is_err());
     }
 
     #[test]
