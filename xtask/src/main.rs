@@ -8,6 +8,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot Debian's kernels under qemu (6.1 and 6.12 unless named) and run the kernel-facing tests
+    /// inside each: load and verify in every mode, BPF_PROG_TEST_RUN, replay --kernel, live stories.
+    VmTest {
+        /// A kernel line ("6.1", "6.12"), a Debian package name (`linux-image-...-amd64`) or a .deb.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Test-name filters to run instead of the default set.
+        #[arg(trailing_var_arg = true)]
+        filters: Vec<String>,
+    },
     /// A lab of network namespaces playing every story, alerts shown as they arrive (root).
     Demo,
     /// Fuzz the capture → decode → flow → detector path with cargo-fuzz for a while.
@@ -64,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Bench { repeat, rounds } => bench::run(repeat, rounds),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::VmTest { kernels, filters } => test::vm(&kernels, &filters),
         Cmd::Demo => demo::run(),
     }
 }

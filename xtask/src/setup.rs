@@ -48,7 +48,7 @@ fn python_has_scapy() -> bool {
     Command::new("/usr/bin/python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: set up every tool, build the eBPF object and the agent, fuzz the capture path
-//! for a bounded time, run all tests, and close with one tally line over every test binary.
-//! Privileged tests need root; under `CI` they fail instead of skipping.
+//! for a bounded time, run all tests on this machine's kernel, then the kernel-facing ones inside
+//! each kernel of the matrix (`vm`), and close with one tally line over all of them. Privileged
+//! tests need root; under `CI` they fail instead of skipping. A test filter runs only the host part.
 
 use std::{
     io::{BufRead, BufReader},
@@ -59,9 +60,47 @@ pub fn run(args: &[String]) -> Result<()> {
         totals.add(&line);
     }
     let status = child.wait()?;
+    let mut ok = status.success();
+    if args.is_empty() {
+        ok &= matrix(&[], &[], &mut totals)?;
+    }
     println!("\nflagprobe: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
-    if !status.success() || totals.failed > 0 {
+    if !ok || totals.failed > 0 {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// `cargo xtask vm-test`: the matrix alone.
+pub fn vm(kernels: &[String], filters: &[String]) -> Result<()> {
+    let mut totals = Totals::default();
+    let ok = matrix(kernels, filters, &mut totals)?;
+    println!("\nflagprobe vm-test: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !ok || totals.failed > 0 {
+        bail!("tests failed inside a kernel of the matrix");
+    }
+    Ok(())
+}
+
+/// Run the guest tests in each kernel, print what each printed and add its tallies; false when a
+/// guest's test run failed.
+fn matrix(kernels: &[String], filters: &[String], totals: &mut Totals) -> Result<bool> {
+    let mut ok = true;
+    for run in crate::vm::run(kernels, filters)? {
+        println!("\n==== inside Debian's kernel {} (qemu) ====", run.release);
+        let mut ran = Totals::default();
+        for line in run.output.lines() {
+            println!("{line}");
+            ran.add(line);
+        }
+        if ran.passed + ran.failed == 0 {
+            println!("kernel {}: no test ran", run.release);
+            ok = false;
+        }
+        ok &= run.passed;
+        totals.passed += ran.passed;
+        totals.failed += ran.failed;
+        totals.ignored += ran.ignored;
+    }
+    Ok(ok)
 }
