@@ -45,14 +45,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            enabled: true,
-            window_secs: 60,
-            min_packets: 1,
-            grace_secs: 3,
-            reflection_min_senders: 100,
-            reflection_window_secs: 10,
-        }
+        Config { enabled: true, window_secs: 60, min_packets: 1, grace_secs: 3, reflection_min_senders: 100, reflection_window_secs: 10 }
     }
 }
 
@@ -224,7 +217,8 @@ fn render(victim: IpAddr, v: &RemoteRecord, dropped: &Dropped, now_ns: u64) -> A
         v.packets,
         v.distinct_local_ports()
     );
-    let drop_words = dropped.sentence(victim, "our kernel never saw them and sent no RST back: there is no outgoing packet for an IDS to flag");
+    let drop_words =
+        dropped.sentence(victim, "our kernel never saw them and sent no RST back: there is no outgoing packet for an IDS to flag");
     let reaction = if let Some(words) = drop_words.as_ref().filter(|_| v.answers == 0) {
         words.clone()
     } else if v.answers > 0 {

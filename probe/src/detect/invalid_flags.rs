@@ -12,8 +12,9 @@ use probe_common::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{DetectorConfig, Invalid, check_window, dropped::Dropped,
-    Detector, EventView, FlowView,
+use super::{
+    Detector, DetectorConfig, EventView, FlowView, Invalid, check_window,
+    dropped::Dropped,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
@@ -208,7 +209,12 @@ fn render(sender: IpAddr, t: &Sender, dropped: &Dropped, now_ns: u64) -> Alert {
         packets: t.packets,
         flows: t.flows,
     }
-    .build(now_ns, summary, explanation, json!({ "combinations": combos, "kinds": names, "targets": t.targets.len(), "dropped_by_flagprobe": dropped.evidence(sender) }))
+    .build(
+        now_ns,
+        summary,
+        explanation,
+        json!({ "combinations": combos, "kinds": names, "targets": t.targets.len(), "dropped_by_flagprobe": dropped.evidence(sender) }),
+    )
 }
 
 #[cfg(test)]

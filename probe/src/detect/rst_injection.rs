@@ -19,7 +19,7 @@ use probe_common::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{DetectorConfig, Detector, EventView};
+use super::{Detector, DetectorConfig, EventView};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

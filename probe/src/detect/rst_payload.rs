@@ -8,7 +8,7 @@ use probe_common::flow::NOTABLE_RST_PAYLOAD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, DetectorConfig, Invalid, Tally, check_window, EventView, window::Windowed};
+use super::{Detector, DetectorConfig, EventView, Invalid, Tally, check_window, window::Windowed};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

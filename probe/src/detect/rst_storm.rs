@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{DetectorConfig, Invalid, check_window, check_at_least_one, 
-    Detector, FlowView,
+use super::{
+    Detector, DetectorConfig, FlowView, Invalid, check_at_least_one, check_window,
     window::{CappedSet, Windowed},
 };
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
