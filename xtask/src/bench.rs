@@ -56,6 +56,43 @@ fn replay_vs_tshark(flows: u32) -> Result<String> {
 /// over empty XDP, default table 262144 slots): the last commit before that work began.
 const REFERENCE_COMMIT: &str = "441e88c275db45d70435d7d1a5b78fbeba4ca2ca";
 
+/// The instructions each kernel's verifier walked to accept the programs, per mode, as the last
+/// `cargo xtask vm-test` (Debian's kernels under qemu) printed them, beside this machine's.
+fn verifier_by_kernel(root: &std::path::Path) -> String {
+    let host = Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "-q", "-p", "tests", "--test", "it", "kernel_load::", "--", "--nocapture"])
+        .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut logs = vec![host];
+    let mut guests: Vec<_> = std::fs::read_dir(root.join("target/vm")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    guests.sort();
+    logs.extend(guests.iter().filter_map(|g| std::fs::read_to_string(g.join("share/out.log")).ok()));
+    let mut rows = String::new();
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        // "verifier: kernel K mode M: flagprobe_ingress N, flagprobe_egress N instructions walked"
+        let Some(rest) = line.split("verifier: kernel ").nth(1) else { continue };
+        let Some((kernel, rest)) = rest.split_once(" mode ") else { continue };
+        let Some((mode, rest)) = rest.split_once(": ") else { continue };
+        let numbers: Vec<&str> = rest.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).collect();
+        if let [ingress, egress] = numbers[..] {
+            rows.push_str(&format!("| {kernel} | {mode} | {ingress} | {egress} |\n"));
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n## The verifier on each kernel\n\n\
+         Instructions walked to accept each program, in every mode the agent loads (the limit is\n\
+         1000000 on each): this machine's kernel, and Debian's kernels as the last `cargo xtask\n\
+         vm-test` loaded them under qemu.\n\n\
+         | kernel | mode | flagprobe_ingress | flagprobe_egress |\n|---|---|---:|---:|\n{rows}"
+    )
+}
+
 /// The reference build's eBPF object, rebuilt from git, or `None` (said) when this clone lacks the
 /// commit. This VM's per-packet cost drifts between days, so an absolute ns figure from the day
 /// the issue was filed does not compare with today's; the same object measured in the same rounds
@@ -117,6 +154,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
     print!("{replay}");
     let flood = bench_bin("flagprobe-bench", &["--flood"])?;
     let sensor = bench_bin("sensor-rate", &["--seconds", "6", "--rounds", "6"])?;
+    let kernels = verifier_by_kernel(&root);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let doc = format!(
@@ -151,7 +189,7 @@ pub fn run(repeat: u32, rounds: u32) -> Result<()> {
          The verifier line is how much of its 1M-instruction budget loading the program takes: a\n\
          change that crosses it does not load at all.\n\n\
          ## Offline replay\n\n\
-         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}",
+         `flagprobe replay` on a generated capture next to tshark on the same file, one run (same command).\n\n{replay}{flood}{sensor}{kernels}",
         kernel.trim(),
         &REFERENCE_COMMIT[..7]
     );
