@@ -19,6 +19,8 @@
 //! - [`alert`]: the alert type, its renderings, dedup and sinks.
 //! - [`metrics`]: every exported metric, declared once.
 //! - [`units`]: durations and networks as text (a leaf).
+//! - [`owned_files`]: files created without following a planted link, temporary names nobody can
+//!   guess (a leaf).
 
 pub mod agent;
 pub mod alert;
@@ -29,6 +31,7 @@ pub mod evidence;
 pub mod flows;
 pub mod kernel;
 pub mod metrics;
+pub mod owned_files;
 pub mod pipeline;
 pub mod replay;
 pub mod units;

@@ -51,20 +51,16 @@ struct Outputs {
     file: Option<std::fs::File>,
 }
 
-fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(p)
-}
-
 impl AlertSinks {
     /// `file` is opened for appending (created if missing, never truncated).
     pub fn new(terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<Self> {
-        let file = file.map(open_append).transpose()?;
+        let file = file.map(crate::owned_files::open_append).transpose()?;
         Ok(AlertSinks { outputs: Mutex::new(Outputs { terminal, file }), recent: Mutex::new(VecDeque::new()), recent_max: 1000 })
     }
 
     /// Switch outputs (a reload): the new file is opened first, so a failure changes nothing.
     pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<()> {
-        let file = file.map(open_append).transpose()?;
+        let file = file.map(crate::owned_files::open_append).transpose()?;
         *self.outputs.lock().unwrap_or_else(|e| e.into_inner()) = Outputs { terminal, file };
         Ok(())
     }

@@ -78,7 +78,10 @@ impl Evidence {
         std::fs::create_dir_all(dir)?;
         let mut existing: Vec<(std::time::SystemTime, PathBuf, u64)> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "pcapng"))
+            // Only files of ours count, and only ours are ever removed: an operator's own
+            // captures in the directory are not evidence to rotate.
+            .filter(|e| e.file_name().to_str().is_some_and(is_evidence_name))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
                 Some((m.modified().ok()?, e.path(), m.len()))
@@ -152,10 +155,7 @@ impl Evidence {
         pcapng::write(&mut body, &[alert.iface.as_str()], &packets)?;
         let count = packets.len();
         let path = self.dir.join(format!("{}-{}.pcapng", alert.detector, alert.id));
-        // Write beside it, then rename: a reader never sees half a file.
-        let partial = path.with_extension("pcapng.partial");
-        std::fs::write(&partial, &body)?;
-        std::fs::rename(&partial, &path)?;
+        crate::owned_files::replace(&path, &body)?;
         if let Some(i) = self.files.iter().position(|(p, _)| *p == path) {
             let (_, n) = self.files.remove(i).expect("position is in range");
             self.bytes -= n;
@@ -179,6 +179,17 @@ impl Evidence {
     pub fn take_removed(&mut self) -> u64 {
         std::mem::take(&mut self.removed)
     }
+}
+
+/// Whether `name` is one flagprobe gives an evidence file: `DETECTOR-ID.pcapng`, the detector in
+/// lower case and underscores, the id sixteen hex digits.
+fn is_evidence_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".pcapng") else { return false };
+    let Some((detector, id)) = stem.rsplit_once('-') else { return false };
+    !detector.is_empty()
+        && detector.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        && id.len() == 16
+        && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The whole frame behind a kept head, else the head.
@@ -235,6 +246,29 @@ mod tests {
         e.attach(&mut b).unwrap();
         assert!(!first.exists(), "over 600 bytes: the oldest file went");
         assert_eq!(e.take_removed(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_cap_counts_and_removes_only_files_flagprobe_wrote() {
+        let dir = std::env::temp_dir().join(format!("fp-evidence-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The operator's own capture, far over the cap, and a file of ours from an earlier run.
+        std::fs::write(dir.join("operator-capture.pcapng"), vec![0u8; 10_000]).unwrap();
+        std::fs::write(dir.join("scan-0123456789abcdef.pcapng"), vec![0u8; 500]).unwrap();
+        let mut e = Evidence::new(&dir, 600).unwrap();
+        e.keep("eth0", &event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000));
+        let mut a = test_alert("198.51.100.7", 5, 1);
+        a.src_ip = Some("198.51.100.7".parse().unwrap());
+        e.attach(&mut a).unwrap();
+        assert_eq!(e.take_removed(), 1, "our earlier file made room");
+        assert!(!dir.join("scan-0123456789abcdef.pcapng").exists());
+        assert_eq!(std::fs::metadata(dir.join("operator-capture.pcapng")).unwrap().len(), 10_000, "the operator's file is untouched");
+        assert!(is_evidence_name("rst_payload-00ff00ff00ff00ff.pcapng"));
+        for other in ["capture.pcapng", "rst_payload-00FF00FF00FF00FF.pcapng", "x-123.pcapng", "-0123456789abcdef.pcapng", "a-0123456789abcdef.pcap"] {
+            assert!(!is_evidence_name(other), "{other}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
