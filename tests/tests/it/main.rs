@@ -24,3 +24,4 @@ mod prometheus_scrape;
 mod replay;
 mod replay_mutations;
 mod sensor;
+mod state_files;
