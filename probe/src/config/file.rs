@@ -11,7 +11,9 @@ pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        // Newlines before the span, plus one: `lines()` would not count the line a span starts at
+        // when it starts at the line's first byte (an unknown key), one too low.
+        let line = inner.span().map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
         let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
         if key.is_empty() || key == "." {
             ConfigError::File { path: path.into(), problem: format!("{}{at}", one_line(inner.message())) }
@@ -132,6 +134,9 @@ mod tests {
         assert!(e.starts_with("invalid detectors.scan.min-ports (line 2):"), "{e}");
         let e = parse("colour = \"blue\"\n", "t.toml").unwrap_err().to_string();
         assert!(e.contains("colour") && !e.contains('\n'), "{e}");
+        // An unknown key on line 10 is on line 10, not 9.
+        let e = parse(&format!("{}foo-bar = 1\n", "# comment\n".repeat(9)), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("(line 10)"), "{e}");
         let e = parse("[detectors]\nscan = 3\n", "t.toml").unwrap_err().to_string();
         assert!(e.starts_with("invalid detectors.scan"), "{e}");
         let e = parse("iface = [\n", "t.toml").unwrap_err().to_string();
