@@ -13,10 +13,15 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // A filter that does not parse would silently log at another level than asked: an error.
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flagprobe: invalid --log `{}`: {e} (a level such as info or debug, or directives like probe=debug)", cli.log);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let outcome = match cli.command {
         Command::CheckConfig { path } => {
             let path = path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
@@ -27,7 +32,11 @@ fn main() -> ExitCode {
                 })
                 .map_err(|e| (e.to_string(), EXIT_CONFIG))
         }
-        Command::Replay(args) => probe::replay::run(args).map_err(|e| (e.to_string(), 1)),
+        // A setting that does not validate is a configuration error (2); a damaged capture, 1.
+        Command::Replay(args) => probe::replay::run(args).map_err(|e| {
+            let code = if matches!(e, probe::replay::ReplayError::Invalid { .. }) { EXIT_CONFIG } else { 1 };
+            (e.to_string(), code)
+        }),
         Command::Run(args) => match (*args).into_config() {
             Err(e) => Err((e.to_string(), EXIT_CONFIG)),
             Ok(config) => run(config).map_err(|e| (e, 1)),

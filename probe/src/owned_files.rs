@@ -14,15 +14,16 @@ use std::{
 /// Files flagprobe creates are readable by its group, written by itself only.
 const MODE: u32 = 0o640;
 
-/// Open `path` for appending, creating it if missing; a symbolic link at `path` is an error.
+/// Open `path` for appending, creating it if missing; a symbolic link at `path` is an error (the
+/// caller names the path).
 pub fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| named(e, path))
+    OpenOptions::new().create(true).append(true).mode(MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            io::Error::new(e.kind(), "it is a symbolic link; flagprobe does not write through links")
+        } else {
+            e
+        }
+    })
 }
 
 /// Replace `path` with `body` at once: written under a fresh random name in the same directory,
@@ -34,18 +35,13 @@ pub fn replace(path: &Path, body: &[u8]) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     for _ in 0..8 {
         let tmp = dir.join(format!(".{name}.{:016x}.partial", random()));
-        let mut file = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => f,
-            // Someone holds that name already: draw another.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(named(e, &tmp)),
-        };
+        let mut file =
+            match OpenOptions::new().write(true).create_new(true).mode(MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp) {
+                Ok(f) => f,
+                // Someone holds that name already: draw another.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(named(e, &tmp)),
+            };
         let written = file.write_all(body).and_then(|()| std::fs::rename(&tmp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -27,6 +27,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is longer than any duration flagprobe can use"))
 }
 
+/// The values a duration setting allows, as its error says them.
+pub struct DurationRange {
+    pub min: Duration,
+    pub max: Duration,
+    pub text: &'static str,
+}
+
+/// How often the kernel's maps are read.
+pub const POLL_INTERVAL: DurationRange =
+    DurationRange { min: Duration::from_millis(10), max: Duration::from_secs(3600), text: "between 10ms and 1h" };
+/// How long a quiet flow keeps its slot (live and in replay alike): under a second a connection's
+/// own pauses would end it; over a week no table would hold what it keeps.
+pub const FLOW_IDLE: DurationRange =
+    DurationRange { min: Duration::from_secs(1), max: Duration::from_secs(7 * 86400), text: "between 1s and 168h" };
+/// How long one alert stands for its detector and key before an update.
+pub const ALERT_WINDOW: DurationRange =
+    DurationRange { min: Duration::from_secs(1), max: Duration::from_secs(86400), text: "between 1s and 24h" };
+/// The live summary's interval; 0s turns it off.
+pub const SUMMARY_INTERVAL: DurationRange =
+    DurationRange { min: Duration::ZERO, max: Duration::from_secs(86400), text: "between 0s (off) and 24h" };
+
+/// A duration within `range`; out of it, an error that says the range.
+pub fn parse_duration_in(text: &str, range: &DurationRange) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < range.min || d > range.max {
+        return Err(format!("`{}` must be {}", text.trim(), range.text));
+    }
+    Ok(d)
+}
+
 /// A CIDR, or a bare address meaning a host route.
 pub fn parse_net(text: &str) -> Result<IpNet, String> {
     if let Ok(net) = text.parse::<IpNet>() {
@@ -48,6 +78,15 @@ mod tests {
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("99999999999999999h").is_err());
         assert!(parse_duration("18446744073709551616s").is_err());
+    }
+
+    #[test]
+    fn ranges_are_checked_where_durations_are_read() {
+        assert_eq!(parse_duration_in("2m", &FLOW_IDLE).unwrap(), Duration::from_secs(120));
+        assert!(parse_duration_in("0s", &FLOW_IDLE).unwrap_err().contains("between 1s and 168h"));
+        assert!(parse_duration_in("0s", &ALERT_WINDOW).is_err());
+        assert!(parse_duration_in("99999999999999999h", &ALERT_WINDOW).is_err());
+        assert_eq!(parse_duration_in("0s", &SUMMARY_INTERVAL).unwrap(), Duration::ZERO);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::{
     alert::AlertFormat,
     detect::{self, DetectorsConfig},
     kernel::{Mode, XdpMode},
-    units::{parse_duration, parse_net},
+    units::{self, DurationRange, parse_duration_in, parse_net},
 };
 
 /// Where the config file is looked for when `--config` is not given (absent is fine).
@@ -200,8 +200,8 @@ impl From<detect::Invalid> for ConfigError {
     }
 }
 
-fn duration(field: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    parse_duration(text).map_err(|p| invalid(field, p))
+fn duration(field: &'static str, text: &str, range: &DurationRange) -> Result<Duration, ConfigError> {
+    parse_duration_in(text, range).map_err(|p| invalid(field, p))
 }
 
 impl RunArgs {
@@ -222,16 +222,10 @@ impl Config {
         let text = |v: &mut Option<String>, default: &str| v.get_or_insert_with(|| default.to_string()).clone();
         let metrics_text = text(&mut s.metrics_addr, "127.0.0.1:9750");
         let metrics_addr = metrics_text.parse().map_err(|_| invalid("metrics-addr", format!("`{metrics_text}` is not an address:port")))?;
-        let poll_interval = duration("poll-interval", &text(&mut s.poll_interval, "1s"))?;
-        if poll_interval < Duration::from_millis(10) || poll_interval > Duration::from_secs(3600) {
-            return Err(invalid("poll-interval", "must be between 10ms and 1h"));
-        }
-        let flow_idle = duration("flow-idle", &text(&mut s.flow_idle, "120s"))?;
-        if flow_idle < Duration::from_secs(1) {
-            return Err(invalid("flow-idle", "must be at least 1s"));
-        }
-        let summary = duration("summary-interval", &text(&mut s.summary_interval, "5s"))?;
-        let alert_window = duration("alert-window", &text(&mut s.alert_window, "60s"))?;
+        let poll_interval = duration("poll-interval", &text(&mut s.poll_interval, "1s"), &units::POLL_INTERVAL)?;
+        let flow_idle = duration("flow-idle", &text(&mut s.flow_idle, "120s"), &units::FLOW_IDLE)?;
+        let summary = duration("summary-interval", &text(&mut s.summary_interval, "5s"), &units::SUMMARY_INTERVAL)?;
+        let alert_window = duration("alert-window", &text(&mut s.alert_window, "60s"), &units::ALERT_WINDOW)?;
         let flow_capacity = *s.flow_capacity.get_or_insert(probe_common::maps::DEFAULT_FLOW_CAPACITY);
         if !(1024..=1 << 26).contains(&flow_capacity) {
             return Err(invalid("flow-capacity", format!("{flow_capacity} is outside 1024..=67108864")));

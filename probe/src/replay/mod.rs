@@ -34,7 +34,7 @@ use crate::{
     kernel::loader,
     metrics::Metrics,
     pipeline::Pipeline,
-    units::{parse_duration, parse_net},
+    units::{self, parse_duration_in, parse_net},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,7 +193,8 @@ impl Replayer {
 
 /// Replay; returns Err only after the report for everything read has been written.
 pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
-    let idle = parse_duration(&args.flow_idle).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
+    let idle =
+        parse_duration_in(&args.flow_idle, &units::FLOW_IDLE).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
     let mut home_nets: Vec<IpNet> = Vec::new();
     for h in &args.home_nets {
         home_nets.push(parse_net(h).map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?);
