@@ -30,7 +30,23 @@ pub fn from_table(table: toml::Table, what: &str) -> Result<Settings, ConfigErro
 }
 
 fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    plain(&s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "))
+}
+
+/// The deserializer's words for a person who never wrote Rust: no `u32` or `i128`, the range or
+/// form instead.
+fn plain(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        (" as i128", ""),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list, like [\"a\", \"b\"]"),
+    ];
+    WORDS.iter().fold(message.to_string(), |m, (rust, words)| m.replace(rust, words))
 }
 
 /// The file named by `--config` (must exist), else the default path if it exists, else nothing;
@@ -137,6 +153,8 @@ mod tests {
         // An unknown key on line 10 is on line 10, not 9.
         let e = parse(&format!("{}foo-bar = 1\n", "# comment\n".repeat(9)), "t.toml").unwrap_err().to_string();
         assert!(e.contains("(line 10)"), "{e}");
+        let e = parse("flow-capacity = 99999999999999999999\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("a whole number from 0 to 4294967295") && !e.contains("i128") && !e.contains("u32"), "{e}");
         let e = parse("[detectors]\nscan = 3\n", "t.toml").unwrap_err().to_string();
         assert!(e.starts_with("invalid detectors.scan"), "{e}");
         let e = parse("iface = [\n", "t.toml").unwrap_err().to_string();

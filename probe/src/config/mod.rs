@@ -216,6 +216,20 @@ impl RunArgs {
     }
 }
 
+/// `check-config` and a SIGHUP reload over config text instead of a file, for the fuzz target:
+/// the text validated and rendered as `check-config` does, then applied as a reload over the
+/// defaults, as the running agent would. Every input ends in a result; a panic is a bug.
+pub fn exercise(text: &str) {
+    let Ok(settings) = file::parse(text, "fuzz") else { return };
+    let cli = RunArgs::default();
+    if let Ok(config) = Config::resolve(settings.clone(), None, cli.clone()) {
+        let _ = config.render();
+    }
+    let running = Settings::default();
+    let _ = reload::needs_restart(&reload::changed(&running, &settings));
+    let _ = Config::resolve(reload::in_force(&running, &settings), None, cli);
+}
+
 impl Config {
     /// Fill every unset setting with its default, validate, and type it.
     pub fn resolve(mut s: Settings, source: Option<PathBuf>, cli: RunArgs) -> Result<Config, ConfigError> {

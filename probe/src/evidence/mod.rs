@@ -266,7 +266,9 @@ mod tests {
         assert!(!dir.join("scan-0123456789abcdef.pcapng").exists());
         assert_eq!(std::fs::metadata(dir.join("operator-capture.pcapng")).unwrap().len(), 10_000, "the operator's file is untouched");
         assert!(is_evidence_name("rst_payload-00ff00ff00ff00ff.pcapng"));
-        for other in ["capture.pcapng", "rst_payload-00FF00FF00FF00FF.pcapng", "x-123.pcapng", "-0123456789abcdef.pcapng", "a-0123456789abcdef.pcap"] {
+        for other in
+            ["capture.pcapng", "rst_payload-00FF00FF00FF00FF.pcapng", "x-123.pcapng", "-0123456789abcdef.pcapng", "a-0123456789abcdef.pcap"]
+        {
             assert!(!is_evidence_name(other), "{other}");
         }
         let _ = std::fs::remove_dir_all(&dir);

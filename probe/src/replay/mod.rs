@@ -97,6 +97,9 @@ pub enum ReplayError {
     /// A capture's link type is not one we read; what was read before was reported.
     #[error("{path}: {source}")]
     Link { path: String, source: UnsupportedLink },
+    /// A capture named on the command line cannot be opened: said before anything is replayed.
+    #[error("{path}: {source}")]
+    Input { path: String, source: std::io::Error },
 }
 
 /// Polls of the flow table happen every second of capture time, as live.
@@ -193,6 +196,10 @@ impl Replayer {
 
 /// Replay; returns Err only after the report for everything read has been written.
 pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
+    // A file that cannot even be opened is a typo, not a damaged capture: one line, no report.
+    for file in &args.files {
+        std::fs::File::open(file).map_err(|source| ReplayError::Input { path: file.display().to_string(), source })?;
+    }
     let idle =
         parse_duration_in(&args.flow_idle, &units::FLOW_IDLE).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
     let mut home_nets: Vec<IpNet> = Vec::new();

@@ -200,6 +200,13 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
         assert_eq!(summary["files"][0]["file"], file.display().to_string());
         assert!(summary["files"][0]["error"].is_string());
     }
+    // A file that does not exist: one line naming it once, and no report of nothing.
+    let missing = dir.join("no-such.pcap");
+    let r = replay(std::slice::from_ref(&missing), &["10.77.0.2"], false);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(r.stderr.matches(&missing.display().to_string()).count(), 1, "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
     // What was read before the damage is still counted and judged.
     let r = replay(std::slice::from_ref(&truncated), &["10.77.0.2"], false);
     let summary: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
