@@ -113,8 +113,7 @@ impl CaptureReader {
                 Err(PcapError::Incomplete(_)) => {
                     let before = self.inner.position();
                     if let Err(e) = self.inner.refill() {
-                        let problem = format!("{e:?}");
-                        return Err(corrupt(&self.path, offset, &problem));
+                        return Err(corrupt(&self.path, offset, in_words(&e)));
                     }
                     if self.inner.position() == before && matches!(self.inner.next(), Err(PcapError::Incomplete(_))) {
                         return Err(CaptureError::Truncated { path: self.path.clone(), offset });
@@ -123,12 +122,20 @@ impl CaptureReader {
                 Err(PcapError::UnexpectedEof) => {
                     return Err(CaptureError::Truncated { path: self.path.clone(), offset });
                 }
-                Err(e) => {
-                    let problem = format!("{e:?}");
-                    return Err(corrupt(&self.path, offset, &problem));
-                }
+                Err(e) => return Err(corrupt(&self.path, offset, in_words(&e))),
             }
         }
+    }
+}
+
+/// The reader's error in words: its variant names (`BufferTooSmall`) mean nothing to an operator.
+fn in_words<I>(e: &PcapError<I>) -> &'static str {
+    match e {
+        PcapError::BufferTooSmall => "a record larger than the reader's buffer (no real capture has one)",
+        PcapError::HeaderNotRecognized => "a block that is neither pcap nor pcapng",
+        PcapError::ReadError => "the file could not be read",
+        PcapError::Eof | PcapError::UnexpectedEof | PcapError::Incomplete(_) => "the file ends inside a record",
+        PcapError::NomError(..) | PcapError::OwnedNomError(..) => "a malformed block",
     }
 }
 
