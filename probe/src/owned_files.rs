@@ -17,7 +17,19 @@ const MODE: u32 = 0o640;
 /// Open `path` for appending, creating it if missing; a symbolic link at `path` is an error (the
 /// caller names the path).
 pub fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path).map_err(|e| {
+    no_link(OpenOptions::new().create(true).append(true).mode(MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path))
+}
+
+/// Create `path` or empty it (an output the operator named, such as replay's `--metrics-out`); a
+/// symbolic link at `path` is an error (the caller names the path).
+pub fn create(path: &Path) -> io::Result<File> {
+    no_link(
+        OpenOptions::new().create(true).write(true).truncate(true).mode(MODE).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path),
+    )
+}
+
+fn no_link(opened: io::Result<File>) -> io::Result<File> {
+    opened.map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             io::Error::new(e.kind(), "it is a symbolic link; flagprobe does not write through links")
         } else {

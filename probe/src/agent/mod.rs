@@ -50,7 +50,7 @@ pub enum RunError {
     #[error("opening the alerts file {}: {source}", path.display())]
     Alerts { path: std::path::PathBuf, source: std::io::Error },
     /// The evidence directory given could not be created.
-    #[error("invalid evidence: cannot create {}: {source}", path.display())]
+    #[error("invalid evidence: {}: {source}", path.display())]
     Evidence { path: std::path::PathBuf, source: std::io::Error },
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
@@ -151,8 +151,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     );
     let mut pipeline =
         Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone());
-    if let config::Evidence::Dir { path, max_bytes, explicit } = &config.evidence {
-        match Evidence::new(path, *max_bytes) {
+    if let config::Evidence::Dir { path, max_bytes, explicit, shared_ok } = &config.evidence {
+        match Evidence::new(path, *max_bytes, *shared_ok) {
             Ok(e) => pipeline = pipeline.with_evidence(e),
             Err(source) if *explicit => return Err(RunError::Evidence { path: path.clone(), source }),
             Err(error) => tracing::warn!(

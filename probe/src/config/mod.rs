@@ -102,6 +102,10 @@ pub struct Settings {
     /// Evidence files together stay under this many MiB; the oldest go first [default: 256].
     #[arg(long)]
     pub evidence_max_mb: Option<u64>,
+    /// Accept an evidence directory that other users can write or that another user owns
+    /// [default: false: such a directory is refused].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub evidence_shared_dir: Option<bool>,
     /// Log malformed packets from inside the kernel programs (aya-log). Off by default: the level is
     /// frozen at load, so when off the verifier removes the logging code entirely.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
@@ -171,6 +175,8 @@ pub enum Evidence {
         path: PathBuf,
         max_bytes: u64,
         explicit: bool,
+        /// `evidence-shared-dir`: a directory others can write is accepted.
+        shared_ok: bool,
     },
 }
 
@@ -289,7 +295,12 @@ impl Config {
         let evidence = match evidence_dir.as_str() {
             "off" => Evidence::Off,
             "" => return Err(invalid("evidence", "give a directory, or `off`")),
-            dir => Evidence::Dir { path: PathBuf::from(dir), max_bytes: max_mb << 20, explicit },
+            dir => Evidence::Dir {
+                path: PathBuf::from(dir),
+                max_bytes: max_mb << 20,
+                explicit,
+                shared_ok: *s.evidence_shared_dir.get_or_insert(false),
+            },
         };
         let sensor_pass = *s.sensor_pass.get_or_insert(false);
         if sensor_pass && mode != Mode::Sensor {

@@ -74,8 +74,14 @@ pub struct Evidence {
 impl Evidence {
     /// Write into `dir` (created if missing), at most `max_bytes` of files. Files already there
     /// count against the cap, oldest first, so a restart does not forget them.
-    pub fn new(dir: &Path, max_bytes: u64) -> io::Result<Self> {
+    /// The directory must be flagprobe's own: owned by its user and writable by nobody else,
+    /// unless `shared_ok` (the `evidence-shared-dir` setting): a file another user planted
+    /// there is not evidence, and the cap must never rotate it away as if it were.
+    pub fn new(dir: &Path, max_bytes: u64, shared_ok: bool) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        if !shared_ok {
+            own_directory(dir)?;
+        }
         let mut existing: Vec<(std::time::SystemTime, PathBuf, u64)> = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
             // Only files of ours count, and only ours are ever removed: an operator's own
@@ -181,6 +187,25 @@ impl Evidence {
     }
 }
 
+/// An error unless `dir` is owned by this process's user and writable by no one else.
+fn own_directory(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let why = if meta.uid() != me {
+        format!("it belongs to user {}, not to flagprobe's ({me})", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!("others can write into it (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{why}: give a directory only flagprobe's user can write, or set evidence-shared-dir = true"),
+    ))
+}
+
 /// Whether `name` is one flagprobe gives an evidence file: `DETECTOR-ID.pcapng`, the detector in
 /// lower case and underscores, the id sixteen hex digits.
 fn is_evidence_name(name: &str) -> bool {
@@ -231,7 +256,7 @@ mod tests {
     fn an_alert_gets_its_subjects_packets_and_the_cap_removes_the_oldest_files() {
         let dir = std::env::temp_dir().join(format!("fp-evidence-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut e = Evidence::new(&dir, 600).unwrap();
+        let mut e = Evidence::new(&dir, 600, false).unwrap();
         e.keep("eth0", &event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000));
         e.keep("eth0", &event([10, 0, 0, 2], [198, 51, 100, 7], 5_000_000_100));
         e.keep("eth0", &event([192, 0, 2, 1], [10, 0, 0, 2], 5_000_000_200));
@@ -257,7 +282,7 @@ mod tests {
         // The operator's own capture, far over the cap, and a file of ours from an earlier run.
         std::fs::write(dir.join("operator-capture.pcapng"), vec![0u8; 10_000]).unwrap();
         std::fs::write(dir.join("scan-0123456789abcdef.pcapng"), vec![0u8; 500]).unwrap();
-        let mut e = Evidence::new(&dir, 600).unwrap();
+        let mut e = Evidence::new(&dir, 600, false).unwrap();
         e.keep("eth0", &event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000));
         let mut a = test_alert("198.51.100.7", 5, 1);
         a.src_ip = Some("198.51.100.7".parse().unwrap());
@@ -275,10 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_others_can_write_is_refused_unless_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fp-evidence-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Evidence::new(&dir, 600, false).err().expect("refused");
+        assert!(e.to_string().contains("others can write into it (mode 777)"), "{e}");
+        assert!(Evidence::new(&dir, 600, true).is_ok(), "evidence-shared-dir = true accepts it");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(Evidence::new(&dir, 600, false).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_sensors_whole_frame_replaces_the_events_head() {
         let dir = std::env::temp_dir().join(format!("fp-evidence-whole-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut e = Evidence::new(&dir, 1 << 20).unwrap();
+        let mut e = Evidence::new(&dir, 1 << 20, false).unwrap();
         let whole: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
         let mut ev = event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000);
         ev.set_frame(&whole);

@@ -137,7 +137,7 @@ fn guess_home(files: &[PathBuf]) -> Option<(IpAddr, String)> {
 }
 
 fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {
-    std::fs::File::create(path).map(BufWriter::new).map_err(|source| ReplayError::Output { path: path.display().to_string(), source })
+    crate::owned_files::create(path).map(BufWriter::new).map_err(|source| ReplayError::Output { path: path.display().to_string(), source })
 }
 
 /// One capture stream through a backend and the detection pipeline, polled every second of
@@ -231,7 +231,8 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     let mut pipeline =
         Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
     if let Some(dir) = &args.evidence {
-        let evidence = Evidence::new(dir, 1 << 40).map_err(|source| ReplayError::Output { path: dir.display().to_string(), source })?;
+        let evidence =
+            Evidence::new(dir, 1 << 40, false).map_err(|source| ReplayError::Output { path: dir.display().to_string(), source })?;
         pipeline = pipeline.with_evidence(evidence);
     }
     let backend: Box<dyn Backend> = if args.kernel {
@@ -309,7 +310,9 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         for (hook, c) in counters.iter().enumerate() {
             metrics.add_hook_counters(&replayer.iface, hook, false, &zero, c);
         }
-        std::fs::write(p, metrics.render()).map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
+        crate::owned_files::create(p)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, metrics.render().as_bytes()))
+            .map_err(|source| ReplayError::Output { path: p.display().to_string(), source })?;
     }
     let written = &replayer.pipeline.written;
     let mut out = std::io::stdout().lock();
