@@ -193,7 +193,11 @@ fi
 mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm; mount -t devpts devpts /host/dev/pts; mount -t tmpfs tmpfs /host/dev/shm
 mount -t bpf bpf /host/sys/fs/bpf; mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
+# The checkout and ../shared stay visible where they are, even under a tmpfs mounted below
+# (a CI clone may live in /tmp): bound aside first, then back at their paths.
+i=0; for p in $(cat /host/mnt/keep); do i=$((i+1)); mkdir -p /keep/$i; mount --bind /host$p /keep/$i; done
 for d in tmp run var/tmp var/lib root; do mount -t tmpfs tmpfs /host/$d; done
+i=0; for p in $(cat /host/mnt/keep); do i=$((i+1)); mkdir -p /host$p; mount --bind /keep/$i /host$p; done
 # The kernel package's modules under /run/kmods (the host may have no /lib/modules to mount on),
 # and the kernel's module loader pointed at the host's modprobe, in the chroot, with that root
 # (the kernel runs the loader from this initramfs's root).
@@ -212,11 +216,11 @@ const MODPROBE: &str = "#!/bin/sh\nexec chroot /host /sbin/modprobe -d /run/kmod
 fn initramfs(kernel: &Kernel, out: &Path) -> Result<PathBuf> {
     let root = out.join("initrd");
     let _ = fs::remove_dir_all(&root);
-    for d in ["bin", "proc", "sys", "dev", "host", "lib"] {
+    for d in ["bin", "proc", "sys", "dev", "host", "lib", "keep"] {
         fs::create_dir_all(root.join(d))?;
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-    for applet in ["sh", "mount", "insmod", "mkdir", "cat", "echo", "chroot", "poweroff", "sync", "uname"] {
+    for applet in ["sh", "mount", "insmod", "mkdir", "cat", "echo", "chroot", "poweroff", "sync", "uname", "["] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     let mut list = Vec::new();
@@ -249,6 +253,8 @@ fn initramfs(kernel: &Kernel, out: &Path) -> Result<PathBuf> {
 
 /// What the guest runs, with the host's paths (the guest sees the host's root).
 struct Job {
+    /// Directories the job reads that must stay visible under the guest's tmpfs mounts.
+    keep: Vec<PathBuf>,
     /// Environment for the job.
     env: Vec<(String, String)>,
     /// The shell script's body.
@@ -267,6 +273,8 @@ fn boot(kernel: &Kernel, job: &Job, out: &Path) -> Result<(String, bool)> {
     }
     script.push_str(&job.script);
     fs::write(share.join("job.sh"), script)?;
+    let keep: Vec<String> = job.keep.iter().map(|p| p.display().to_string()).collect();
+    fs::write(share.join("keep"), keep.join("\n"))?;
     let console = out.join("console.log");
     let status = Command::new("timeout")
         .arg("1500")
@@ -345,7 +353,7 @@ pub fn run(kernels: &[String], filters: &[String]) -> Result<Vec<KernelRun>> {
         ("HOME".to_string(), "/root".to_string()),
         ("FLAGPROBE_EBPF_OBJECT".to_string(), build::ebpf_object().display().to_string()),
         ("FLAGPROBE_BIN".to_string(), build::agent_binary(false).display().to_string()),
-        ("FLAGPROBE_SHARED".to_string(), shared),
+        ("FLAGPROBE_SHARED".to_string(), shared.clone()),
         // A guest that cannot run a privileged test has failed it: nothing is skipped in there.
         ("FLAGPROBE_REQUIRE_PRIVILEGED".to_string(), "1".to_string()),
     ];
@@ -354,6 +362,7 @@ pub fn run(kernels: &[String], filters: &[String]) -> Result<Vec<KernelRun>> {
     }
     let quoted: Vec<String> = filters.iter().map(|f| format!("'{f}'")).collect();
     let job = Job {
+        keep: vec![root.clone(), PathBuf::from(&shared)],
         env,
         script: format!(
             "cd {root}/tests\necho \"kernel $(uname -r)\"\n{test} --test-threads=1 --nocapture {filters}\n",
