@@ -323,9 +323,9 @@ fn test_binary() -> Result<PathBuf> {
     let text = String::from_utf8_lossy(&out.stdout);
     let exe = text
         .lines()
+        .rev()
         .filter(|l| l.contains("\"executable\":\"") && l.contains("\"name\":\"it\""))
-        .filter_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next())
-        .last()
+        .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next())
         .context("cargo test --no-run named no `it` binary")?;
     Ok(PathBuf::from(exe))
 }
