@@ -37,12 +37,15 @@ pub const OUT_EVENT: u8 = 1 << 0;
 /// [`count_tcp`]'s outcome bit: the operator's drop policy says drop this packet.
 pub const OUT_DROP: u8 = 1 << 1;
 
-/// Copy lengths are masks, not clamps: `want - 1` goes out through memory and back (opaque to
-/// LLVM, which would otherwise prove the mask redundant and drop it) and is masked and
-/// incremented where the verifier sees it, so every kernel's verifier reads the length as
+/// Copy lengths are masks, not clamps: `want - 1` goes out through memory and back and is masked
+/// and incremented where the verifier sees it, so every kernel's verifier reads the length as
 /// `1..=mask + 1` from the arithmetic alone. A clamp by branch is not enough: before 6.8 the
 /// verifier does not carry a branch's bound to a 32-bit copy of the register, LLVM passes such a
 /// copy, and 6.1 and 6.12 then refuse the helper call for a length that "can be zero".
+/// The trip through memory does two more things: LLVM cannot prove the mask redundant and drop
+/// it, and the verifier's tracking of the exact length (a helper's size must be known precisely)
+/// stops at the load instead of reaching back through every parser path's header offsets, which
+/// would make it walk each path separately to the end of the program.
 /// `want` must be in `1..=mask + 1`; `scratch` is memory of the record about to be overwritten.
 #[inline(always)]
 unsafe fn copy_len(scratch: *mut u32, want: u32, mask: u32) -> u32 {
@@ -57,7 +60,7 @@ unsafe fn copy_len(scratch: *mut u32, want: u32, mask: u32) -> u32 {
 const PAYLOAD_MASK: u32 = EVENT_PAYLOAD_MAX as u32 - 1;
 /// The frame copy's two pieces: 128 bytes, then the 64 that make `EVENT_FRAME_MAX` (192).
 const FRAME_HEAD_MASK: u32 = 127;
-const FRAME_TAIL_MASK: u32 = EVENT_FRAME_MAX as u32 - FRAME_HEAD_MASK - 2;
+const FRAME_TAIL_MASK: u32 = (EVENT_FRAME_MAX as u32 - (FRAME_HEAD_MASK + 1)) - 1;
 const _: () = assert!(EVENT_PAYLOAD_MAX.is_power_of_two() && FRAME_TAIL_MASK == 63);
 
 /// Count one TCP segment: histogram, flow slot, and an event if it is notable. Returns `OUT_*` bits.
