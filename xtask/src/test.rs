@@ -39,6 +39,7 @@ impl Totals {
 
 pub fn run(args: &[String]) -> Result<()> {
     crate::setup::all()?;
+    formatted()?;
     build::all(false)?;
     crate::fuzz::run(30)?;
     let root = build::workspace_root();
@@ -67,6 +68,28 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("\nflagprobe: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if !ok || totals.failed > 0 {
         bail!("tests failed");
+    }
+    Ok(())
+}
+
+/// rustfmt on every tracked Rust file: `cargo fmt` skips modules declared inside a macro (the
+/// detectors), so the check names files itself, and an unformatted file fails the suite.
+fn formatted() -> Result<()> {
+    let root = build::workspace_root();
+    let listed = Command::new("git").current_dir(&root).args(["ls-files", "*.rs"]).output().context("git ls-files")?;
+    let files: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_string).collect();
+    let out = Command::new("rustfmt")
+        .current_dir(&root)
+        .args(["--check", "--edition", "2024", "--config-path", "rustfmt.toml"])
+        .args(&files)
+        .output()
+        .context("running rustfmt")?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut unformatted: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("Diff in ")).filter_map(|l| l.split(':').next()).collect();
+        unformatted.dedup();
+        bail!("not rustfmt-clean (run rustfmt on them): {}", unformatted.join(" "));
     }
     Ok(())
 }
