@@ -46,6 +46,11 @@ pub const GUEST_TESTS: &[&str] = &[
     "inline_drop::",
 ];
 
+/// The tests that need systemd as PID 1 (the shipped unit, run as it is): the guest boots the
+/// host's own systemd instead of running the job from the initramfs. They run in the newest kernel
+/// of the default matrix only; naming them as a filter runs them in every kernel named.
+pub const SYSTEMD_TESTS: &[&str] = &["under_systemd::"];
+
 /// Where kernel packages are cached between runs (`FLAGPROBE_VM_CACHE` overrides).
 fn cache_dir() -> PathBuf {
     std::env::var_os("FLAGPROBE_VM_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/flagprobe/vm"))
@@ -196,7 +201,7 @@ mount -t bpf bpf /host/sys/fs/bpf; mount -t debugfs debugfs /host/sys/kernel/deb
 # The checkout and ../shared stay visible where they are, even under a tmpfs mounted below
 # (a CI clone may live in /tmp): bound aside first, then back at their paths.
 i=0; for p in $(cat /host/mnt/keep); do i=$((i+1)); mkdir -p /keep/$i; mount --bind /host$p /keep/$i; done
-for d in tmp run var/tmp var/lib root; do mount -t tmpfs tmpfs /host/$d; done
+for d in tmp run var/tmp var/lib var/log root; do mount -t tmpfs tmpfs /host/$d; done
 i=0; for p in $(cat /host/mnt/keep); do i=$((i+1)); mkdir -p /host$p; mount --bind /keep/$i /host$p; done
 # The kernel package's modules under /run/kmods (the host may have no /lib/modules to mount on),
 # and the kernel's module loader pointed at the host's modprobe, in the chroot, with that root
@@ -204,6 +209,21 @@ i=0; for p in $(cat /host/mnt/keep); do i=$((i+1)); mkdir -p /host$p; mount --bi
 mkdir -p /host/run/kmods/lib/modules/$(uname -r)
 mount -t 9p -o $o,ro modules /host/run/kmods/lib/modules/$(uname -r)
 echo /bin/modprobe >/proc/sys/kernel/modprobe
+if [ -e /host/mnt/systemd ]; then
+  # systemd as PID 1, as on a Debian system: /etc becomes a writable copy (the unit's
+  # ConfigurationDirectory, a drop-in), the job's units go in /run/systemd/system, and the job
+  # unit powers the guest off when it ends. The kernel's module loader keeps working after the
+  # chroot of PID 1 (which moves the root the kernel's helpers see): the same path exists on both
+  # sides.
+  mkdir /etc.copy; cp -a /host/etc/. /etc.copy/; mount -t tmpfs tmpfs /host/etc; cp -a /etc.copy/. /host/etc/
+  mkdir -p /host/run/systemd/system /run/kmods; cp /host/mnt/units/* /host/run/systemd/system/
+  cp /bin/modprobe /run/kmods/modprobe
+  printf '#!/bin/sh\nexec /sbin/modprobe -d /run/kmods "$@"\n' >/host/run/kmods/modprobe
+  chmod +x /run/kmods/modprobe /host/run/kmods/modprobe
+  echo /run/kmods/modprobe >/proc/sys/kernel/modprobe
+  echo "vm: kernel $(uname -r) up; starting systemd"
+  exec chroot /host /lib/systemd/systemd --unit=flagprobe-vmtest.target
+fi
 echo "vm: kernel $(uname -r) up; running the job"
 chroot /host /bin/sh -c 'cd /mnt && exec /bin/sh ./job.sh' >/host/mnt/out.log 2>&1
 echo $? >/host/mnt/rc
@@ -220,7 +240,7 @@ fn initramfs(kernel: &Kernel, out: &Path) -> Result<PathBuf> {
         fs::create_dir_all(root.join(d))?;
     }
     fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-    for applet in ["sh", "mount", "insmod", "mkdir", "cat", "echo", "chroot", "poweroff", "sync", "uname", "["] {
+    for applet in ["sh", "mount", "insmod", "mkdir", "cat", "echo", "chroot", "poweroff", "sync", "uname", "[", "cp", "chmod", "printf"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     let mut list = Vec::new();
@@ -259,7 +279,28 @@ struct Job {
     env: Vec<(String, String)>,
     /// The shell script's body.
     script: String,
+    /// Run the job as a unit of the host's systemd, booted as PID 1 (see [`SYSTEMD_TESTS`]).
+    systemd: bool,
 }
+
+/// The job as a systemd unit: a oneshot service whose end, either way, powers the guest off, and
+/// a target that starts it after the ordinary early boot (sysinit, basic) and nothing else.
+const JOB_SERVICE: &str = "[Unit]
+Description=flagprobe vm-test job
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=oneshot
+TimeoutStartSec=infinity
+ExecStart=/bin/sh /mnt/run-job.sh
+";
+const JOB_TARGET: &str = "[Unit]
+Description=flagprobe vm-test
+Wants=flagprobe-vmtest.service
+AllowIsolate=yes
+";
+const RUN_JOB: &str = "cd /mnt && /bin/sh ./job.sh >/mnt/out.log 2>&1; echo $? >/mnt/rc; sync\n";
 
 /// Boot `kernel`, run `job`, and return what it printed and whether it exited 0.
 fn boot(kernel: &Kernel, job: &Job, out: &Path) -> Result<(String, bool)> {
@@ -275,6 +316,13 @@ fn boot(kernel: &Kernel, job: &Job, out: &Path) -> Result<(String, bool)> {
     fs::write(share.join("job.sh"), script)?;
     let keep: Vec<String> = job.keep.iter().map(|p| p.display().to_string()).collect();
     fs::write(share.join("keep"), keep.join("\n"))?;
+    if job.systemd {
+        fs::write(share.join("systemd"), "")?;
+        fs::create_dir_all(share.join("units"))?;
+        fs::write(share.join("units/flagprobe-vmtest.service"), JOB_SERVICE)?;
+        fs::write(share.join("units/flagprobe-vmtest.target"), JOB_TARGET)?;
+        fs::write(share.join("run-job.sh"), RUN_JOB)?;
+    }
     let console = out.join("console.log");
     let status = Command::new("timeout")
         .arg("1500")
@@ -338,7 +386,8 @@ pub struct KernelRun {
 }
 
 /// Boot each kernel (lines like "6.1", package names or `.deb` files; the default matrix when
-/// empty) and run the guest tests (`filters`, or [`GUEST_TESTS`]) inside it.
+/// empty) and run the guest tests (`filters`, or [`GUEST_TESTS`] in each and [`SYSTEMD_TESTS`] in
+/// the newest) inside it. Filters naming systemd tests run in a second boot, under systemd.
 pub fn run(kernels: &[String], filters: &[String]) -> Result<Vec<KernelRun>> {
     setup::all()?;
     host_tools()?;
@@ -347,7 +396,6 @@ pub fn run(kernels: &[String], filters: &[String]) -> Result<Vec<KernelRun>> {
     let root = build::workspace_root();
     let shared = std::env::var("FLAGPROBE_SHARED").unwrap_or_else(|_| root.join("../shared").display().to_string());
     let shared = fs::canonicalize(&shared).map(|p| p.display().to_string()).unwrap_or(shared);
-    let filters: Vec<String> = if filters.is_empty() { GUEST_TESTS.iter().map(|s| s.to_string()).collect() } else { filters.to_vec() };
     let mut env = vec![
         ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
         ("HOME".to_string(), "/root".to_string()),
@@ -360,26 +408,47 @@ pub fn run(kernels: &[String], filters: &[String]) -> Result<Vec<KernelRun>> {
     if std::env::var_os("CI").is_some() {
         env.push(("CI".to_string(), "true".to_string()));
     }
-    let quoted: Vec<String> = filters.iter().map(|f| format!("'{f}'")).collect();
-    let job = Job {
-        keep: vec![root.clone(), PathBuf::from(&shared)],
-        env,
-        script: format!(
-            "cd {root}/tests\necho \"kernel $(uname -r)\"\n{test} --test-threads=1 --nocapture {filters}\n",
-            root = root.display(),
-            test = test.display(),
-            filters = quoted.join(" ")
-        ),
+    let job = |filters: &[String], systemd: bool| {
+        let quoted: Vec<String> = filters.iter().map(|f| format!("'{f}'")).collect();
+        let mut env = env.clone();
+        if systemd {
+            // The systemd tests install units and mounts: they run only where this is set.
+            env.push(("FLAGPROBE_VM_SYSTEMD".to_string(), "1".to_string()));
+        }
+        Job {
+            keep: vec![root.clone(), PathBuf::from(&shared)],
+            env,
+            script: format!(
+                "cd {root}/tests\necho \"kernel $(uname -r)\"\n{test} --test-threads=1 --nocapture {filters}\n",
+                root = root.display(),
+                test = test.display(),
+                filters = quoted.join(" ")
+            ),
+            systemd,
+        }
     };
+    let under_systemd = |f: &String| SYSTEMD_TESTS.iter().any(|s| f.starts_with(s));
+    let (systemd, plain): (Vec<String>, Vec<String>) = filters.iter().cloned().partition(under_systemd);
+    let defaults = filters.is_empty();
+    let plain = if defaults { GUEST_TESTS.iter().map(|s| s.to_string()).collect() } else { plain };
+    let systemd = if defaults { SYSTEMD_TESTS.iter().map(|s| s.to_string()).collect() } else { systemd };
     let names: Vec<String> = if kernels.is_empty() { DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect() } else { kernels.to_vec() };
     let mut runs = Vec::new();
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
         let kernel = unpack(&kernel_deb(name)?)?;
-        eprintln!("xtask: booting {} under qemu (TCG) for {} test filters", kernel.release, filters.len());
-        let out = root.join("target/vm").join(&kernel.release);
-        fs::create_dir_all(&out)?;
-        let (output, passed) = boot(&kernel, &job, &out)?;
-        runs.push(KernelRun { release: kernel.release, output, passed });
+        let newest = i + 1 == names.len();
+        for (filters, under) in [(&plain, false), (&systemd, true)] {
+            if filters.is_empty() || (under && defaults && !newest) {
+                continue;
+            }
+            let how = if under { "under systemd" } else { "" };
+            eprintln!("xtask: booting {} under qemu (TCG) for {} test filters {how}", kernel.release, filters.len());
+            let label = if under { format!("{}-systemd", kernel.release) } else { kernel.release.clone() };
+            let out = root.join("target/vm").join(&label);
+            fs::create_dir_all(&out)?;
+            let (output, passed) = boot(&kernel, &job(filters, under), &out)?;
+            runs.push(KernelRun { release: label, output, passed });
+        }
     }
     Ok(runs)
 }

@@ -7,6 +7,12 @@ use super::{ConfigError, DEFAULT_CONFIG_PATH, Settings, invalid};
 
 /// Parse config text; errors name the key path (`detectors.scan.min-ports`) and the line.
 pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
+    parse_text(text, path, true)
+}
+
+/// `with_lines`: whether a line number means anything to the reader (not for text rendered from
+/// `--set` and flags, whose lines nobody wrote).
+fn parse_text(text: &str, path: &str, with_lines: bool) -> Result<Settings, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::File { path: path.into(), problem: one_line(&e.to_string()) })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
@@ -14,7 +20,7 @@ pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
         // Newlines before the span, plus one: `lines()` would not count the line a span starts at
         // when it starts at the line's first byte (an unknown key), one too low.
         let line = inner.span().map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
-        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        let at = line.filter(|_| with_lines).map(|l| format!(" (line {l})")).unwrap_or_default();
         if key.is_empty() || key == "." {
             ConfigError::File { path: path.into(), problem: format!("{}{at}", one_line(inner.message())) }
         } else {
@@ -26,7 +32,7 @@ pub fn parse(text: &str, path: &str) -> Result<Settings, ConfigError> {
 /// A table (file, `--set` and flags merged) as settings; `what` names where it came from.
 pub fn from_table(table: toml::Table, what: &str) -> Result<Settings, ConfigError> {
     let text = toml::to_string(&table).map_err(|e| ConfigError::File { path: what.into(), problem: one_line(&e.to_string()) })?;
-    parse(&text, what)
+    parse_text(&text, what, false)
 }
 
 fn one_line(s: &str) -> String {
@@ -137,7 +143,7 @@ mod tests {
         assert_eq!(f.detectors.unwrap().scan.min_ports, 7);
         assert_eq!(f.poll_interval.as_deref(), Some("250ms"));
         let e = load(None, &["detectors.scan.min-ports=lots".to_string()]).unwrap_err().to_string();
-        assert!(e.starts_with("invalid detectors.scan.min-ports"), "{e}");
+        assert!(e.starts_with("invalid detectors.scan.min-ports:"), "no line number for a --set: {e}");
         let e = load(None, &["nonsense".to_string()]).unwrap_err().to_string();
         assert!(e.contains("KEY=VALUE"), "{e}");
     }

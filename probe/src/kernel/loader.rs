@@ -59,11 +59,23 @@ pub enum LoadError {
     #[error(transparent)]
     Clock(#[from] ClockError),
     /// An AF_XDP socket for the sensor's whole frames could not be set up.
-    #[error("AF_XDP socket on {iface}: {source}")]
+    #[error("AF_XDP socket on {iface}: {source}{}", socket_hint(source))]
     Socket { iface: String, source: std::io::Error },
     /// Writing the idle setting into the counters failed.
     #[error("initialising {HOOK_COUNTERS}: {0}")]
     Counters(aya::maps::MapError),
+}
+
+/// What to change when the socket family itself is refused: under systemd that is the unit's
+/// `RestrictAddressFamilies=` (a seccomp filter answers EAFNOSUPPORT), which the sensor drop-in adds.
+fn socket_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EAFNOSUPPORT) => {
+            " (under systemd, sensor mode needs RestrictAddressFamilies=AF_XDP: install flagprobe-sensor.conf as a drop-in)"
+        }
+        Some(libc::EPERM) => " (sensor mode needs CAP_NET_RAW and CAP_IPC_LOCK besides the gateway's capabilities)",
+        _ => "",
+    }
 }
 
 /// A verifier log runs to thousands of lines: keep the head and the tail, where the reason is.

@@ -25,3 +25,4 @@ mod replay;
 mod replay_mutations;
 mod sensor;
 mod state_files;
+mod under_systemd;
