@@ -50,9 +50,11 @@ pub const SUMMARY_INTERVAL: DurationRange =
 
 /// A duration within `range`; out of it, an error that says the range.
 pub fn parse_duration_in(text: &str, range: &DurationRange) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
+    let out_of_range = || format!("`{}` must be {}", text.trim(), range.text);
+    // Too long to be a duration at all is out of range too: say the range, not the limit of time.
+    let d = parse_duration(text).map_err(|e| if e.contains("longer than any") { out_of_range() } else { e })?;
     if d < range.min || d > range.max {
-        return Err(format!("`{}` must be {}", text.trim(), range.text));
+        return Err(out_of_range());
     }
     Ok(d)
 }

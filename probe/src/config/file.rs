@@ -58,7 +58,7 @@ fn plain(message: &str) -> String {
 /// The file named by `--config` (must exist), else the default path if it exists, else nothing;
 /// then `--set KEY=VALUE` overrides on top. The file alone is checked first, so its errors keep
 /// their line numbers.
-pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(toml::Table, Option<PathBuf>), ConfigError> {
+pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<Loaded, ConfigError> {
     let path = match explicit {
         Some(p) => Some(p.to_path_buf()),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
@@ -72,15 +72,66 @@ pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<(toml::Table, Op
         None => (String::new(), "(no config file)".to_string()),
     };
     parse(&text, &name)?;
-    let mut table: toml::Table =
+    let file: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: name.clone(), problem: one_line(&e.to_string()) })?;
+    let mut table = file.clone();
     for set in sets {
         apply_set(&mut table, set)?;
     }
     if !sets.is_empty() {
         from_table(table.clone(), "--set")?;
     }
-    Ok((table, path))
+    Ok(Loaded { table, path, text, file })
+}
+
+/// The file's table with `--set` applied, where it came from, and the file's own text and table
+/// (to place a later error on its line).
+#[derive(Debug)]
+pub struct Loaded {
+    pub table: toml::Table,
+    pub path: Option<PathBuf>,
+    text: String,
+    file: toml::Table,
+}
+
+impl Loaded {
+    /// An error found after the table became settings (a range, a combination) names its key but
+    /// no line: add the file's line when the value came from the file, not from a flag or `--set`
+    /// (`merged`: the table the settings were made from).
+    pub fn place(&self, e: ConfigError, merged: &toml::Table) -> ConfigError {
+        let ConfigError::Invalid { field, problem } = e else { return e };
+        let from_file = !field.contains("(line") && lookup(&self.file, &field).is_some() && lookup(&self.file, &field) == lookup(merged, &field);
+        match line_of(&self.text, &field).filter(|_| from_file) {
+            Some(line) => ConfigError::Invalid { field: format!("{field} (line {line})"), problem },
+            None => ConfigError::Invalid { field, problem },
+        }
+    }
+}
+
+/// The value at dotted `key` in `table`.
+fn lookup<'t>(table: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
+    let mut parts = key.split('.');
+    let first = table.get(parts.next()?)?;
+    parts.try_fold(first, |v, k| v.get(k))
+}
+
+/// The line (from 1) where dotted `key` is assigned in TOML `text`: `a.b.c` is `c = ...` under
+/// `[a.b]`; a top-level key comes before any section header.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = header.trim().to_string();
+        } else if current == section
+            && let Some(rest) = line.strip_prefix(name)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// `a.b.c=VALUE`: VALUE as TOML (number, boolean, array, quoted string), else as a bare string.
@@ -138,14 +189,30 @@ mod tests {
     #[test]
     fn set_overrides_any_key_and_names_it_when_wrong() {
         let sets = ["detectors.scan.min-ports=7".to_string(), "poll-interval=250ms".to_string()];
-        let (t, _) = load(None, &sets).unwrap();
-        let f = from_table(t, "--set").unwrap();
+        let f = from_table(load(None, &sets).unwrap().table, "--set").unwrap();
         assert_eq!(f.detectors.unwrap().scan.min_ports, 7);
         assert_eq!(f.poll_interval.as_deref(), Some("250ms"));
         let e = load(None, &["detectors.scan.min-ports=lots".to_string()]).unwrap_err().to_string();
         assert!(e.starts_with("invalid detectors.scan.min-ports:"), "no line number for a --set: {e}");
         let e = load(None, &["nonsense".to_string()]).unwrap_err().to_string();
         assert!(e.contains("KEY=VALUE"), "{e}");
+    }
+
+    #[test]
+    fn a_range_error_is_placed_on_the_files_line_unless_a_flag_set_it() {
+        let dir = std::env::temp_dir().join(format!("flagprobe-place-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.toml");
+        std::fs::write(&path, "# site\nalert-window = \"0s\"\n\n[detectors.scan]\nwindow-secs = 0\n").unwrap();
+        let loaded = load(Some(&path), &[]).unwrap();
+        let placed = |field: &str, merged: &toml::Table| loaded.place(super::super::invalid(field, "bad"), merged).to_string();
+        assert_eq!(placed("alert-window", &loaded.table), "invalid alert-window (line 2): bad");
+        assert_eq!(placed("detectors.scan.window-secs", &loaded.table), "invalid detectors.scan.window-secs (line 5): bad");
+        let mut flagged = loaded.table.clone();
+        flagged.insert("alert-window".into(), toml::Value::String("0ms".into()));
+        assert_eq!(placed("alert-window", &flagged), "invalid alert-window: bad", "a flag's value has no line");
+        assert_eq!(placed("poll-interval", &loaded.table), "invalid poll-interval: bad", "not in the file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -214,11 +214,12 @@ impl RunArgs {
     /// Read the config file (if any) with `--set` applied, put these flags over it key by key,
     /// fill defaults from the system, and validate.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let (mut table, source) = file::load(self.config.as_deref(), &self.set)?;
+        let loaded = file::load(self.config.as_deref(), &self.set)?;
+        let mut table = loaded.table.clone();
         let flags = toml::Table::try_from(&self.settings).map_err(|e| invalid("command line", e.to_string()))?;
         table.extend(flags);
-        let settings = file::from_table(table, "command line")?;
-        Config::resolve(settings, source, self)
+        let settings = file::from_table(table.clone(), "command line")?;
+        Config::resolve(settings, loaded.path.clone(), self).map_err(|e| loaded.place(e, &table))
     }
 }
 

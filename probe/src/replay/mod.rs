@@ -194,11 +194,21 @@ impl Replayer {
     }
 }
 
+/// An error's text for the report's line about its file, which already names the file.
+fn without_path(text: &str, path: &str) -> String {
+    text.strip_prefix(path).and_then(|t| t.strip_prefix(": ")).unwrap_or(text).to_string()
+}
+
 /// Replay; returns Err only after the report for everything read has been written.
 pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
-    // A file that cannot even be opened is a typo, not a damaged capture: one line, no report.
+    // A file that cannot be opened is a typo, and one that is no capture at all a wrong name: one
+    // line each, before anything is replayed and with no report of nothing (exit 2 and 1).
     for file in &args.files {
-        std::fs::File::open(file).map_err(|source| ReplayError::Input { path: file.display().to_string(), source })?;
+        match CaptureReader::open(file) {
+            Ok(_) => {}
+            Err(CaptureError::Open { path, source }) => return Err(ReplayError::Input { path, source }),
+            Err(e) => return Err(e.into()),
+        }
     }
     let idle =
         parse_duration_in(&args.flow_idle, &units::FLOW_IDLE).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
@@ -257,7 +267,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         let reader = match CaptureReader::open(file) {
             Ok(r) => r,
             Err(e) => {
-                report.files.push((name, Some(e.to_string())));
+                report.files.push((name.clone(), Some(without_path(&e.to_string(), &name))));
                 failure.get_or_insert(e.into());
                 continue;
             }
@@ -291,7 +301,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         if progress {
             eprint!("\r\x1b[K");
         }
-        report.files.push((name, error.as_ref().map(|e| e.to_string())));
+        report.files.push((name.clone(), error.as_ref().map(|e| without_path(&e.to_string(), &name))));
         if let Some(e) = error {
             failure.get_or_insert(e);
         }

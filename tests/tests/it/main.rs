@@ -6,6 +6,7 @@
 //! state), and a test that would disturb the others' timing (a max-rate flood, the demo with its
 //! own labs) holds the labs exclusively: see `tests::lab::exclusive`.
 
+mod bad_input;
 mod capabilities;
 mod config_reload;
 mod demo;

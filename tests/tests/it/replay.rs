@@ -189,7 +189,6 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
     for (file, says) in [
         (&truncated, "truncated record at byte offset"),
         (&corrupt, "byte offset"),
-        (&not_pcap, "not a pcap or pcapng file"),
         (&odd_link, "link type 189"),
     ] {
         let r = replay(std::slice::from_ref(file), &["10.77.0.2"], false);
@@ -200,13 +199,17 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
         assert_eq!(summary["files"][0]["file"], file.display().to_string());
         assert!(summary["files"][0]["error"].is_string());
     }
-    // A file that does not exist: one line naming it once, and no report of nothing.
+    // A file that does not exist (a typo: exit 2), or is no capture at all (exit 1): one line naming
+    // it once, before anything is replayed, and no report of nothing.
     let missing = dir.join("no-such.pcap");
-    let r = replay(std::slice::from_ref(&missing), &["10.77.0.2"], false);
-    assert_eq!(r.status.code(), Some(1));
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert_eq!(r.stderr.matches(&missing.display().to_string()).count(), 1, "{}", r.stderr);
-    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    for (file, code, says) in [(&missing, 2, "No such file"), (&not_pcap, 1, "not a pcap or pcapng file")] {
+        let r = replay(std::slice::from_ref(file), &["10.77.0.2"], false);
+        assert_eq!(r.status.code(), Some(code), "{}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert_eq!(r.stderr.matches(&file.display().to_string()).count(), 1, "{}", r.stderr);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+    }
     // What was read before the damage is still counted and judged.
     let r = replay(std::slice::from_ref(&truncated), &["10.77.0.2"], false);
     let summary: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
