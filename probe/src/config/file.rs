@@ -100,7 +100,8 @@ impl Loaded {
     /// (`merged`: the table the settings were made from).
     pub fn place(&self, e: ConfigError, merged: &toml::Table) -> ConfigError {
         let ConfigError::Invalid { field, problem } = e else { return e };
-        let from_file = !field.contains("(line") && lookup(&self.file, &field).is_some() && lookup(&self.file, &field) == lookup(merged, &field);
+        let from_file =
+            !field.contains("(line") && lookup(&self.file, &field).is_some() && lookup(&self.file, &field) == lookup(merged, &field);
         match line_of(&self.text, &field).filter(|_| from_file) {
             Some(line) => ConfigError::Invalid { field: format!("{field} (line {line})"), problem },
             None => ConfigError::Invalid { field, problem },

@@ -186,11 +186,7 @@ fn bad_files_give_a_clear_error_and_keep_what_was_read() {
     u[20..24].copy_from_slice(&189u32.to_le_bytes()); // LINKTYPE_USB_LINUX_MMAPPED
     std::fs::write(&odd_link, &u).unwrap();
 
-    for (file, says) in [
-        (&truncated, "truncated record at byte offset"),
-        (&corrupt, "byte offset"),
-        (&odd_link, "link type 189"),
-    ] {
+    for (file, says) in [(&truncated, "truncated record at byte offset"), (&corrupt, "byte offset"), (&odd_link, "link type 189")] {
         let r = replay(std::slice::from_ref(file), &["10.77.0.2"], false);
         assert_eq!(r.status.code(), Some(1), "{}: a clear failure, not a panic (101): {}", file.display(), r.stderr);
         assert!(r.stderr.contains(&file.display().to_string()) && r.stderr.contains(says), "{}: {}", file.display(), r.stderr);
