@@ -93,7 +93,8 @@ pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLin
 fn ppp(data: &[u8]) -> Option<([u8; 2], usize)> {
     let start = if data.starts_with(&[0xff, 0x03]) { 2 } else { 0 };
     let first = *data.get(start)?;
-    let (protocol, header) = if first & 1 == 1 { (first as u16, start + 1) } else { (u16::from_be_bytes([first, *data.get(start + 1)?]), start + 2) };
+    let (protocol, header) =
+        if first & 1 == 1 { (first as u16, start + 1) } else { (u16::from_be_bytes([first, *data.get(start + 1)?]), start + 2) };
     let ethertype = match protocol {
         PPP_IPV4 => ETHERTYPE_IPV4,
         PPP_IPV6 => ETHERTYPE_IPV6,
