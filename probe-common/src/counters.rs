@@ -44,11 +44,19 @@ pub enum ParseError {
     /// A non-first fragment: the TCP header is in another packet.
     Fragment,
     TruncatedTcp,
-    /// TCP data offset below 5 or past the end of the IP packet.
+    /// TCP data offset below 5 or past the end of the IP packet. Its flags byte is still counted
+    /// in the histogram (a reader such as tshark counts it too): the header's first 14 bytes are there.
     BadTcpOffset,
+    /// Encapsulations met and left closed: Geneve (UDP 6081), Teredo (UDP 3544), GRE that is not
+    /// plain version 0 with IP or Ethernet inside (PPTP's enhanced GRE, routing, ERSPAN, ...), and
+    /// more tunnels nested than [`crate::parse::MAX_ENCAPSULATIONS`].
+    EncapsulatedGeneve,
+    EncapsulatedTeredo,
+    EncapsulatedGreOther,
+    TooDeep,
 }
 
-pub const PARSE_ERRORS: usize = 11;
+pub const PARSE_ERRORS: usize = 15;
 pub const PARSE_ERROR_NAMES: [&str; PARSE_ERRORS] = [
     "truncated_ethernet",
     "truncated_vlan",
@@ -61,6 +69,10 @@ pub const PARSE_ERROR_NAMES: [&str; PARSE_ERRORS] = [
     "fragment",
     "truncated_tcp",
     "bad_tcp_offset",
+    "encapsulated_geneve",
+    "encapsulated_teredo",
+    "encapsulated_gre_other",
+    "too_deep",
 ];
 
 #[repr(C)]

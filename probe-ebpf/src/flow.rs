@@ -67,6 +67,13 @@ const _: () = assert!(EVENT_PAYLOAD_MAX.is_power_of_two() && FRAME_TAIL_MASK == 
 #[inline(always)]
 pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) -> u8 {
     counters.count_tcp(pkt.segment.flags);
+    // What differs between the parser's paths to here (plain Ethernet, PPPoE, each tunnel): where
+    // the payload starts, and the tunnel (userspace reads it again from the frame copy, so the
+    // kernel drops it here). Known per path, they multiplied the walk of everything below by the
+    // number of ways in; passed through memory they become unknowns and the paths meet. One store
+    // and one load per packet.
+    pkt.payload_offset = opaque(counters, pkt.payload_offset as u64) as usize & 0xffff;
+    pkt.tunnel = Default::default();
 
     // jiffies: the verifier inlines this into one load; a clock helper call costs ~12 ns here.
     let now = unsafe { bpf_jiffies64() };

@@ -131,8 +131,9 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
     let counters = counters(HOOK_INGRESS)?;
     // SAFETY: XDP's packet pointers, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
+    let opts = config::parse_options();
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    let outcome = match parse::parse(&pkt) {
+    let outcome = match parse::parse_link(&pkt, opts) {
         Ok(mut tcp) => {
             // A sensor's packets take their direction from the home networks; a gateway's from
             // the hook. Non-TCP packets and parse errors stay under ingress either way.
@@ -148,6 +149,13 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
             counters.count_parse_error(reason);
             // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
             debug!(ctx, "ingress: passed a malformed packet, parse error {}", reason as u8);
+            0
+        }
+        Err(NotTcp::BadOffset { endpoints, flags }) => {
+            let hook = if mode & MODE_SENSOR != 0 { config::home_nets().hook_for(&endpoints) } else { HOOK_INGRESS as u8 };
+            let counters = if hook == HOOK_INGRESS as u8 { counters } else { self::counters(HOOK_EGRESS)? };
+            counters.count_tcp(flags);
+            counters.count_parse_error(ParseError::BadTcpOffset);
             0
         }
     };
@@ -167,7 +175,8 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     }
     // SAFETY: the packet pointers after the pull, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
-    if let Some(reason) = handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len) {
+    let opts = config::parse_options();
+    if let Some(reason) = handle(&Tc(ctx), counters, &pkt, opts, HOOK_EGRESS as u8, skb_len) {
         debug!(ctx, "egress: passed a malformed packet, parse error {}", reason as u8);
     }
     Ok(())
@@ -181,8 +190,15 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
 
 /// Count one egress packet; the parse error, if any, for the caller to log.
 #[inline(always)]
-fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
-    match parse::parse(pkt) {
+fn handle<P: PayloadSource>(
+    src: &P,
+    counters: &mut HookCounters,
+    pkt: &Cursor<'_>,
+    opts: parse::ParseOptions,
+    hook: u8,
+    frame_len: usize,
+) -> Option<ParseError> {
+    match parse::parse_link(pkt, opts) {
         Ok(mut tcp) => {
             // Egress never drops and never redirects: the outcome is for XDP only.
             let _ = flow::count_tcp(src, counters, &mut tcp, hook, frame_len);
@@ -191,6 +207,11 @@ fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'
         Err(NotTcp::Error(reason)) => {
             counters.count_parse_error(reason);
             return Some(reason);
+        }
+        Err(NotTcp::BadOffset { flags, .. }) => {
+            counters.count_tcp(flags);
+            counters.count_parse_error(ParseError::BadTcpOffset);
+            return Some(ParseError::BadTcpOffset);
         }
     }
     None

@@ -78,6 +78,12 @@ impl Backend for SoftBackend {
                 self.table.counters[frame.hook as usize].count_parse_error(*reason);
                 vec![]
             }
+            Err(NotTcp::BadOffset { flags, .. }) => {
+                let counters = &mut self.table.counters[frame.hook as usize];
+                counters.count_tcp(*flags);
+                counters.count_parse_error(ParseError::BadTcpOffset);
+                vec![]
+            }
         }
     }
 

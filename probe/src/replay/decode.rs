@@ -17,6 +17,12 @@ const LINKTYPE_LOOP: i32 = 108;
 /// Linux cooked capture v1 and v2.
 const LINKTYPE_LINUX_SLL: i32 = 113;
 const LINKTYPE_LINUX_SLL2: i32 = 276;
+/// PPP (DLT_PPP: RFC 1662 framing, address and control bytes optional) and Cisco HDLC
+/// (DLT_C_HDLC: address, control, then an EtherType), as routers' serial links are captured.
+const LINKTYPE_PPP: i32 = 9;
+const LINKTYPE_C_HDLC: i32 = 104;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 /// Raw IP link types: DLT_RAW on most systems, its OpenBSD number, and the per-version ones.
 const RAW_IP: [i32; 5] = [101, 12, 14, 228, 229];
 /// AF_INET everywhere; AF_INET6 as NetBSD/OpenBSD, FreeBSD and macOS number it.
@@ -27,7 +33,7 @@ const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
 #[derive(Debug, thiserror::Error)]
-#[error("link type {0} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP and BSD loopback are)")]
+#[error("link type {0} is not supported (Ethernet, Linux cooked SLL/SLL2, raw IP, PPP, Cisco HDLC and BSD loopback are)")]
 pub struct UnsupportedLink(pub i32);
 
 /// One frame as the kernel would have seen it.
@@ -58,6 +64,8 @@ pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLin
         LINKTYPE_LINUX_SLL => data.get(14..16).map(|t| ([t[0], t[1]], 16)),
         LINKTYPE_LINUX_SLL2 => data.get(0..2).map(|t| ([t[0], t[1]], 20)),
         l if RAW_IP.contains(&l) => data.first().map(|b| (if b >> 4 == 6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }, 0)),
+        LINKTYPE_C_HDLC => data.get(2..4).map(|t| ([t[0], t[1]], 4)),
+        LINKTYPE_PPP => ppp(data),
         l @ (LINKTYPE_NULL | LINKTYPE_LOOP) => data.get(0..4).map(|b| {
             let b = [b[0], b[1], b[2], b[3]];
             // DLT_NULL is in the byte order of the host that captured; try both.
@@ -78,6 +86,21 @@ pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLin
     frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, ethertype[0], ethertype[1]]);
     frame.extend_from_slice(l3);
     Ok(Decoded { ethernet: Some(Cow::Owned(frame)) })
+}
+
+/// A PPP frame's protocol as an EtherType, and where the packet starts: `ff 03` (address and
+/// control) may be left out, and a protocol field with an odd first byte is one byte long (RFC 1661).
+fn ppp(data: &[u8]) -> Option<([u8; 2], usize)> {
+    let start = if data.starts_with(&[0xff, 0x03]) { 2 } else { 0 };
+    let first = *data.get(start)?;
+    let (protocol, header) = if first & 1 == 1 { (first as u16, start + 1) } else { (u16::from_be_bytes([first, *data.get(start + 1)?]), start + 2) };
+    let ethertype = match protocol {
+        PPP_IPV4 => ETHERTYPE_IPV4,
+        PPP_IPV6 => ETHERTYPE_IPV6,
+        // LCP, IPCP and the rest: not IP, counted as such.
+        _ => [0, 0],
+    };
+    Some((ethertype, header))
 }
 
 #[cfg(test)]
@@ -124,6 +147,10 @@ mod tests {
             (LINKTYPE_NULL, with_header(&2u32.to_le_bytes())),
             (LINKTYPE_NULL, with_header(&2u32.to_be_bytes())),
             (LINKTYPE_LOOP, with_header(&2u32.to_be_bytes())),
+            (LINKTYPE_C_HDLC, with_header(&[0x0f, 0x00, 0x08, 0x00])),
+            (LINKTYPE_PPP, with_header(&[0xff, 0x03, 0x00, 0x21])),
+            // Address and control left out, and the protocol compressed to one byte.
+            (LINKTYPE_PPP, with_header(&[0x21])),
         ] {
             let tcp = decode(Linktype(lt), &data).unwrap().parse().unwrap_or_else(|e| panic!("tcp via {lt}: {e:?}"));
             assert_eq!(tcp.segment.flags, 0x12, "via {lt}");
@@ -139,5 +166,6 @@ mod tests {
         assert_eq!(err(LINKTYPE_NULL, &[2, 0]), Some(NotTcp::Error(ParseError::TruncatedEthernet)));
         assert!(matches!(err(LINKTYPE_NULL, &[7, 0, 0, 0, 1, 2]), Some(NotTcp::Protocol(_))), "not IP");
         assert!(decode(Linktype(147), &frame).is_err(), "unknown link type is an error for the file");
+        assert!(matches!(err(LINKTYPE_PPP, &[0xff, 0x03, 0xc0, 0x21, 1, 1, 0, 4]), Some(NotTcp::Protocol(_))), "LCP is not IP");
     }
 }

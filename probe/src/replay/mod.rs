@@ -19,7 +19,7 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
-use probe_common::{flow::FlowEntry, home::HomePrefixes};
+use probe_common::{flow::FlowEntry, home::HomePrefixes, parse::NotTcp};
 
 use self::{
     backend::{Backend, Frame, KernelBackend, KernelBackendError, SoftBackend},
@@ -105,7 +105,7 @@ pub enum ReplayError {
 /// Polls of the flow table happen every second of capture time, as live.
 const POLL_NS: u64 = 1_000_000_000;
 /// A frame whose link type we cannot read, as a parse verdict.
-const NOT_DECODED: probe_common::parse::NotTcp = probe_common::parse::NotTcp::Protocol(probe_common::counters::PROTO_NON_IP);
+const NOT_DECODED: NotTcp = NotTcp::Protocol(probe_common::counters::PROTO_NON_IP);
 /// How many frames the home guess looks at.
 const HOME_GUESS_FRAMES: usize = 10_000;
 
@@ -165,7 +165,11 @@ impl Replayer {
         let decoded = decode::decode(frame.link_type, &frame.data)?;
         let parsed = decoded.parse();
         // Towards us is ingress (XDP), from us is egress (TC), exactly as on a gateway.
-        let hook = parsed.as_ref().map_or(0, |t| self.prefixes.hook_for(&t.endpoints));
+        let hook = match &parsed {
+            Ok(t) => self.prefixes.hook_for(&t.endpoints),
+            Err(NotTcp::BadOffset { endpoints, .. }) => self.prefixes.hook_for(endpoints),
+            Err(_) => 0,
+        };
         let events = self.backend.feed(&Frame { decoded: &decoded, parsed: &parsed, hook, ts_ns: frame.ts_ns });
         for ev in &events {
             self.pipeline.event(&self.iface, ev);
