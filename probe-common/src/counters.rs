@@ -57,6 +57,32 @@ pub enum ParseError {
 }
 
 pub const PARSE_ERRORS: usize = 15;
+
+impl ParseError {
+    /// The reason at `index` (a slot of [`HookCounters::parse_errors`]); past the last, the last.
+    #[inline(always)]
+    pub fn from_index(index: u8) -> ParseError {
+        use ParseError::*;
+        const ALL: [ParseError; PARSE_ERRORS] = [
+            TruncatedEthernet,
+            TruncatedVlan,
+            TooManyVlans,
+            TruncatedIpv4,
+            BadIpv4Header,
+            TruncatedIpv6,
+            TruncatedIpv6Extension,
+            TooManyIpv6Extensions,
+            Fragment,
+            TruncatedTcp,
+            BadTcpOffset,
+            EncapsulatedGeneve,
+            EncapsulatedTeredo,
+            EncapsulatedGreOther,
+            TooDeep,
+        ];
+        ALL[(index as usize).min(PARSE_ERRORS - 1)]
+    }
+}
 pub const PARSE_ERROR_NAMES: [&str; PARSE_ERRORS] = [
     "truncated_ethernet",
     "truncated_vlan",

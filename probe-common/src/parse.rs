@@ -83,8 +83,6 @@ pub const TUNNEL_NAMES: [&str; 6] = ["", "pppoe", "gre", "vxlan", "ipip", "ip6"]
 /// Tunnels opened one inside another before the parser gives up (`too_deep`): a PPPoE WAN carrying
 /// a GRE site link is two; more is rare, and each level is more for the verifier to walk.
 pub const MAX_ENCAPSULATIONS: usize = 2;
-/// Layers walked at most: Ethernet, then per tunnel an outer IP and an inner Ethernet, then IP.
-const LAYERS: usize = 2 + 2 * MAX_ENCAPSULATIONS + 1;
 
 /// How to read a frame: where it starts, and which UDP port carries VXLAN.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -111,21 +109,49 @@ const LAYER_ETHERNET: u8 = 0;
 const LAYER_IPV4: u8 = 1;
 const LAYER_IPV6: u8 = 2;
 
-/// One layer's outcome: the segment, or the next layer (`LAYER_*`) and where it starts, with the
-/// tunnel (`TUNNEL_*`) whose inside it is, if any.
-enum Step {
-    Tcp(TcpPacket),
-    Next { layer: u8, offset: usize, tunnel: u8 },
-}
+/// Where a frame's innermost IP packet is, as [`locate`] found it: the IP header's offset, the
+/// TCP header's, the IP version, and the tunnel that carried it. Plain integers in one word: the
+/// kernel passes it through memory, so that the verifier walks what follows once, whichever way
+/// the packet came in (each tunnel is another way, and each would multiply that walk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Located(pub u64);
+
+/// Offsets are at most [`MAX_HEADER_OFFSET`] (1024): 11 bits each.
+const OFFSET_BITS: u32 = 11;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 
 #[inline(always)]
-fn next(layer: u8, offset: usize) -> Step {
-    Step::Next { layer, offset, tunnel: TUNNEL_NONE }
+fn fit(offset: usize) -> u64 {
+    if offset > MAX_HEADER_OFFSET { OFFSET_MASK } else { offset as u64 }
 }
 
-#[inline(always)]
-fn inner(tunnel: u8, layer: u8, offset: usize) -> Step {
-    Step::Next { layer, offset, tunnel }
+impl Located {
+    /// `tunnel`: bits 24 and up, as [`enter`] builds them. An offset past [`MAX_HEADER_OFFSET`]
+    /// is kept as the largest that fits, which `Cursor::at` refuses as it refused the original.
+    #[inline(always)]
+    fn new(ip: usize, l4: usize, v6: bool, tunnel: u64) -> Located {
+        Located(fit(ip) | fit(l4) << 11 | (v6 as u64) << 22 | tunnel)
+    }
+
+    #[inline(always)]
+    fn ip(self) -> usize {
+        (self.0 & OFFSET_MASK) as usize
+    }
+
+    #[inline(always)]
+    fn l4(self) -> usize {
+        (self.0 >> 11 & OFFSET_MASK) as usize
+    }
+
+    #[inline(always)]
+    fn v6(self) -> bool {
+        self.0 >> 22 & 1 == 1
+    }
+
+    #[inline(always)]
+    pub fn tunnel(self) -> Tunnel {
+        Tunnel { kind: (self.0 >> 24 & 0xf) as u8, depth: (self.0 >> 28 & 0xf) as u8, outer_offset: (self.0 >> 32 & OFFSET_MASK) as u16 }
+    }
 }
 
 /// Why a packet is not a TCP segment we count per flow.
@@ -241,50 +267,10 @@ fn be32(b: [u8; 4]) -> u32 {
 
 /// Parse a frame down to its TCP header, through up to [`MAX_ENCAPSULATIONS`] tunnels: the
 /// segment is the innermost packet's (its addresses, ports and TTL), and [`TcpPacket::tunnel`] says
-/// what carried it. `link` is where the frame starts: Ethernet, or IP on an L3 device (`ppp0`,
-/// `gre0`, `wg0`), whose first nibble says which version.
+/// what carried it. [`locate`], then [`parse_at`].
 #[inline(always)]
 pub fn parse_link(pkt: &Cursor<'_>, opts: ParseOptions) -> Result<TcpPacket, NotTcp> {
-    // Plain integers, not an enum with payloads: LLVM leaves an unused payload undefined, and the
-    // verifier refuses a copy of a register no path wrote.
-    let (mut layer, mut offset) = match opts.link {
-        Link::Ethernet => (LAYER_ETHERNET, 0),
-        Link::Ip => {
-            let first: &u8 = pkt.at(0).ok_or(NotTcp::Error(ParseError::TruncatedIpv4))?;
-            (if first >> 4 == 6 { LAYER_IPV6 } else { LAYER_IPV4 }, 0)
-        }
-    };
-    let mut tunnel = Tunnel::default();
-    // Each tunnel costs at most two layers (outer IP, then Ethernet or not) before the inner IP.
-    for _ in 0..LAYERS {
-        let step = match layer {
-            LAYER_ETHERNET => ethernet(pkt, offset)?,
-            LAYER_IPV4 => parse_ipv4(pkt, offset, opts.vxlan_port)?,
-            _ => parse_ipv6(pkt, offset, opts.vxlan_port)?,
-        };
-        match step {
-            Step::Tcp(mut tcp) => {
-                tcp.tunnel = tunnel;
-                return Ok(tcp);
-            }
-            Step::Next { layer: next, offset: at, tunnel: kind } => {
-                if kind != TUNNEL_NONE {
-                    if tunnel.depth as usize >= MAX_ENCAPSULATIONS {
-                        return Err(NotTcp::Error(ParseError::TooDeep));
-                    }
-                    // The outermost tunnel names the path (the interface's own side of it).
-                    if tunnel.depth == 0 {
-                        tunnel.kind = kind;
-                        tunnel.outer_offset = offset as u16;
-                    }
-                    tunnel.depth += 1;
-                }
-                layer = next;
-                offset = at;
-            }
-        }
-    }
-    Err(NotTcp::Error(ParseError::TooDeep))
+    parse_at(pkt, locate(pkt, opts, &mut |state| state)?)
 }
 
 /// Parse an Ethernet frame down to its TCP header (see [`parse_link`]).
@@ -293,11 +279,118 @@ pub fn parse(pkt: &Cursor<'_>) -> Result<TcpPacket, NotTcp> {
     parse_link(pkt, ParseOptions::default())
 }
 
-/// Ethernet, up to two VLAN tags, and a PPPoE session header: the IP layer that follows.
+/// Walk the headers to the innermost IP packet carrying TCP, opening tunnels on the way. `link`
+/// says where the frame starts: Ethernet, or IP on an L3 device (`ppp0`, `gre0`, `wg0`), whose
+/// first nibble says which version. Anything else is a protocol or a parse error, as before.
+///
+/// `forget` receives the walk's state (one word) before each IP layer and returns it: the kernel
+/// passes it through memory there, so that the verifier walks each layer once however many ways
+/// led to it (VLANs, PPPoE, IPv6 extension headers, each tunnel) instead of once per way, which
+/// multiplies past its limit. Userspace passes it back unchanged.
+///
+/// The steps below return words, not `Result`s of tuples: an `Err` leaves a tuple's registers
+/// undefined, LLVM spills them anyway, and the verifier refuses reading a register never written.
 #[inline(always)]
-fn ethernet(pkt: &Cursor<'_>, start: usize) -> Result<Step, NotTcp> {
-    use NotTcp::{Error, Protocol};
-    let ethertype: &[u8; 2] = pkt.at(start + 12).ok_or(Error(ParseError::TruncatedEthernet))?;
+pub fn locate(pkt: &Cursor<'_>, opts: ParseOptions, forget: &mut impl FnMut(u64) -> u64) -> Result<Located, NotTcp> {
+    let mut state = match opts.link {
+        Link::Ethernet => ethernet(pkt, 0, 0),
+        Link::Ip => match pkt.at::<u8>(0) {
+            Some(first) => Located::new(0, 0, first >> 4 == 6, 0).0,
+            None => failed(ParseError::TruncatedIpv4),
+        },
+    };
+    for _ in 0..=MAX_ENCAPSULATIONS {
+        if state & FAILED != 0 {
+            return Err(not_tcp(state));
+        }
+        let at = Located(forget(state));
+        let (ip, v6) = (at.ip(), at.v6());
+        let upper = if v6 { ipv6_upper(pkt, ip) } else { ipv4_upper(pkt, ip) };
+        if upper & FAILED != 0 {
+            return Err(not_tcp(upper));
+        }
+        let (proto, l4) = ((upper >> 16) as u8, (upper & 0xffff) as usize);
+        if proto == IPPROTO_TCP {
+            return Ok(Located::new(ip, l4, v6, at.0 & TUNNEL_BITS));
+        }
+        let found = tunnel_in(pkt, proto, l4, opts.vxlan_port);
+        if found & FAILED != 0 {
+            return Err(not_tcp(found));
+        }
+        if found == 0 {
+            return Err(other_protocol(proto));
+        }
+        let (kind, inner, next) = ((found >> 32) as u8, (found >> 16) as u8, (found & 0xffff) as usize);
+        let tunnel = enter(at.0 & TUNNEL_BITS, kind, ip);
+        state = if tunnel & FAILED != 0 {
+            tunnel
+        } else if inner == LAYER_ETHERNET {
+            ethernet(pkt, next, tunnel)
+        } else {
+            Located::new(next, 0, inner == LAYER_IPV6, tunnel).0
+        };
+    }
+    Err(if state & FAILED != 0 { not_tcp(state) } else { NotTcp::Error(ParseError::TooDeep) })
+}
+
+/// A step's failure: this bit, and the reason (a `ParseError`) or, with [`FAILED_PROTOCOL`], the
+/// protocol slot of a packet that is well-formed but not TCP.
+const FAILED: u64 = 1 << 63;
+const FAILED_PROTOCOL: u64 = 1 << 62;
+/// The tunnel's bits of a [`Located`] word.
+const TUNNEL_BITS: u64 = !((1 << 24) - 1);
+
+#[inline(always)]
+fn failed(reason: ParseError) -> u64 {
+    FAILED | reason as u64
+}
+
+#[inline(always)]
+fn failed_protocol(slot: usize) -> u64 {
+    FAILED | FAILED_PROTOCOL | slot as u64
+}
+
+#[inline(always)]
+fn not_tcp(word: u64) -> NotTcp {
+    if word & FAILED_PROTOCOL != 0 {
+        NotTcp::Protocol((word & 0xff) as usize)
+    } else {
+        NotTcp::Error(ParseError::from_index((word & 0xff) as u8))
+    }
+}
+
+#[inline(always)]
+fn protocol_slot(proto: u8) -> usize {
+    match proto {
+        IPPROTO_UDP => PROTO_UDP,
+        IPPROTO_ICMP => PROTO_ICMP,
+        IPPROTO_ICMPV6 => PROTO_ICMPV6,
+        _ => PROTO_OTHER_IP,
+    }
+}
+
+#[inline(always)]
+fn other_protocol(proto: u8) -> NotTcp {
+    NotTcp::Protocol(protocol_slot(proto))
+}
+
+/// One more tunnel around the packet (`tunnel`: a [`Located`]'s tunnel bits); the outermost one
+/// names the path.
+#[inline(always)]
+fn enter(tunnel: u64, kind: u8, outer: usize) -> u64 {
+    let depth = tunnel >> 28 & 0xf;
+    if depth as usize >= MAX_ENCAPSULATIONS {
+        return failed(ParseError::TooDeep);
+    }
+    let named = if depth == 0 { (kind as u64 & 0xf) << 24 | (outer as u64 & OFFSET_MASK) << 32 } else { tunnel & !(0xf << 28) };
+    named | (depth + 1) << 28
+}
+
+/// Ethernet at `start`, up to two VLAN tags, and a PPPoE session header: the IP layer that follows
+/// as a [`Located`] word (with `tunnel`, and PPPoE added to it), or a failure.
+#[inline(always)]
+fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
+    let Some(ethertype) = pkt.at::<[u8; 2]>(start + 12) else { return failed(ParseError::TruncatedEthernet) };
     let mut ethertype = be16(*ethertype);
     let mut offset = start + 14;
     // Up to two tags (802.1ad outer, 802.1Q inner); each is 4 bytes: TCI, then the next EtherType.
@@ -305,115 +398,103 @@ fn ethernet(pkt: &Cursor<'_>, start: usize) -> Result<Step, NotTcp> {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let inner: &[u8; 2] = pkt.at(offset + 2).ok_or(Error(ParseError::TruncatedVlan))?;
+        let Some(inner) = pkt.at::<[u8; 2]>(offset + 2) else { return failed(ParseError::TruncatedVlan) };
         ethertype = be16(*inner);
         offset += 4;
     }
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        return Err(Error(ParseError::TooManyVlans));
+        return failed(ParseError::TooManyVlans);
     }
     match ethertype {
-        ETH_P_IPV4 => Ok(next(LAYER_IPV4, offset)),
-        ETH_P_IPV6 => Ok(next(LAYER_IPV6, offset)),
+        ETH_P_IPV4 => Located::new(offset, 0, false, tunnel).0,
+        ETH_P_IPV6 => Located::new(offset, 0, true, tunnel).0,
         // A DSL gateway's WAN: version/type, code (0 in a session), session id, length, then the
         // PPP protocol. Its LCP and IPCP keep-alives are not IP and are counted as such.
         ETH_P_PPPOE_SESSION => {
-            let ppp: &[u8; 8] = pkt.at(offset).ok_or(Error(ParseError::TruncatedEthernet))?;
-            let layer = match be16([ppp[6], ppp[7]]) {
-                PPP_IPV4 => LAYER_IPV4,
-                PPP_IPV6 => LAYER_IPV6,
-                _ => return Err(Protocol(PROTO_NON_IP)),
+            let Some(ppp) = pkt.at::<[u8; 8]>(offset) else { return failed(ParseError::TruncatedEthernet) };
+            // A protocol field whose first byte is odd is one byte long (RFC 1661's compression,
+            // which some peers use although RFC 2516 advises against it).
+            let (protocol, header) = if ppp[6] & 1 == 1 { (ppp[6] as u16, 7) } else { (be16([ppp[6], ppp[7]]), 8) };
+            let v6 = match protocol {
+                PPP_IPV4 => false,
+                PPP_IPV6 => true,
+                _ => return failed_protocol(PROTO_NON_IP),
             };
-            Ok(inner(TUNNEL_PPPOE, layer, offset + 8))
+            let tunnel = enter(tunnel, TUNNEL_PPPOE, start);
+            if tunnel & FAILED != 0 {
+                return tunnel;
+            }
+            Located::new(offset + header, 0, v6, tunnel).0
         }
-        _ => Err(Protocol(PROTO_NON_IP)),
+        _ => failed_protocol(PROTO_NON_IP),
     }
 }
 
-/// What an IP header carries when it is a tunnel: the inner layer, or `None` for a protocol that
-/// is no tunnel we open. GRE and UDP are looked into; the rest are IP in IP.
+/// What an IP packet of protocol `proto` carries at `offset` when it is a tunnel we open, as
+/// `kind << 32 | inner layer << 16 | inner offset`; 0 for no tunnel, or a failure. GRE and UDP are
+/// looked into; the rest are IP in IP.
 #[inline(always)]
-fn tunnel_in(pkt: &Cursor<'_>, proto: u8, offset: usize, vxlan_port: u16) -> Result<Option<Step>, NotTcp> {
-    use NotTcp::Error;
-    let step = match proto {
-        IPPROTO_IPIP => inner(TUNNEL_IPIP, LAYER_IPV4, offset),
-        IPPROTO_IPV6 => inner(TUNNEL_IP6, LAYER_IPV6, offset),
+fn tunnel_in(pkt: &Cursor<'_>, proto: u8, offset: usize, vxlan_port: u16) -> u64 {
+    let found = |kind: u8, layer: u8, at: usize| (kind as u64) << 32 | (layer as u64) << 16 | (at as u64 & 0xffff);
+    match proto {
+        IPPROTO_IPIP => found(TUNNEL_IPIP, LAYER_IPV4, offset),
+        IPPROTO_IPV6 => found(TUNNEL_IP6, LAYER_IPV6, offset),
         IPPROTO_GRE => {
             // Flags and version, then the protocol; checksum, key and sequence number follow when
             // their bits say so (RFC 2890). Version 1 is PPTP's, and routing (RFC 1701) is obsolete.
-            let gre: &[u8; 4] = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv4))?;
+            let Some(gre) = pkt.at::<[u8; 4]>(offset) else { return failed(ParseError::TruncatedIpv4) };
             let flags = be16([gre[0], gre[1]]);
             if flags & (GRE_ROUTING | GRE_VERSION) != 0 {
-                return Err(Error(ParseError::EncapsulatedGreOther));
+                return failed(ParseError::EncapsulatedGreOther);
             }
             let words = 1 + (flags & GRE_CSUM != 0) as usize + (flags & GRE_KEY != 0) as usize + (flags & GRE_SEQ != 0) as usize;
             let layer = match be16([gre[2], gre[3]]) {
                 ETH_P_IPV4 => LAYER_IPV4,
                 ETH_P_IPV6 => LAYER_IPV6,
                 ETH_P_TEB => LAYER_ETHERNET,
-                _ => return Err(Error(ParseError::EncapsulatedGreOther)),
+                _ => return failed(ParseError::EncapsulatedGreOther),
             };
-            inner(TUNNEL_GRE, layer, offset + words * 4)
+            found(TUNNEL_GRE, layer, offset + words * 4)
         }
         IPPROTO_UDP => {
-            let udp: &[u8; 4] = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv4))?;
+            let Some(udp) = pkt.at::<[u8; 4]>(offset) else { return failed(ParseError::TruncatedIpv4) };
             let (sport, dport) = (be16([udp[0], udp[1]]), be16([udp[2], udp[3]]));
             if dport == vxlan_port {
-                // Flags (I: a VNI follows), reserved, VNI, reserved; then the inner Ethernet frame.
-                return Ok(Some(inner(TUNNEL_VXLAN, LAYER_ETHERNET, offset + 16)));
+                // UDP, then VXLAN's flags, reserved, VNI and reserved: the inner Ethernet frame.
+                found(TUNNEL_VXLAN, LAYER_ETHERNET, offset + 16)
+            } else if dport == UDP_GENEVE {
+                failed(ParseError::EncapsulatedGeneve)
+            } else if sport == UDP_TEREDO || dport == UDP_TEREDO {
+                failed(ParseError::EncapsulatedTeredo)
+            } else {
+                0
             }
-            if dport == UDP_GENEVE {
-                return Err(Error(ParseError::EncapsulatedGeneve));
-            }
-            if sport == UDP_TEREDO || dport == UDP_TEREDO {
-                return Err(Error(ParseError::EncapsulatedTeredo));
-            }
-            return Ok(None);
         }
-        _ => return Ok(None),
-    };
-    Ok(Some(step))
+        _ => 0,
+    }
 }
 
+/// An IPv4 header at `offset`, checked: `protocol << 16 | payload offset`, or a failure.
 #[inline(always)]
-fn other_protocol(proto: u8) -> NotTcp {
-    NotTcp::Protocol(match proto {
-        IPPROTO_UDP => PROTO_UDP,
-        IPPROTO_ICMP => PROTO_ICMP,
-        IPPROTO_ICMPV6 => PROTO_ICMPV6,
-        _ => PROTO_OTHER_IP,
-    })
-}
-
-#[inline(always)]
-fn parse_ipv4(pkt: &Cursor<'_>, offset: usize, vxlan_port: u16) -> Result<Step, NotTcp> {
-    use NotTcp::Error;
-    let ip: &Ipv4Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv4))?;
+fn ipv4_upper(pkt: &Cursor<'_>, offset: usize) -> u64 {
+    let Some(ip) = pkt.at::<Ipv4Header>(offset) else { return failed(ParseError::TruncatedIpv4) };
     let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
     let total_len = be16(ip.total_len) as usize;
     if ip.version_ihl >> 4 != 4 || ihl < 20 || total_len < ihl {
-        return Err(Error(ParseError::BadIpv4Header));
+        return failed(ParseError::BadIpv4Header);
     }
     // A non-zero fragment offset: this piece has no TCP header (nor a tunnel's inner header).
     if be16(ip.frag) & 0x1fff != 0 {
-        return if ip.protocol == IPPROTO_TCP { Err(Error(ParseError::Fragment)) } else { Err(other_protocol(ip.protocol)) };
+        return if ip.protocol == IPPROTO_TCP { failed(ParseError::Fragment) } else { failed_protocol(protocol_slot(ip.protocol)) };
     }
-    if ip.protocol != IPPROTO_TCP {
-        return match tunnel_in(pkt, ip.protocol, offset + ihl, vxlan_port)? {
-            Some(step) => Ok(step),
-            None => Err(other_protocol(ip.protocol)),
-        };
-    }
-    let ep = Endpoints { src: v4_bytes(ip.src), dst: v4_bytes(ip.dst), sport: 0, dport: 0, family: FAMILY_V4 };
-    parse_tcp(pkt, offset + ihl, offset + total_len, ep, ip.ttl, total_len as u32).map(Step::Tcp)
+    (ip.protocol as u64) << 16 | ((offset + ihl) as u64 & 0xffff)
 }
 
+/// An IPv6 header at `offset` and its extension headers: `protocol << 16 | upper-layer offset`,
+/// or a failure.
 #[inline(always)]
-fn parse_ipv6(pkt: &Cursor<'_>, offset: usize, vxlan_port: u16) -> Result<Step, NotTcp> {
-    use NotTcp::Error;
-    let ip: &Ipv6Header = pkt.at(offset).ok_or(Error(ParseError::TruncatedIpv6))?;
-    let payload_len = be16(ip.payload_len) as usize;
-    let ip_end = offset + 40 + payload_len;
+fn ipv6_upper(pkt: &Cursor<'_>, offset: usize) -> u64 {
+    let Some(ip) = pkt.at::<Ipv6Header>(offset) else { return failed(ParseError::TruncatedIpv6) };
     let mut next = ip.next_header;
     let mut l4 = offset + 40;
     let mut found = false;
@@ -421,14 +502,14 @@ fn parse_ipv6(pkt: &Cursor<'_>, offset: usize, vxlan_port: u16) -> Result<Step, 
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // Next header, then length in 8-octet units not counting the first 8.
-                let ext: &[u8; 2] = pkt.at(l4).ok_or(Error(ParseError::TruncatedIpv6Extension))?;
+                let Some(ext) = pkt.at::<[u8; 2]>(l4) else { return failed(ParseError::TruncatedIpv6Extension) };
                 next = ext[0];
                 l4 += (ext[1] as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
-                let ext: &[u8; 4] = pkt.at(l4).ok_or(Error(ParseError::TruncatedIpv6Extension))?;
+                let Some(ext) = pkt.at::<[u8; 4]>(l4) else { return failed(ParseError::TruncatedIpv6Extension) };
                 if be16([ext[2], ext[3]]) & 0xfff8 != 0 {
-                    return Err(Error(ParseError::Fragment));
+                    return failed(ParseError::Fragment);
                 }
                 next = ext[0];
                 l4 += 8;
@@ -440,16 +521,30 @@ fn parse_ipv6(pkt: &Cursor<'_>, offset: usize, vxlan_port: u16) -> Result<Step, 
         }
     }
     if !found && matches!(next, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT) {
-        return Err(Error(ParseError::TooManyIpv6Extensions));
+        return failed(ParseError::TooManyIpv6Extensions);
     }
-    if next != IPPROTO_TCP {
-        return match tunnel_in(pkt, next, l4, vxlan_port)? {
-            Some(step) => Ok(step),
-            None => Err(other_protocol(next)),
-        };
-    }
-    let ep = Endpoints { src: ip.src, dst: ip.dst, sport: 0, dport: 0, family: FAMILY_V6 };
-    parse_tcp(pkt, l4, ip_end, ep, ip.hop_limit, (payload_len + 40) as u32).map(Step::Tcp)
+    (next as u64) << 16 | (l4 as u64 & 0xffff)
+}
+
+/// The segment at what [`locate`] found: the innermost IP header's addresses, TTL and lengths, and
+/// the TCP header.
+#[inline(always)]
+pub fn parse_at(pkt: &Cursor<'_>, at: Located) -> Result<TcpPacket, NotTcp> {
+    use NotTcp::Error;
+    let (ip, l4) = (at.ip(), at.l4());
+    let mut tcp = if at.v6() {
+        let h: &Ipv6Header = pkt.at(ip).ok_or(Error(ParseError::TruncatedIpv6))?;
+        let payload_len = be16(h.payload_len) as usize;
+        let ep = Endpoints { src: h.src, dst: h.dst, sport: 0, dport: 0, family: FAMILY_V6 };
+        parse_tcp(pkt, l4, ip + 40 + payload_len, ep, h.hop_limit, (payload_len + 40) as u32)?
+    } else {
+        let h: &Ipv4Header = pkt.at(ip).ok_or(Error(ParseError::TruncatedIpv4))?;
+        let total_len = be16(h.total_len) as usize;
+        let ep = Endpoints { src: v4_bytes(h.src), dst: v4_bytes(h.dst), sport: 0, dport: 0, family: FAMILY_V4 };
+        parse_tcp(pkt, l4, ip + total_len, ep, h.ttl, total_len as u32)?
+    };
+    tcp.tunnel = at.tunnel();
+    Ok(tcp)
 }
 
 #[inline(always)]

@@ -67,13 +67,6 @@ const _: () = assert!(EVENT_PAYLOAD_MAX.is_power_of_two() && FRAME_TAIL_MASK == 
 #[inline(always)]
 pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &mut TcpPacket, hook: u8, frame_len: usize) -> u8 {
     counters.count_tcp(pkt.segment.flags);
-    // What differs between the parser's paths to here (plain Ethernet, PPPoE, each tunnel): where
-    // the payload starts, and the tunnel (userspace reads it again from the frame copy, so the
-    // kernel drops it here). Known per path, they multiplied the walk of everything below by the
-    // number of ways in; passed through memory they become unknowns and the paths meet. One store
-    // and one load per packet.
-    pkt.payload_offset = opaque(counters, pkt.payload_offset as u64) as usize & 0xffff;
-    pkt.tunnel = Default::default();
 
     // jiffies: the verifier inlines this into one load; a clock helper call costs ~12 ns here.
     let now = unsafe { bpf_jiffies64() };
@@ -154,7 +147,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
 
 /// `v`, passed through map memory so that the verifier forgets what it knew of it.
 #[inline(always)]
-fn opaque(counters: &mut HookCounters, v: u64) -> u64 {
+pub fn opaque(counters: &mut HookCounters, v: u64) -> u64 {
     // SAFETY: a plain field of this CPU's counters.
     unsafe {
         core::ptr::write_volatile(&mut counters.verifier_scratch, v);

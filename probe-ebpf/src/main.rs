@@ -131,9 +131,8 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
     let counters = counters(HOOK_INGRESS)?;
     // SAFETY: XDP's packet pointers, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
-    let opts = config::parse_options();
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    let outcome = match parse::parse_link(&pkt, opts) {
+    let outcome = match locate_and_parse(counters, &pkt) {
         Ok(mut tcp) => {
             // A sensor's packets take their direction from the home networks; a gateway's from
             // the hook. Non-TCP packets and parse errors stay under ingress either way.
@@ -175,11 +174,22 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     }
     // SAFETY: the packet pointers after the pull, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
-    let opts = config::parse_options();
-    if let Some(reason) = handle(&Tc(ctx), counters, &pkt, opts, HOOK_EGRESS as u8, skb_len) {
+    if let Some(reason) = handle(&Tc(ctx), counters, &pkt, HOOK_EGRESS as u8, skb_len) {
         debug!(ctx, "egress: passed a malformed packet, parse error {}", reason as u8);
     }
     Ok(())
+}
+
+/// The one parser in two steps: find the innermost IP packet (through any tunnel), then read the
+/// segment there. The walk's state goes through memory before each IP layer and in between: each
+/// way in (plain Ethernet, VLANs, PPPoE, IPv6 extension headers, each tunnel) is a different set
+/// of constants to the verifier, which would walk everything after once per way (past 1M
+/// instructions); passed through memory it is one unknown word, and the walks meet. Two stores and
+/// two loads for a packet without a tunnel.
+#[inline(always)]
+fn locate_and_parse(counters: &mut HookCounters, pkt: &Cursor<'_>) -> Result<parse::TcpPacket, NotTcp> {
+    let at = parse::locate(pkt, config::parse_options(), &mut |state| flow::opaque(counters, state))?;
+    parse::parse_at(pkt, parse::Located(flow::opaque(counters, at.0)))
 }
 
 #[inline(always)]
@@ -190,15 +200,8 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
 
 /// Count one egress packet; the parse error, if any, for the caller to log.
 #[inline(always)]
-fn handle<P: PayloadSource>(
-    src: &P,
-    counters: &mut HookCounters,
-    pkt: &Cursor<'_>,
-    opts: parse::ParseOptions,
-    hook: u8,
-    frame_len: usize,
-) -> Option<ParseError> {
-    match parse::parse_link(pkt, opts) {
+fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
+    match locate_and_parse(counters, pkt) {
         Ok(mut tcp) => {
             // Egress never drops and never redirects: the outcome is for XDP only.
             let _ = flow::count_tcp(src, counters, &mut tcp, hook, frame_len);

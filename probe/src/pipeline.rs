@@ -13,6 +13,7 @@ use crate::{
     evidence::Evidence,
     flows::{FlowDelta, aggregate::AggregateSnapshot},
     metrics::Metrics,
+    tunnel::{Tunnel, TunnelsSeen},
 };
 
 pub struct Pipeline {
@@ -25,6 +26,8 @@ pub struct Pipeline {
     pub written: Vec<Alert>,
     keep_written: bool,
     evidence: Option<Evidence>,
+    /// Which tunnel carried the traffic between two addresses, for the alerts about them.
+    tunnels: TunnelsSeen,
 }
 
 impl Pipeline {
@@ -44,6 +47,7 @@ impl Pipeline {
             written: vec![],
             keep_written: false,
             evidence: None,
+            tunnels: TunnelsSeen::default(),
         }
     }
 
@@ -74,6 +78,13 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut alert: Alert) {
+        if let (Some(a), Some(b)) = (alert.src_ip, alert.dest_ip)
+            && let Some(t) = self.tunnels.between(a, b)
+            && alert.tunnel.is_none()
+        {
+            alert.summary = format!("{} (inside {t})", alert.summary);
+            alert.tunnel = Some(t.json());
+        }
         if let Some(e) = &mut self.evidence {
             // A file is written (or rewritten, for an update) when the alert has packets to show.
             match e.attach(&mut alert) {
@@ -134,6 +145,9 @@ impl Pipeline {
         let from_local = self.home.contains(src);
         if !from_local && !self.home.contains(dst) {
             return;
+        }
+        if let Some(t) = Tunnel::of(ev.frame()) {
+            self.tunnels.note(src, dst, t);
         }
         // Kept before the detectors look, so an alert this packet raises holds it.
         if let Some(e) = &mut self.evidence {

@@ -109,7 +109,10 @@ impl TcpFrame {
 #[derive(Clone, Copy, Debug)]
 pub enum Encap {
     Pppoe,
-    Gre { key: bool, seq: bool },
+    Gre {
+        key: bool,
+        seq: bool,
+    },
     GreTap,
     /// VXLAN on this UDP port.
     Vxlan(u16),

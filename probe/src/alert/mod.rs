@@ -74,6 +74,9 @@ pub struct Alert {
     pub packets: u64,
     pub flows: u64,
     pub evidence: serde_json::Value,
+    /// The tunnel the traffic came through (`kind`, and `outer_src`/`outer_dst` but for PPPoE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<serde_json::Value>,
     /// Deduplication key within the detector (not rendered).
     #[serde(skip)]
     pub key: String,
@@ -143,6 +146,7 @@ impl AlertDraft {
             dest_ip: self.dest.map(|d| d.0),
             dest_port: self.dest.and_then(|d| d.1),
             iface: self.iface,
+            tunnel: None,
             first_seen: rfc3339(self.first_seen_ns),
             last_seen: rfc3339(self.last_seen_ns),
             packets: self.packets,

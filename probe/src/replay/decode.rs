@@ -45,8 +45,13 @@ pub struct Decoded<'a> {
 impl Decoded<'_> {
     /// The kernel parser's verdict on the frame.
     pub fn parse(&self) -> Result<TcpPacket, NotTcp> {
+        self.parse_with(parse::ParseOptions::default())
+    }
+
+    /// The same with the site's settings (its VXLAN port).
+    pub fn parse_with(&self, opts: parse::ParseOptions) -> Result<TcpPacket, NotTcp> {
         match &self.ethernet {
-            Some(eth) => parse::parse(&Cursor::from_slice(eth)),
+            Some(eth) => parse::parse_link(&Cursor::from_slice(eth), opts),
             None => Err(NotTcp::Error(ParseError::TruncatedEthernet)),
         }
     }
@@ -93,7 +98,8 @@ pub fn decode(link: Linktype, data: &[u8]) -> Result<Decoded<'_>, UnsupportedLin
 fn ppp(data: &[u8]) -> Option<([u8; 2], usize)> {
     let start = if data.starts_with(&[0xff, 0x03]) { 2 } else { 0 };
     let first = *data.get(start)?;
-    let (protocol, header) = if first & 1 == 1 { (first as u16, start + 1) } else { (u16::from_be_bytes([first, *data.get(start + 1)?]), start + 2) };
+    let (protocol, header) =
+        if first & 1 == 1 { (first as u16, start + 1) } else { (u16::from_be_bytes([first, *data.get(start + 1)?]), start + 2) };
     let ethertype = match protocol {
         PPP_IPV4 => ETHERTYPE_IPV4,
         PPP_IPV6 => ETHERTYPE_IPV6,

@@ -19,7 +19,11 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
-use probe_common::{flow::FlowEntry, home::HomePrefixes, parse::NotTcp};
+use probe_common::{
+    flow::FlowEntry,
+    home::HomePrefixes,
+    parse::{NotTcp, ParseOptions},
+};
 
 use self::{
     backend::{Backend, Frame, KernelBackend, KernelBackendError, SoftBackend},
@@ -75,6 +79,9 @@ pub struct ReplayArgs {
     /// Write each alert's packets as a pcapng file into this directory (as the agent does).
     #[arg(long)]
     pub evidence: Option<PathBuf>,
+    /// The UDP port whose datagrams are opened as VXLAN, as `run --vxlan-port`.
+    #[arg(long, default_value_t = probe_common::parse::VXLAN_PORT_DEFAULT)]
+    pub vxlan_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +158,28 @@ struct Replayer {
     next_poll: Option<u64>,
     last_ts: u64,
     idle_ns: u64,
+    parse: ParseOptions,
 }
 
 impl Replayer {
-    fn new(backend: Box<dyn Backend>, pipeline: Pipeline, prefixes: HomePrefixes, iface: &str, idle: Duration) -> Self {
-        Replayer { backend, pipeline, prefixes, iface: Arc::from(iface), next_poll: None, last_ts: 0, idle_ns: idle.as_nanos() as u64 }
+    fn new(
+        backend: Box<dyn Backend>,
+        pipeline: Pipeline,
+        prefixes: HomePrefixes,
+        iface: &str,
+        idle: Duration,
+        parse: ParseOptions,
+    ) -> Self {
+        Replayer {
+            backend,
+            pipeline,
+            prefixes,
+            iface: Arc::from(iface),
+            next_poll: None,
+            last_ts: 0,
+            idle_ns: idle.as_nanos() as u64,
+            parse,
+        }
     }
 
     /// Decode once, count, judge its events; at each capture second, poll. Returns the flows that
@@ -163,7 +187,7 @@ impl Replayer {
     fn frame(&mut self, frame: &capture::Frame) -> Result<Vec<FlowEntry>, UnsupportedLink> {
         self.last_ts = self.last_ts.max(frame.ts_ns);
         let decoded = decode::decode(frame.link_type, &frame.data)?;
-        let parsed = decoded.parse();
+        let parsed = decoded.parse_with(self.parse);
         // Towards us is ingress (XDP), from us is egress (TC), exactly as on a gateway.
         let hook = match &parsed {
             Ok(t) => self.prefixes.hook_for(&t.endpoints),
@@ -251,11 +275,12 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     }
     let backend: Box<dyn Backend> = if args.kernel {
         let object = loader::object_bytes(args.ebpf_object.as_deref())?;
-        Box::new(KernelBackend::new(&object)?)
+        Box::new(KernelBackend::new(&object, args.vxlan_port)?)
     } else {
         Box::new(SoftBackend::default())
     };
-    let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle);
+    let parse = ParseOptions { vxlan_port: args.vxlan_port, ..ParseOptions::default() };
+    let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle, parse);
     let mut flows_out = match &args.flows_out {
         Some(p) => Some(create(p)?),
         None => None,
@@ -350,7 +375,8 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
     let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
     let prefixes = home.prefixes().expect("one network fits");
-    let mut replayer = Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120));
+    let mut replayer =
+        Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120), ParseOptions::default());
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };
