@@ -294,8 +294,10 @@ pub fn parse(pkt: &Cursor<'_>) -> Result<TcpPacket, NotTcp> {
 pub fn locate(pkt: &Cursor<'_>, opts: ParseOptions, forget: &mut impl FnMut(u64) -> u64) -> Result<Located, NotTcp> {
     let mut state = match opts.link {
         Link::Ethernet => ethernet(pkt, 0, 0),
-        Link::Ip => match pkt.at::<u8>(0) {
-            Some(first) => Located::new(0, 0, first >> 4 == 6, 0).0,
+        // The version nibble, read with the smallest IP header around it (a one-byte read at the
+        // frame's start compiles to a 32-bit pointer comparison the verifier cannot follow).
+        Link::Ip => match pkt.at::<[u8; 20]>(0) {
+            Some(first) => Located::new(0, 0, first[0] >> 4 == 6, 0).0,
             None => failed(ParseError::TruncatedIpv4),
         },
     };
