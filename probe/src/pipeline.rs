@@ -13,7 +13,7 @@ use crate::{
     evidence::Evidence,
     flows::{FlowDelta, aggregate::AggregateSnapshot},
     metrics::Metrics,
-    tunnel::{Tunnel, TunnelsSeen},
+    tunnel::{Tunnel, TunnelsSeen, with_ethernet_header},
 };
 
 pub struct Pipeline {
@@ -28,6 +28,8 @@ pub struct Pipeline {
     evidence: Option<Evidence>,
     /// Which tunnel carried the traffic between two addresses, for the alerts about them.
     tunnels: TunnelsSeen,
+    /// Interfaces without an Ethernet header: their frames start at IP.
+    l3_ifaces: Vec<String>,
 }
 
 impl Pipeline {
@@ -48,6 +50,7 @@ impl Pipeline {
             keep_written: false,
             evidence: None,
             tunnels: TunnelsSeen::default(),
+            l3_ifaces: vec![],
         }
     }
 
@@ -61,6 +64,12 @@ impl Pipeline {
     /// Keep a copy of every alert written (replay reports them at the end).
     pub fn keep_written(mut self) -> Self {
         self.keep_written = true;
+        self
+    }
+
+    /// Interfaces whose frames start at the IP header (no Ethernet header).
+    pub fn with_l3_ifaces(mut self, ifaces: Vec<String>) -> Self {
+        self.l3_ifaces = ifaces;
         self
     }
 
@@ -141,6 +150,13 @@ impl Pipeline {
 
     /// One notable packet.
     pub fn event(&mut self, iface: &str, ev: &PacketEvent) {
+        let framed;
+        let ev = if self.l3_ifaces.iter().any(|i| i == iface) {
+            framed = with_ethernet_header(ev);
+            &framed
+        } else {
+            ev
+        };
         let (src, dst) = (addr(ev.src, ev.family), addr(ev.dst, ev.family));
         let from_local = self.home.contains(src);
         if !from_local && !self.home.contains(dst) {

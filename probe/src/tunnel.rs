@@ -1,14 +1,33 @@
-//! Which tunnel a segment came through, read again from its event's frame copy (the kernel sends
-//! the frame's first bytes and nothing more per packet): the kind and the outer addresses, so an
-//! alert about traffic inside PPPoE, GRE or VXLAN can say which link it arrived on. Counting and
-//! judging use the inner packet only; this is for the words.
+//! How a segment reached us, read again from its event's frame copy (the kernel sends the frame's
+//! first bytes and nothing more per packet): which tunnel carried it, with the outer addresses, so
+//! an alert about traffic inside PPPoE, GRE or VXLAN can say which link it arrived on; and, for an
+//! interface without an Ethernet header, the frame as Ethernet for the evidence file. Counting and
+//! judging use the inner packet only; this is for the words and the evidence.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use probe_common::parse::{self, Cursor, TUNNEL_NAMES, TUNNEL_NONE, TUNNEL_PPPOE};
+use probe_common::{
+    event::{EVENT_FRAME_MAX, PacketEvent},
+    parse::{self, Cursor, TUNNEL_NAMES, TUNNEL_NONE, TUNNEL_PPPOE},
+};
+
+/// An event from an interface without an Ethernet header (`ppp0`, `gre0`, `wg0`: its frame starts
+/// at IP) with an Ethernet header put in front, as replay does for raw-IP captures: evidence files
+/// are Ethernet pcapng, and the tunnel is read from an Ethernet frame. The frame's last 14 bytes
+/// of the copy give way.
+pub fn with_ethernet_header(ev: &PacketEvent) -> PacketEvent {
+    let ip = ev.frame();
+    let ethertype: [u8; 2] = if ip.first().is_some_and(|b| b >> 4 == 6) { [0x86, 0xdd] } else { [0x08, 0x00] };
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, ethertype[0], ethertype[1]];
+    frame.extend_from_slice(&ip[..ip.len().min(EVENT_FRAME_MAX - 14)]);
+    let mut out = *ev;
+    out.set_frame(&frame);
+    out.frame_len = ev.frame_len + 14;
+    out
+}
 
 /// A tunnel as an alert names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

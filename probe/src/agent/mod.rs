@@ -155,8 +155,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
             .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
     );
+    let l3: Vec<String> = config.ifaces.iter().filter(|i| kernel::features::link_is_ip(i)).cloned().collect();
     let mut pipeline =
-        Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone());
+        Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone())
+            .with_l3_ifaces(l3);
     if let config::Evidence::Dir { path, max_bytes, explicit, shared_ok } = &config.evidence {
         match Evidence::new(path, *max_bytes, *shared_ok) {
             Ok(e) => pipeline = pipeline.with_evidence(e),

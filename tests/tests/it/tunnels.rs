@@ -235,4 +235,12 @@ time.sleep(1)";
     assert_eq!(c.get(&("in".to_string(), 0x12)), Some(&6), "the SYN/ACKs, read from their IP header: {c:?}");
     assert_eq!(c.get(&("out".to_string(), 0x04)), Some(&6), "our kernel's RSTs on egress: {c:?}");
     assert!(parse_errors(&agent.metrics()).is_empty(), "nothing misread: {:?}", parse_errors(&agent.metrics()));
+    // The verdict, and its evidence file readable as Ethernet frames (an Ethernet header is put in
+    // front of what the device carried, as for a raw-IP capture).
+    agent.wait_for_alert("backscatter_synack");
+    let alert = agent.alerts().into_iter().find(|a| a["detector"] == "backscatter_synack").unwrap();
+    let pcap = alert["evidence"]["pcap"].as_str().unwrap_or_else(|| panic!("evidence written: {alert}"));
+    let rows = oracle::tshark_fields(Path::new(pcap), &["ip.src", "tcp.flags"]);
+    let count = |src: &str, flags: &str| rows.iter().filter(|r| r[0] == src && r[1] == flags).count();
+    assert_eq!((count("10.88.0.1", "0x0012"), count("10.88.0.2", "0x0004"), rows.len()), (6, 6, 12), "the SYN/ACKs and our RSTs: {rows:?}");
 }
