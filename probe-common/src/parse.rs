@@ -148,6 +148,12 @@ impl Located {
         self.0 >> 22 & 1 == 1
     }
 
+    /// Where the innermost IP header starts.
+    #[inline(always)]
+    pub fn ip_offset(self) -> usize {
+        self.ip()
+    }
+
     #[inline(always)]
     pub fn tunnel(self) -> Tunnel {
         Tunnel { kind: (self.0 >> 24 & 0xf) as u8, depth: (self.0 >> 28 & 0xf) as u8, outer_offset: (self.0 >> 32 & OFFSET_MASK) as u16 }

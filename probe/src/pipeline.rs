@@ -158,8 +158,8 @@ impl Pipeline {
             ev
         };
         let (src, dst) = (addr(ev.src, ev.family), addr(ev.dst, ev.family));
-        let from_local = self.home.contains(src);
-        if !from_local && !self.home.contains(dst) {
+        let (from_local, to_local) = (self.home.contains(src), self.home.contains(dst));
+        if !from_local && !to_local {
             return;
         }
         if let Some(t) = Tunnel::of(ev.frame()) {
@@ -169,7 +169,7 @@ impl Pipeline {
         if let Some(e) = &mut self.evidence {
             e.keep(iface, ev);
         }
-        let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local };
+        let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local, to_local };
         let mut alerts = Vec::new();
         for d in &mut self.detectors {
             alerts.extend(d.observe_event(&view));

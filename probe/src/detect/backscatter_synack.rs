@@ -157,8 +157,10 @@ impl Detector for BackscatterSynAck {
         for f in flows {
             let (r, _) = f.side(f.remote());
             let (l, _) = f.side(f.local);
-            // Solicited: we sent a SYN on this connection.
-            if r.syn_ack == 0 || l.syn > 0 {
+            // Solicited: we sent a SYN on this connection. Not backscatter either when the remote
+            // opened it (its SYN, our SYN/ACK: an odd client answering with a SYN/ACK of its own):
+            // a flood's victim only ever answers SYNs that someone else sent in our name.
+            if r.syn_ack == 0 || l.syn > 0 || r.syn > 0 || l.syn_ack > 0 {
                 continue;
             }
             let p = self.flows.touch(f.now.key, now_ns, || Pending {
@@ -171,7 +173,9 @@ impl Detector for BackscatterSynAck {
                 counted: (0, 0),
             });
             p.entry = *f.now;
-            if l.pure_ack + l.data + l.fin > 0 || r.data > 0 {
+            // A connection whose SYN we missed: our ACK or data, or anything but SYN/ACKs and RSTs
+            // from the remote (a victim of a SYN flood sends nothing else on a half-open connection).
+            if l.pure_ack + l.data + l.fin > 0 || r.data + r.pure_ack + r.fin > 0 {
                 p.connection = true;
             }
             // Our RST settles it at once; a flow already judged adds what it did since.
@@ -324,6 +328,23 @@ mod tests {
         assert!(s.poll(&mut d, S + 4).is_empty());
         assert!(s.poll(&mut d, 10 * S).is_empty(), "not after the grace period either");
         assert!(s.end(&mut d, 11 * S).is_empty(), "nor at the end of the capture");
+    }
+
+    #[test]
+    fn odd_handshakes_of_a_connection_are_not_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        // A client that answers our SYN/ACK with a SYN/ACK of its own, then ACKs.
+        s.send(S, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, SYN));
+        s.send(S + 1, pkt("10.0.0.2", 8080, "198.51.100.9", 40005, SYN | ACK));
+        s.send(S + 2, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, SYN | ACK));
+        s.send(S + 3, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, ACK));
+        // A SYN/ACK whose SYN we did not see, followed by the remote's own ACK.
+        s.send(S + 4, pkt("198.51.100.9", 40007, "10.0.0.2", 8080, SYN | ACK));
+        s.send(S + 5, pkt("198.51.100.9", 40007, "10.0.0.2", 8080, ACK));
+        let mut alerts = s.poll(&mut d, 2 * S);
+        alerts.extend(s.end(&mut d, 10 * S));
+        assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
     }
 
     #[test]
