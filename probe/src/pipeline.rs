@@ -113,7 +113,9 @@ impl Pipeline {
         }
     }
 
-    fn offer(&mut self, alerts: Vec<Alert>) {
+    fn offer(&mut self, mut alerts: Vec<Alert>) {
+        // Detectors walk hash maps: their order is the process's, not the traffic's.
+        crate::alert::dedup::sort(&mut alerts);
         for a in alerts {
             if let Some(a) = self.dedup.offer(a) {
                 self.emit(a);
