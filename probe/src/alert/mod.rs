@@ -173,7 +173,7 @@ impl Alert {
             _ => "-".into(),
         };
         format!(
-            "{} {} {} [{}] on {}: {}\n  {} -> {}, {} packets in {} flows, {} .. {}\n  {}\n  evidence: {}\n",
+            "{} {} {} [{}] on {}: {}\n  {} -> {}, {} in {}, {} .. {}\n  {}\n  evidence: {}\n",
             self.timestamp,
             self.severity.name().to_uppercase(),
             self.verdict,
@@ -182,14 +182,19 @@ impl Alert {
             self.summary,
             who(self.src_ip, self.src_port),
             who(self.dest_ip, self.dest_port),
-            self.packets,
-            self.flows,
+            counted(self.packets, "packet"),
+            counted(self.flows, "flow"),
             self.first_seen,
             self.last_seen,
             self.explanation,
             self.evidence
         )
     }
+}
+
+/// "1 packet", "3 packets".
+pub fn counted(n: u64, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
 }
 
 /// A minimal alert for the alert module's own tests (here and in `dedup`).

@@ -217,8 +217,8 @@ fn render(victim: IpAddr, v: &RemoteRecord, dropped: &Dropped, now_ns: u64) -> A
     let vports = v.remote_ports();
     let service = v.service(victim);
     let summary = format!(
-        "Backscatter: {service} sent {} SYN/ACKs to {} of our ports that we never asked for; someone is SYN-flooding it with our address forged",
-        v.packets,
+        "Backscatter: {service} sent {} to {} of our ports that we never asked for; someone is SYN-flooding it with our address forged",
+        crate::alert::counted(v.packets, "SYN/ACK"),
         v.distinct_local_ports()
     );
     let drop_words =

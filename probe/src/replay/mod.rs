@@ -132,15 +132,24 @@ fn guess_home(files: &[PathBuf]) -> Option<(IpAddr, String)> {
             if let Ok(tcp_packet) = decode::decode(frame.link_type, &frame.data).map(|d| d.parse()).unwrap_or(Err(NOT_DECODED)) {
                 let e = tcp_packet.endpoints;
                 tcp += 1;
-                for a in [addr(e.src, e.family), addr(e.dst, e.family)] {
+                let (src, dst) = (addr(e.src, e.family), addr(e.dst, e.family));
+                // Once per packet, even when it goes from an address to itself (loopback).
+                for a in if src == dst { vec![src] } else { vec![src, dst] } {
                     let order = counts.len();
                     counts.entry(a).or_insert((0, order)).0 += 1;
                 }
             }
         }
     }
-    let (ip, (n, _)) = counts.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))?;
-    Some((ip, format!("no --home-net given: treating {ip} as ours, the busiest address (in {n} of the first {tcp} TCP packets)")))
+    let mut ranked: Vec<(IpAddr, (u64, usize))> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+    let (ip, (n, _)) = *ranked.first()?;
+    let mut why = format!("no --home-net given: treating {ip} as ours, the busiest address (in {n} of the first {tcp} TCP packets)");
+    // Two hosts talking only to each other tie: say so, or a scanner may be called "our host".
+    if let Some((other, _)) = ranked.get(1).filter(|(_, (m, _))| *m == n) {
+        why.push_str(&format!("; {other} is as busy, and {ip} was seen first: give --home-net to say which is ours"));
+    }
+    Some((ip, why))
 }
 
 fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {

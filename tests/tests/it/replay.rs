@@ -91,7 +91,9 @@ fn replay_counts_equal_tshark_and_verdicts_equal_the_readme() {
 /// they are written.
 #[test]
 fn two_replays_of_a_capture_write_the_same_alerts() {
-    for file in ["pcaps/scenarios/s03_backscatter.pcap", "pcaps/scenarios/s06_storm_goaway.pcap", "pcaps/external/stopddos/synack-reflection.pcap"] {
+    for file in
+        ["pcaps/scenarios/s03_backscatter.pcap", "pcaps/scenarios/s06_storm_goaway.pcap", "pcaps/external/stopddos/synack-reflection.pcap"]
+    {
         let path = shared_dir().join(file);
         let runs: Vec<Vec<serde_json::Value>> = (0..3).map(|_| replay(std::slice::from_ref(&path), &[], false).alerts).collect();
         assert!(!runs[0].is_empty(), "{file}: alerts to compare");
