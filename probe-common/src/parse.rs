@@ -289,7 +289,8 @@ pub fn parse(pkt: &Cursor<'_>) -> Result<TcpPacket, NotTcp> {
 /// says where the frame starts: Ethernet, or IP on an L3 device (`ppp0`, `gre0`, `wg0`), whose
 /// first nibble says which version. Anything else is a protocol or a parse error, as before.
 ///
-/// `forget` receives the walk's state (one word) before each IP layer and returns it: the kernel
+/// `forget` receives the walk's state (one word) before each IP layer inside a tunnel, and what was
+/// found at the end, and returns it: the kernel
 /// passes it through memory there, so that the verifier walks each layer once however many ways
 /// led to it (VLANs, PPPoE, IPv6 extension headers, each tunnel) instead of once per way, which
 /// multiplies past its limit. Userspace passes it back unchanged.
@@ -311,7 +312,9 @@ pub fn locate(pkt: &Cursor<'_>, opts: ParseOptions, forget: &mut impl FnMut(u64)
         if state & FAILED != 0 {
             return Err(not_tcp(state));
         }
-        let at = Located(forget(state));
+        // Outside any tunnel, the ways in are few (VLAN tags, the IP version) and the walk of one
+        // IP layer per way is small: the round trip through memory is for tunnels' inner layers.
+        let at = Located(if state & TUNNEL_BITS == 0 { state } else { forget(state) });
         let (ip, v6) = (at.ip(), at.v6());
         let upper = if v6 { ipv6_upper(pkt, ip) } else { ipv4_upper(pkt, ip) };
         if upper & FAILED != 0 {

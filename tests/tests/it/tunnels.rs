@@ -217,7 +217,7 @@ fn a_device_without_ethernet_header_is_read_from_its_ip_header() {
     // A tun device in the home namespace (an L3 device, as ppp0, gre0 or wg0 are): what a program
     // writes into it arrives as received IP packets, with no Ethernet header in front.
     lab.exec(&lab.home, "ip tuntap add dev fptun0 mode tun && ip addr add 10.88.0.2/24 dev fptun0 && ip link set fptun0 up");
-    let agent = Agent::start_in(&lab.home, "fptun0", "10.88.0.2/32", &[], &[]);
+    let mut agent = Agent::start_in(&lab.home, "fptun0", "10.88.0.2/32", &[], &[]);
     assert!(agent.stderr().contains("no Ethernet header"), "the agent says how it reads this device:\n{}", agent.stderr());
     // Unsolicited SYN/ACKs written into the device: our kernel answers each with a RST, which
     // leaves through the same device (the egress hook, also without an Ethernet header).
@@ -238,7 +238,10 @@ time.sleep(1)";
     // The verdict, and its evidence file readable as Ethernet frames (an Ethernet header is put in
     // front of what the device carried, as for a raw-IP capture).
     agent.wait_for_alert("backscatter_synack");
-    let alert = agent.alerts().into_iter().find(|a| a["detector"] == "backscatter_synack").unwrap();
+    // Stopped, the agent has written the incident's last update, whose evidence holds all of it.
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let alert = agent.alerts().into_iter().rev().find(|a| a["detector"] == "backscatter_synack").unwrap();
     let pcap = alert["evidence"]["pcap"].as_str().unwrap_or_else(|| panic!("evidence written: {alert}"));
     let rows = oracle::tshark_fields(Path::new(pcap), &["ip.src", "tcp.flags"]);
     let count = |src: &str, flags: &str| rows.iter().filter(|r| r[0] == src && r[1] == flags).count();
