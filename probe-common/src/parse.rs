@@ -148,6 +148,12 @@ impl Located {
         self.0 >> 22 & 1 == 1
     }
 
+    /// Whether a tunnel carried the packet.
+    #[inline(always)]
+    pub fn in_tunnel(self) -> bool {
+        self.0 & TUNNEL_BITS != 0
+    }
+
     /// Where the innermost IP header starts.
     #[inline(always)]
     pub fn ip_offset(self) -> usize {

@@ -181,15 +181,17 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
 }
 
 /// The one parser in two steps: find the innermost IP packet (through any tunnel), then read the
-/// segment there. The walk's state goes through memory before each IP layer and in between: each
-/// way in (plain Ethernet, VLANs, PPPoE, IPv6 extension headers, each tunnel) is a different set
-/// of constants to the verifier, which would walk everything after once per way (past 1M
-/// instructions); passed through memory it is one unknown word, and the walks meet. Two stores and
-/// two loads for a packet without a tunnel.
+/// segment there. Inside a tunnel the walk's state goes through memory before each IP layer and
+/// before the segment is read: each tunnel is another way in, a different set of constants to the
+/// verifier, which would walk everything after once per way (past 1M instructions); passed through
+/// memory it is one unknown word, and the walks of all tunnels meet. A packet without a tunnel
+/// keeps it in registers, as before tunnels were opened: its few ways in (VLAN tags, IP version)
+/// are walked as they always were, and it pays no memory round trip.
 #[inline(always)]
 fn locate_and_parse(counters: &mut HookCounters, pkt: &Cursor<'_>) -> Result<parse::TcpPacket, NotTcp> {
     let at = parse::locate(pkt, config::parse_options(), &mut |state| flow::opaque(counters, state))?;
-    parse::parse_at(pkt, parse::Located(flow::opaque(counters, at.0)))
+    let at = if at.in_tunnel() { parse::Located(flow::opaque(counters, at.0)) } else { at };
+    parse::parse_at(pkt, at)
 }
 
 #[inline(always)]
