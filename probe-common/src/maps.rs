@@ -36,6 +36,10 @@ pub const GLOBAL_SYN_TRACK_RATE: &str = "SYN_TRACK_RATE_PER_SEC";
 /// Inbound SYNs per second per CPU tracked in the flow table unless configured otherwise: far more
 /// than a gateway's real connections open, far less than a spoofed flood sends.
 pub const DEFAULT_SYN_TRACK_RATE: u64 = 2_000;
+/// Global: the UDP port opened as VXLAN (`parse::ParseOptions::vxlan_port`), as a u32.
+pub const GLOBAL_VXLAN_PORT: &str = "VXLAN_PORT";
+/// Global: 1 when the interface has no Ethernet header (frames start at IP), else 0.
+pub const GLOBAL_LINK_IP: &str = "LINK_IP";
 /// Global: partitions of the flow table (possible CPUs); a drop check reads every one.
 pub const GLOBAL_FLOW_PARTITIONS: &str = "FLOW_PARTITIONS";
 

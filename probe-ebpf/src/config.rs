@@ -1,7 +1,10 @@
 //! Load-time settings: globals in `.rodata` that the agent sets before loading, so the verifier sees
 //! them as constants. Read through `read_volatile` so the compiler keeps the load.
 
-use probe_common::home::HomePrefixes;
+use probe_common::{
+    home::HomePrefixes,
+    parse::{Link, ParseOptions},
+};
 
 /// Slots per CPU minus one (slots per CPU is a power of two).
 #[unsafe(no_mangle)]
@@ -25,6 +28,16 @@ static PROGRAM_MODE: u32 = 0;
 /// `action::DROP_*` bits (a u32 so the global is one aligned word).
 #[unsafe(no_mangle)]
 static DROP_POLICY: u32 = 0;
+
+/// The UDP port whose datagrams are opened as VXLAN (`vxlan-port`).
+#[unsafe(no_mangle)]
+static VXLAN_PORT: u32 = probe_common::parse::VXLAN_PORT_DEFAULT as u32;
+
+/// 1 on an interface without an Ethernet header (`ppp0`, `gre0`, `wg0`: frames start at the IP
+/// header); the agent loads the program once per interface. A constant to the verifier, so the
+/// branch not taken is removed and plain Ethernet pays nothing for it.
+#[unsafe(no_mangle)]
+static LINK_IP: u32 = 0;
 
 /// What a sensor's packets are counted against for direction (see `probe_common::home`).
 #[unsafe(no_mangle)]
@@ -68,4 +81,12 @@ pub fn drop_policy() -> u8 {
 #[inline(always)]
 pub fn home_nets() -> &'static HomePrefixes {
     &HOME_NETS
+}
+
+/// How to parse a frame on this program's interface.
+#[inline(always)]
+pub fn parse_options() -> ParseOptions {
+    let vxlan_port = unsafe { core::ptr::read_volatile(&VXLAN_PORT) } as u16;
+    let link = if unsafe { core::ptr::read_volatile(&LINK_IP) } != 0 { Link::Ip } else { Link::Ethernet };
+    ParseOptions { link, vxlan_port }
 }

@@ -147,7 +147,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
 
 /// `v`, passed through map memory so that the verifier forgets what it knew of it.
 #[inline(always)]
-fn opaque(counters: &mut HookCounters, v: u64) -> u64 {
+pub fn opaque(counters: &mut HookCounters, v: u64) -> u64 {
     // SAFETY: a plain field of this CPU's counters.
     unsafe {
         core::ptr::write_volatile(&mut counters.verifier_scratch, v);

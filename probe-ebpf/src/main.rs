@@ -132,7 +132,7 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
     // SAFETY: XDP's packet pointers, used only within this call.
     let pkt = unsafe { Cursor::from_raw(ctx.data(), ctx.data_end()) };
     // Multi-buffer frames: the tail is not in [data, data_end) but load_bytes reaches it.
-    let outcome = match parse::parse(&pkt) {
+    let outcome = match locate_and_parse(counters, &pkt) {
         Ok(mut tcp) => {
             // A sensor's packets take their direction from the home networks; a gateway's from
             // the hook. Non-TCP packets and parse errors stay under ingress either way.
@@ -148,6 +148,13 @@ fn try_ingress(ctx: &XdpContext, mode: u32) -> Result<u8, ()> {
             counters.count_parse_error(reason);
             // Compiled out by the verifier unless the agent runs with --ebpf-log (level frozen at load).
             debug!(ctx, "ingress: passed a malformed packet, parse error {}", reason as u8);
+            0
+        }
+        Err(NotTcp::BadOffset { endpoints, flags }) => {
+            let hook = if mode & MODE_SENSOR != 0 { config::home_nets().hook_for(&endpoints) } else { HOOK_INGRESS as u8 };
+            let counters = if hook == HOOK_INGRESS as u8 { counters } else { self::counters(HOOK_EGRESS)? };
+            counters.count_tcp(flags);
+            counters.count_parse_error(ParseError::BadTcpOffset);
             0
         }
     };
@@ -173,6 +180,20 @@ fn try_egress(ctx: &TcContext) -> Result<(), ()> {
     Ok(())
 }
 
+/// The one parser in two steps: find the innermost IP packet (through any tunnel), then read the
+/// segment there. Inside a tunnel the walk's state goes through memory before each IP layer and
+/// before the segment is read: each tunnel is another way in, a different set of constants to the
+/// verifier, which would walk everything after once per way (past 1M instructions); passed through
+/// memory it is one unknown word, and the walks of all tunnels meet. A packet without a tunnel
+/// keeps it in registers, as before tunnels were opened: its few ways in (VLAN tags, IP version)
+/// are walked as they always were, and it pays no memory round trip.
+#[inline(always)]
+fn locate_and_parse(counters: &mut HookCounters, pkt: &Cursor<'_>) -> Result<parse::TcpPacket, NotTcp> {
+    let at = parse::locate(pkt, config::parse_options(), &mut |state| flow::opaque(counters, state))?;
+    let at = if at.in_tunnel() { parse::Located(flow::opaque(counters, at.0)) } else { at };
+    parse::parse_at(pkt, at)
+}
+
 #[inline(always)]
 fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
     // SAFETY: per-CPU value, only this CPU touches it while the program runs.
@@ -182,7 +203,7 @@ fn counters(hook: u32) -> Result<&'static mut HookCounters, ()> {
 /// Count one egress packet; the parse error, if any, for the caller to log.
 #[inline(always)]
 fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'_>, hook: u8, frame_len: usize) -> Option<ParseError> {
-    match parse::parse(pkt) {
+    match locate_and_parse(counters, pkt) {
         Ok(mut tcp) => {
             // Egress never drops and never redirects: the outcome is for XDP only.
             let _ = flow::count_tcp(src, counters, &mut tcp, hook, frame_len);
@@ -191,6 +212,11 @@ fn handle<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &Cursor<'
         Err(NotTcp::Error(reason)) => {
             counters.count_parse_error(reason);
             return Some(reason);
+        }
+        Err(NotTcp::BadOffset { flags, .. }) => {
+            counters.count_tcp(flags);
+            counters.count_parse_error(ParseError::BadTcpOffset);
+            return Some(ParseError::BadTcpOffset);
         }
     }
     None

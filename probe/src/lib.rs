@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod owned_files;
 pub mod pipeline;
 pub mod replay;
+pub mod tunnel;
 pub mod units;
 
 pub use agent::{RunError, run};

@@ -13,6 +13,7 @@ use crate::{
     evidence::Evidence,
     flows::{FlowDelta, aggregate::AggregateSnapshot},
     metrics::Metrics,
+    tunnel::{Tunnel, TunnelsSeen, with_ethernet_header},
 };
 
 pub struct Pipeline {
@@ -25,6 +26,10 @@ pub struct Pipeline {
     pub written: Vec<Alert>,
     keep_written: bool,
     evidence: Option<Evidence>,
+    /// Which tunnel carried the traffic between two addresses, for the alerts about them.
+    tunnels: TunnelsSeen,
+    /// Interfaces without an Ethernet header: their frames start at IP.
+    l3_ifaces: Vec<String>,
 }
 
 impl Pipeline {
@@ -44,6 +49,8 @@ impl Pipeline {
             written: vec![],
             keep_written: false,
             evidence: None,
+            tunnels: TunnelsSeen::default(),
+            l3_ifaces: vec![],
         }
     }
 
@@ -57,6 +64,12 @@ impl Pipeline {
     /// Keep a copy of every alert written (replay reports them at the end).
     pub fn keep_written(mut self) -> Self {
         self.keep_written = true;
+        self
+    }
+
+    /// Interfaces whose frames start at the IP header (no Ethernet header).
+    pub fn with_l3_ifaces(mut self, ifaces: Vec<String>) -> Self {
+        self.l3_ifaces = ifaces;
         self
     }
 
@@ -74,6 +87,13 @@ impl Pipeline {
     }
 
     fn emit(&mut self, mut alert: Alert) {
+        if let (Some(a), Some(b)) = (alert.src_ip, alert.dest_ip)
+            && let Some(t) = self.tunnels.between(a, b)
+            && alert.tunnel.is_none()
+        {
+            alert.summary = format!("{} (inside {t})", alert.summary);
+            alert.tunnel = Some(t.json());
+        }
         if let Some(e) = &mut self.evidence {
             // A file is written (or rewritten, for an update) when the alert has packets to show.
             match e.attach(&mut alert) {
@@ -93,7 +113,9 @@ impl Pipeline {
         }
     }
 
-    fn offer(&mut self, alerts: Vec<Alert>) {
+    fn offer(&mut self, mut alerts: Vec<Alert>) {
+        // Detectors walk hash maps: their order is the process's, not the traffic's.
+        crate::alert::dedup::sort(&mut alerts);
         for a in alerts {
             if let Some(a) = self.dedup.offer(a) {
                 self.emit(a);
@@ -130,16 +152,26 @@ impl Pipeline {
 
     /// One notable packet.
     pub fn event(&mut self, iface: &str, ev: &PacketEvent) {
+        let framed;
+        let ev = if self.l3_ifaces.iter().any(|i| i == iface) {
+            framed = with_ethernet_header(ev);
+            &framed
+        } else {
+            ev
+        };
         let (src, dst) = (addr(ev.src, ev.family), addr(ev.dst, ev.family));
-        let from_local = self.home.contains(src);
-        if !from_local && !self.home.contains(dst) {
+        let (from_local, to_local) = (self.home.contains(src), self.home.contains(dst));
+        if !from_local && !to_local {
             return;
+        }
+        if let Some(t) = Tunnel::of(ev.frame()) {
+            self.tunnels.note(src, dst, t);
         }
         // Kept before the detectors look, so an alert this packet raises holds it.
         if let Some(e) = &mut self.evidence {
             e.keep(iface, ev);
         }
-        let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local };
+        let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local, to_local };
         let mut alerts = Vec::new();
         for d in &mut self.detectors {
             alerts.extend(d.observe_event(&view));

@@ -198,6 +198,10 @@ def run(prog, mem, frame):
             else:
                 m = re.match(r"if [rw](\d+) (\S+) (\S+) goto pc([+-]\d+)$", text)
                 a, c, b = r[int(m.group(1))], m.group(2), value(m.group(3))
+                # A jump's immediate is 32 bits, sign-extended for a 64-bit comparison (bpftool
+                # prints `if r2 s> 0xffffffff` for a comparison with -1).
+                if cls == 5 and m.group(3)[0] not in "rw" and isinstance(b, int) and (1 << 31) <= b < (1 << 32):
+                    b -= 1 << 32
                 if isinstance(a, Ptr) and isinstance(b, Ptr):
                     a, b = a.off, b.off
                 elif isinstance(a, Ptr) or isinstance(b, Ptr):  # a pointer against 0: not null

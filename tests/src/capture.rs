@@ -16,13 +16,19 @@ impl Capture {
     /// Capture TCP on `iface` in namespace `ns` into `<tmp>/<name>.pcap`; returns once the
     /// capture is open.
     pub fn start(ns: &str, iface: &str, name: &str) -> Capture {
+        Self::start_filtered(ns, iface, name, "tcp")
+    }
+
+    /// The same with a capture filter of the caller's (a tunnel's underlay carries TCP inside UDP
+    /// or GRE, which `tcp` would leave out).
+    pub fn start_filtered(ns: &str, iface: &str, name: &str, filter: &str) -> Capture {
         let path = std::env::temp_dir().join(format!("{name}.pcap"));
         // --immediate-mode: otherwise packets wait in the capture ring until a block times out, and
         // a SIGINT before that loses them.
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", iface, "-U", "-n", "-w"])
             .arg(&path)
-            .arg("tcp")
+            .arg(filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -146,3 +146,35 @@ fn send_capture(lab: &Lab, pcap: &Path, home_ip: IpAddr, timed: bool) -> (usize,
     }
     (n_in, n_out)
 }
+
+/// TCP packets per (direction, flags byte) by tshark, judged by the innermost IP header's addresses
+/// (`-E occurrence=l`): what a tunnel carries, not the tunnel's own endpoints. `homes`: addresses.
+pub fn tshark_inner_flags_by_direction(pcap: &Path, homes: &[&str]) -> BTreeMap<(String, u8), u64> {
+    let out = Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "tcp && !icmp && !icmpv6", "-T", "fields", "-E", "occurrence=l"])
+        .args(["-e", "ip.src", "-e", "ip.dst", "-e", "ipv6.src", "-e", "ipv6.dst", "-e", "tcp.flags"])
+        .output()
+        .expect("running tshark");
+    assert!(out.status.success(), "tshark cannot read {}: {}", pcap.display(), String::from_utf8_lossy(&out.stderr));
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [s4, d4, s6, d6, flags] = f[..] else { continue };
+        // A packet with headers of both families (6in4, 4in6) is judged by the family whose
+        // addresses are the story's: the other one is the tunnel's.
+        let (s, d) = if homes.contains(&s6) || homes.contains(&d6) || s4.is_empty() { (s6, d6) } else { (s4, d4) };
+        let dir = if homes.contains(&d) {
+            "in"
+        } else if homes.contains(&s) {
+            "out"
+        } else {
+            "other"
+        };
+        let byte = u8::from_str_radix(&flags[flags.len().saturating_sub(2)..], 16).expect("hex flags");
+        *counts.entry((dir.to_string(), byte)).or_insert(0) += 1;
+    }
+    counts
+}

@@ -79,6 +79,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         mode: config.program_mode(),
         drop_policy: config.drop_policy,
         home: config.home_prefixes,
+        vxlan_port: config.vxlan_port,
+        link_ip: false,
     };
     let listener =
         tokio::net::TcpListener::bind(config.metrics_addr).await.map_err(|source| RunError::Bind { addr: config.metrics_addr, source })?;
@@ -108,7 +110,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAME_QUEUE);
     let mut frame_readers = Vec::new();
     for (index, iface) in config.ifaces.iter().enumerate() {
-        let mut probe = kernel::loader::load(&object, options)?;
+        let link_ip = kernel::features::link_is_ip(iface);
+        if link_ip {
+            tracing::info!(iface, "no Ethernet header on this interface: its frames are read from the IP header");
+        }
+        let mut probe = kernel::loader::load(&object, LoadOptions { link_ip, ..options })?;
         log_readers.extend(probe.start_log_reader(readers_stop.clone()));
         let mode = probe.attach(iface, config.xdp_mode)?;
         if options.sensor() {
@@ -149,8 +155,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
             .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
     );
+    let l3: Vec<String> = config.ifaces.iter().filter(|i| kernel::features::link_is_ip(i)).cloned().collect();
     let mut pipeline =
-        Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone());
+        Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone())
+            .with_l3_ifaces(l3);
     if let config::Evidence::Dir { path, max_bytes, explicit, shared_ok } = &config.evidence {
         match Evidence::new(path, *max_bytes, *shared_ok) {
             Ok(e) => pipeline = pipeline.with_evidence(e),

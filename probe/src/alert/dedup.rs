@@ -96,16 +96,22 @@ impl Deduper {
                 out.push(a);
             }
         }
-        out.sort_by_key(|a| a.at_ns);
+        sort(&mut out);
         out
     }
 
     /// Every pending update, now (shutdown, end of a replay).
     pub fn flush_all(&mut self) -> Vec<Alert> {
         let mut out: Vec<Alert> = self.pending.drain().map(|(_, a)| a).collect();
-        out.sort_by_key(|a| a.at_ns);
+        sort(&mut out);
         out
     }
+}
+
+/// Alerts in an order that does not depend on a hash map's: by time, then by what they are about.
+/// Replaying one capture twice writes the same lines in the same order.
+pub fn sort(alerts: &mut [Alert]) {
+    alerts.sort_by(|a, b| (a.at_ns, a.first_seen_ns, a.detector, &a.id).cmp(&(b.at_ns, b.first_seen_ns, b.detector, &b.id)));
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub struct Alert {
     pub packets: u64,
     pub flows: u64,
     pub evidence: serde_json::Value,
+    /// The tunnel the traffic came through (`kind`, and `outer_src`/`outer_dst` but for PPPoE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<serde_json::Value>,
     /// Deduplication key within the detector (not rendered).
     #[serde(skip)]
     pub key: String,
@@ -143,6 +146,7 @@ impl AlertDraft {
             dest_ip: self.dest.map(|d| d.0),
             dest_port: self.dest.and_then(|d| d.1),
             iface: self.iface,
+            tunnel: None,
             first_seen: rfc3339(self.first_seen_ns),
             last_seen: rfc3339(self.last_seen_ns),
             packets: self.packets,
@@ -169,7 +173,7 @@ impl Alert {
             _ => "-".into(),
         };
         format!(
-            "{} {} {} [{}] on {}: {}\n  {} -> {}, {} packets in {} flows, {} .. {}\n  {}\n  evidence: {}\n",
+            "{} {} {} [{}] on {}: {}\n  {} -> {}, {} in {}, {} .. {}\n  {}\n  evidence: {}\n",
             self.timestamp,
             self.severity.name().to_uppercase(),
             self.verdict,
@@ -178,14 +182,19 @@ impl Alert {
             self.summary,
             who(self.src_ip, self.src_port),
             who(self.dest_ip, self.dest_port),
-            self.packets,
-            self.flows,
+            counted(self.packets, "packet"),
+            counted(self.flows, "flow"),
             self.first_seen,
             self.last_seen,
             self.explanation,
             self.evidence
         )
     }
+}
+
+/// "1 packet", "3 packets".
+pub fn counted(n: u64, thing: &str) -> String {
+    if n == 1 { format!("1 {thing}") } else { format!("{n} {thing}s") }
 }
 
 /// A minimal alert for the alert module's own tests (here and in `dedup`).

@@ -80,6 +80,9 @@ pub struct Settings {
     /// 0 tracks every one. Replay tracks every one [default: 2000].
     #[arg(long)]
     pub syn_track_rate: Option<u64>,
+    /// The UDP port whose datagrams are opened as VXLAN to count the TCP inside [default: 4789].
+    #[arg(long)]
+    pub vxlan_port: Option<u16>,
     /// How often the live summary is printed; `0s` turns it off [default: 5s].
     #[arg(long)]
     pub summary_interval: Option<String>,
@@ -149,6 +152,7 @@ pub struct Config {
     pub flow_idle: Duration,
     pub event_rate: u64,
     pub syn_track_rate: u64,
+    pub vxlan_port: u16,
     pub summary_interval: Option<Duration>,
     pub ebpf_object: Option<PathBuf>,
     pub alerts_path: Option<PathBuf>,
@@ -259,6 +263,10 @@ impl Config {
         if syn_track_rate > 10_000_000 {
             return Err(invalid("syn-track-rate", "must be between 0 and 10000000"));
         }
+        let vxlan_port = *s.vxlan_port.get_or_insert(probe_common::parse::VXLAN_PORT_DEFAULT);
+        if vxlan_port == 0 {
+            return Err(invalid("vxlan-port", "must be a UDP port, 1 to 65535"));
+        }
         let mode = *s.mode.get_or_insert_default();
         let mut home_nets = Vec::new();
         for text in s.home_net.iter().flatten() {
@@ -338,6 +346,7 @@ impl Config {
             flow_idle,
             event_rate,
             syn_track_rate,
+            vxlan_port,
             summary_interval: (!summary.is_zero()).then_some(summary),
             ebpf_object: s.ebpf_object.clone(),
             alerts_path: s.alerts.clone(),

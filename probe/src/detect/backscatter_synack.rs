@@ -96,6 +96,8 @@ pub struct BackscatterSynAck {
     reflections: Reflections,
     /// SYN/ACKs flagprobe dropped (`--drop unsolicited-synack`), by victim.
     dropped: Dropped,
+    /// Each waiting flow's first SYN/ACK sequence number, and whether a later one differed.
+    isns: Windowed<FlowKey, (u32, bool)>,
 }
 
 impl BackscatterSynAck {
@@ -107,6 +109,7 @@ impl BackscatterSynAck {
             touched: HashSet::new(),
             reflections: Reflections::new(&reflection::SYN_ACK, config.reflection_window_secs, config.reflection_min_senders),
             dropped: Dropped::new(DROP_REASON_NAMES[0], window),
+            isns: Windowed::new(window, 16_384),
             config,
         }
     }
@@ -127,10 +130,16 @@ impl BackscatterSynAck {
 }
 
 impl BackscatterSynAck {
-    /// Flows our host has not reacted to for `grace_ns`: their silence is the verdict.
+    /// Flows our host has not reacted to for `grace_ns`: their silence is the verdict. Not for a
+    /// flow whose SYN/ACKs changed their sequence number: a flood's victim retransmits the one
+    /// SYN/ACK it sent, with the same number, while new numbers answer new SYNs on the same ports
+    /// (our own SYN, retransmitted, that this capture or this hook did not see, answered by a SYN
+    /// proxy each time): silence is no verdict there, and our RST still is one.
     fn judge_silent(&mut self, now_ns: u64, grace_ns: u64) {
+        let isns = &self.isns;
         for p in self.flows.values_mut() {
-            if !p.judged && !p.connection && now_ns.saturating_sub(p.since) >= grace_ns {
+            let renumbered = isns.get(&p.entry.key).is_some_and(|(_, changed)| *changed);
+            if !p.judged && !p.connection && !renumbered && now_ns.saturating_sub(p.since) >= grace_ns {
                 self.reflections.count(Self::judge(&mut self.victims, &mut self.touched, p, now_ns));
             }
         }
@@ -149,6 +158,10 @@ impl Detector for BackscatterSynAck {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         if ev.event.reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
             self.dropped.observe(ev);
+            let (key, _) = FlowKey::canonical(&ev.event.endpoints());
+            let isn = ev.event.seq;
+            let seen = self.isns.touch(key, ev.at_ns, || (isn, false));
+            seen.1 |= seen.0 != isn;
         }
         Vec::new()
     }
@@ -157,8 +170,10 @@ impl Detector for BackscatterSynAck {
         for f in flows {
             let (r, _) = f.side(f.remote());
             let (l, _) = f.side(f.local);
-            // Solicited: we sent a SYN on this connection.
-            if r.syn_ack == 0 || l.syn > 0 {
+            // Solicited: we sent a SYN on this connection. Not backscatter either when the remote
+            // opened it (its SYN, our SYN/ACK: an odd client answering with a SYN/ACK of its own):
+            // a flood's victim only ever answers SYNs that someone else sent in our name.
+            if r.syn_ack == 0 || l.syn > 0 || r.syn > 0 || l.syn_ack > 0 {
                 continue;
             }
             let p = self.flows.touch(f.now.key, now_ns, || Pending {
@@ -171,7 +186,9 @@ impl Detector for BackscatterSynAck {
                 counted: (0, 0),
             });
             p.entry = *f.now;
-            if l.pure_ack + l.data + l.fin > 0 || r.data > 0 {
+            // A connection whose SYN we missed: our ACK or data, or anything but SYN/ACKs and RSTs
+            // from the remote (a victim of a SYN flood sends nothing else on a half-open connection).
+            if l.pure_ack + l.data + l.fin > 0 || r.data + r.pure_ack + r.fin > 0 {
                 p.connection = true;
             }
             // Our RST settles it at once; a flow already judged adds what it did since.
@@ -200,6 +217,7 @@ impl Detector for BackscatterSynAck {
         self.victims.expire(now_ns);
         self.flows.expire(now_ns);
         self.dropped.expire(now_ns);
+        self.isns.expire(now_ns);
     }
 
     fn take_tallies(&mut self) -> Vec<Tally> {
@@ -213,8 +231,8 @@ fn render(victim: IpAddr, v: &RemoteRecord, dropped: &Dropped, now_ns: u64) -> A
     let vports = v.remote_ports();
     let service = v.service(victim);
     let summary = format!(
-        "Backscatter: {service} sent {} SYN/ACKs to {} of our ports that we never asked for; someone is SYN-flooding it with our address forged",
-        v.packets,
+        "Backscatter: {service} sent {} to {} of our ports that we never asked for; someone is SYN-flooding it with our address forged",
+        crate::alert::counted(v.packets, "SYN/ACK"),
         v.distinct_local_ports()
     );
     let drop_words =
@@ -324,6 +342,47 @@ mod tests {
         assert!(s.poll(&mut d, S + 4).is_empty());
         assert!(s.poll(&mut d, 10 * S).is_empty(), "not after the grace period either");
         assert!(s.end(&mut d, 11 * S).is_empty(), "nor at the end of the capture");
+    }
+
+    #[test]
+    fn syn_acks_with_new_sequence_numbers_and_no_answer_are_no_verdict() {
+        // nDPI's multiple-synack-different-seq: four SYN/ACKs over 29 s, three ISNs, our answer
+        // not in the capture until our data (a SYN proxy answering our retransmitted SYN anew).
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        for (t, isn) in [(0, 238_755_595u32), (2, 238_755_595), (13, 2_859_879_429), (28, 2_829_651_200)] {
+            s.send(S + t * S, Pkt { seq: isn, ..pkt("192.0.2.10", 443, "10.0.0.2", 59927, SYN | ACK) });
+        }
+        let mut alerts = s.events_to(&mut d);
+        alerts.extend(s.poll(&mut d, 40 * S));
+        alerts.extend(s.end(&mut d, 60 * S));
+        assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
+        // The same victim retransmitting one SYN/ACK, unanswered: still unsolicited.
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        for t in [0, 1, 3] {
+            s.send(S + t * S, Pkt { seq: 777, ..pkt("192.0.2.10", 443, "10.0.0.2", 59928, SYN | ACK) });
+        }
+        let mut alerts = s.events_to(&mut d);
+        alerts.extend(s.end(&mut d, 60 * S));
+        assert_eq!(alerts.len(), 1, "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn odd_handshakes_of_a_connection_are_not_backscatter() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        // A client that answers our SYN/ACK with a SYN/ACK of its own, then ACKs.
+        s.send(S, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, SYN));
+        s.send(S + 1, pkt("10.0.0.2", 8080, "198.51.100.9", 40005, SYN | ACK));
+        s.send(S + 2, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, SYN | ACK));
+        s.send(S + 3, pkt("198.51.100.9", 40005, "10.0.0.2", 8080, ACK));
+        // A SYN/ACK whose SYN we did not see, followed by the remote's own ACK.
+        s.send(S + 4, pkt("198.51.100.9", 40007, "10.0.0.2", 8080, SYN | ACK));
+        s.send(S + 5, pkt("198.51.100.9", 40007, "10.0.0.2", 8080, ACK));
+        let mut alerts = s.poll(&mut d, 2 * S);
+        alerts.extend(s.end(&mut d, 10 * S));
+        assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct EventView<'a> {
     pub at_ns: u64,
     /// True when the packet's sender is a home address; false when it came from outside.
     pub from_local: bool,
+    /// True when the packet's receiver is a home address (both are, on a loopback capture).
+    pub to_local: bool,
 }
 
 impl EventView<'_> {

@@ -37,6 +37,8 @@ pub struct Kind {
     pub packet: &'static str,
     /// Why these packets reach us, in a sentence.
     pub mechanism: &'static str,
+    /// What a stateful firewall adds, in a sentence.
+    pub firewall: &'static str,
 }
 
 pub const SYN_ACK: Kind = Kind {
@@ -49,6 +51,8 @@ pub const SYN_ACK: Kind = Kind {
                 source; every server answers the address it saw with a SYN/ACK, so their answers converge here. \
                 Each reflector sends only a packet or a few, which is what tells this apart from backscatter, where a \
                 few flooded victims send us many.",
+    firewall: " A stateful firewall that drops packets in state INVALID also keeps this host from answering each \
+               unsolicited SYN/ACK with a RST of its own.",
 };
 
 pub const RST: Kind = Kind {
@@ -61,6 +65,7 @@ pub const RST: Kind = Kind {
                 forging RSTs from thousands of addresses at us directly); every host that refuses them answers the \
                 address it saw with a RST, so the resets converge here. Each sender sends only a packet or a few, \
                 which is what tells this apart from backscatter, where a few victims send us many.",
+    firewall: " Our host sends nothing back to a RST, so the flood costs only the inbound bandwidth.",
 };
 
 /// One poll's worth: unsolicited packets, and the distinct-sender estimate before it.
@@ -272,7 +277,7 @@ impl Reflections {
 pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
     let secs = (i.last.saturating_sub(i.started) as f64 / 1e9).max(1.0);
     let summary = format!(
-        "{} reflection flood at this host: {} unsolicited {}s from about {} senders in {secs:.0} s ({:.0}/s)",
+        "{} reflection flood at us: {} unsolicited {}s from about {} senders in {secs:.0} s ({:.0}/s)",
         kind.packet,
         i.packets,
         kind.packet,
@@ -284,13 +289,13 @@ pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
          the target, not compromised and not a bystander. The senders are real, innocent hosts, so blocking them one \
          by one does nothing. What to do: if the link or the host suffers, ask the upstream provider to filter \
          inbound {}s to this host (no connection of ours needs them, as the missing SYNs show) or to scrub the \
-         traffic. A stateful firewall that drops packets in state INVALID also keeps this host from answering each \
-         unsolicited SYN/ACK with a RST of its own.{}",
+         traffic.{}{}",
         i.packets,
         kind.packet,
         i.reflectors,
         kind.mechanism,
         kind.packet,
+        kind.firewall,
         if i.held_back > 0 {
             format!(
                 " {} per-sender backscatter alerts were folded into this one (counted in flagprobe_alerts_suppressed_total).",

@@ -8,12 +8,26 @@
 //! - the RST's sender still sending after its RST (and with another TTL than the RST);
 //! - a RST/ACK answering our SYN whose ack is not that SYN's sequence number + 1.
 //!
-//! Only resets towards us are judged: a forged RST that tears down our connection comes from outside.
-//! A sender that never acknowledged our SYN/ACK is a scanner, not a connection anyone could inject
-//! into: its RST and whatever follows are its own.
+//! Only resets towards us are judged (on a capture where both ends are ours, loopback say, both
+//! ways are): a forged RST that tears down our connection comes from elsewhere. A sender that never
+//! acknowledged our SYN/ACK is a scanner, not a connection anyone could inject into: its RST and
+//! whatever follows are its own.
+//!
+//! What a real stack does and an injector does not, each a reason to stay quiet for all traffic:
+//! - a burst of RSTs from one stack (one per segment of ours in flight, each with that segment's
+//!   ack as its sequence number, in whatever order they arrive) keeps its TTL and continues its own
+//!   IP-ID sequence; only a second RST that breaks one of them is judged as a sequence change;
+//! - TTLs drift by a hop or two when a route changes mid-flow (and IPv6 hop limits with it), so
+//!   differences up to `ttl-tolerance` (2) are not evidence;
+//! - a SYN/ACK whose TTL is an initial value (64, 128, 255: it crossed no router) was written by a
+//!   box on our own link, a SYN proxy or load balancer, not by the distant server: it is no
+//!   reference for the server's own distance;
+//! - a new SYN after a refused one is a new connection attempt, not data after a RST.
+
+use std::{collections::HashMap, net::IpAddr};
 
 use probe_common::{
-    flags::{ACK, RST},
+    flags::{ACK, RST, SYN},
     flow::{NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE},
 };
 use serde::{Deserialize, Serialize};
@@ -36,7 +50,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 0 }
+        Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 2 }
     }
 }
 
@@ -52,12 +66,29 @@ impl DetectorConfig for Config {
 
 pub struct RstInjection {
     config: Config,
+    /// The last RST each sender sent on each connection: its IP-ID (IPv4) and TTL, for the next.
+    last_rst: HashMap<(IpAddr, u16, IpAddr, u16), (Option<u16>, u8, u64)>,
 }
+
+/// Connections whose last RST is remembered at most (a RST flood empties the memory, no more).
+const LAST_RST_MAX: usize = 4096;
+/// Two IP-IDs this close (either way: RSTs of one burst arrive out of order) are one stack's.
+const IP_ID_SAME_STACK: u16 = 256;
+/// TTLs a packet is sent with: one that arrives with exactly this value crossed no router.
+const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
 
 impl RstInjection {
     pub fn new(config: Config) -> Self {
-        RstInjection { config }
+        RstInjection { config, last_rst: HashMap::new() }
     }
+}
+
+/// The IPv4 identification of the packet in an event's frame copy (none for IPv6).
+fn ip_id(frame: &[u8]) -> Option<u16> {
+    let mut forget = |state| state;
+    let at = probe_common::parse::locate(&probe_common::parse::Cursor::from_slice(frame), Default::default(), &mut forget).ok()?;
+    let ip = frame.get(at.ip_offset()..)?;
+    (ip.first()? >> 4 == 4).then(|| u16::from_be_bytes([ip[4], ip[5]]))
 }
 
 /// Signed distance between two sequence numbers (mod 2^32).
@@ -68,7 +99,8 @@ fn seq_distance(a: u32, b: u32) -> u32 {
 impl Detector for RstInjection {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
-        if ev.from_local || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
+        // Towards us only; when both ends are ours (a loopback capture), each end judges the other.
+        if (ev.from_local && !ev.to_local) || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
             return vec![];
         }
         let (sender, receiver) = ev.sides();
@@ -86,6 +118,19 @@ impl Detector for RstInjection {
             return vec![];
         }
         let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
+        // The sender's first TTL is a reference for its distance unless it came from a SYN/ACK
+        // written on our own link (see the module's notes).
+        let reference_ttl = !(s.syn_ack > 0 && INITIAL_TTLS.contains(&s.first_ttl));
+        let (src, dst) = (ev.src(), ev.dst());
+        let this_id = ip_id(e.frame());
+        let previous = if is_rst {
+            if self.last_rst.len() >= LAST_RST_MAX {
+                self.last_rst.clear();
+            }
+            self.last_rst.insert((src, e.sport, dst, e.dport), (this_id, e.ttl, ev.at_ns))
+        } else {
+            self.last_rst.get(&(src, e.sport, dst, e.dport)).copied()
+        };
         let mut signs: Vec<String> = Vec::new();
         if is_rst && s.rst > 0 {
             let gap_ms = (e.ts_ns.saturating_sub(s.last_rst_at)) / 1_000_000;
@@ -93,17 +138,28 @@ impl Detector for RstInjection {
             // A real stack answers each late segment of ours with a RST whose sequence number is
             // that segment's ack: two such RSTs differ because our segments did.
             let answers_our_segment = e.flags & ACK == 0 && ours.last_ack != 0 && e.seq == ours.last_ack;
-            if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance && !answers_our_segment {
+            // One stack's burst keeps its TTL and its IP-ID sequence (IPv6 has no IP-ID: the TTL).
+            let same_stack = previous.is_some_and(|(id, ttl, _)| {
+                !ttl_differs(ttl, e.ttl)
+                    && match (id, this_id) {
+                        (Some(a), Some(b)) => a.wrapping_sub(b).min(b.wrapping_sub(a)) <= IP_ID_SAME_STACK,
+                        _ => true,
+                    }
+            });
+            if gap_ms <= self.config.seq_change_window_ms && dist > self.config.seq_change_tolerance && !answers_our_segment && !same_stack
+            {
                 signs.push(format!(
                     "RST_SEQ_CHANGE: a second RST {gap_ms} ms after the first, with sequence number {} instead of {} (off by {dist})",
                     e.seq, s.last_rst_seq
                 ));
             }
         }
-        if is_rst && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
+        if is_rst && s.packets > 0 && reference_ttl && ttl_differs(e.ttl, s.first_ttl) {
             signs.push(format!("the RST arrived with TTL {} while this sender's earlier packets had TTL {}", e.ttl, s.first_ttl));
         }
-        if !is_rst && s.rst > 0 && e.reasons & NOTABLE_AFTER_RST != 0 {
+        // A SYN after the sender's RST opens a new connection on the same ports (a retry).
+        let new_attempt = e.flags & SYN != 0 && e.flags & ACK == 0;
+        if !is_rst && !new_attempt && s.rst > 0 && e.reasons & NOTABLE_AFTER_RST != 0 {
             let mut sign = format!(
                 "the sender kept sending after its own RST ({} with {} payload bytes)",
                 probe_common::flags::letters(e.flags),
@@ -114,7 +170,7 @@ impl Detector for RstInjection {
             }
             signs.push(sign);
         }
-        if !is_rst && s.rst == 0 && e.payload_len > 0 && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
+        if !is_rst && s.rst == 0 && e.payload_len > 0 && s.packets > 0 && reference_ttl && ttl_differs(e.ttl, s.first_ttl) {
             signs.push(format!(
                 "a data segment arrived with TTL {} while this sender's earlier packets had TTL {}: another machine on the path may be writing into the connection",
                 e.ttl, s.first_ttl
@@ -132,7 +188,6 @@ impl Detector for RstInjection {
         if signs.is_empty() {
             return vec![];
         }
-        let (src, dst) = (ev.src(), ev.dst());
         let summary = format!("Possibly forged TCP reset/injection on {src}:{} -> {dst}:{}: {}", e.sport, e.dport, signs[0]);
         let explanation = format!(
             "Something other than {src} may be writing into this connection: an on-path device (a censor, an intrusion-\
@@ -173,7 +228,7 @@ impl Detector for RstInjection {
 
 #[cfg(test)]
 mod tests {
-    use probe_common::flags::{PSH, SYN};
+    use probe_common::flags::PSH;
 
     use super::*;
     use crate::detect::testkit::{Pkt, S, Script, pkt};
@@ -208,15 +263,64 @@ mod tests {
         let mut s = Script::new();
         let mut d = RstInjection::new(Config::default());
         handshake(&mut s);
-        for (t, seq) in [(2 * S, 5001), (2 * S + S / 2, 9_000_000)] {
+        // The second RST's IP-ID is unrelated to the first's: another machine wrote it.
+        for (t, seq, id) in [(2 * S, 5001, 0x0105), (2 * S + S / 2, 9_000_000, 0xe75e)] {
             let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
-            rst.ttl = 50;
-            rst.seq = seq;
+            (rst.ttl, rst.seq, rst.ip_id) = (50, seq, id);
             s.send(t, rst);
         }
         let alerts = s.events_to(&mut d);
         assert_eq!(alerts.len(), 1, "only the second RST is suspect");
         assert!(alerts[0].summary.contains("RST_SEQ_CHANGE"));
+    }
+
+    #[test]
+    fn a_burst_of_resets_from_one_stack_is_not_a_sequence_change() {
+        // A P2P peer's stack resets each of our segments in flight: sequence numbers all over the
+        // place, in any order, but one TTL and one IP-ID sequence (ndpi's ethereum-rst-burst).
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        for (i, (seq, id)) in
+            [(4_166_282_229u32, 0xb1cf), (4_166_282_197, 0xb1d2), (4_166_282_230, 0xb1da), (4_166_282_198, 0xb1d3)].into_iter().enumerate()
+        {
+            let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+            (rst.ttl, rst.seq, rst.ip_id) = (50, seq, id);
+            s.send(2 * S + i as u64 * 1000, rst);
+        }
+        assert!(s.events_to(&mut d).is_empty());
+    }
+
+    #[test]
+    fn a_route_change_or_a_syn_proxy_is_not_forgery() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        // A route change: data 1 hop further than the SYN/ACK.
+        handshake(&mut s);
+        let mut data = pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK);
+        (data.ttl, data.payload) = (49, b"hello");
+        s.send(3 * S, data);
+        // A SYN proxy on our link answers the handshake (TTL 255), the server sends from afar.
+        s.send(S, pkt("10.0.0.2", 40001, "192.0.2.1", 443, SYN));
+        let mut sa = pkt("192.0.2.1", 443, "10.0.0.2", 40001, SYN | ACK);
+        (sa.ttl, sa.ack) = (255, 1001);
+        s.send(S + 1, sa);
+        s.send(S + 2, pkt("10.0.0.2", 40001, "192.0.2.1", 443, ACK));
+        let mut data = pkt("192.0.2.1", 443, "10.0.0.2", 40001, PSH | ACK);
+        (data.ttl, data.payload) = (52, b"server hello");
+        s.send(3 * S, data);
+        let mut rst = pkt("192.0.2.1", 443, "10.0.0.2", 40001, RST);
+        rst.ttl = 52;
+        s.send(4 * S, rst);
+        // A refused SYN, then a new SYN on the same ports: a retry.
+        s.send(5 * S, pkt("192.0.2.9", 5000, "10.0.0.2", 25, SYN));
+        s.send(5 * S + 1, pkt("10.0.0.2", 25, "192.0.2.9", 5000, RST | ACK));
+        let mut rst = pkt("192.0.2.9", 5000, "10.0.0.2", 25, RST);
+        rst.seq = 1001;
+        s.send(5 * S + 2, rst);
+        s.send(6 * S, Pkt { seq: 77_000, ..pkt("192.0.2.9", 5000, "10.0.0.2", 25, SYN) });
+        let alerts = s.events_to(&mut d);
+        assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
     }
 
     #[test]
@@ -279,6 +383,21 @@ mod tests {
         s.send(S + 4, data);
         let a = s.events_to(&mut d);
         assert_eq!(a.len(), 1);
+        assert!(a[0].summary.contains("after its own RST"), "{}", a[0].summary);
+    }
+
+    #[test]
+    fn data_after_a_reset_between_two_of_our_own_hosts_is_judged_too() {
+        // A loopback capture: both ends are ours, and the client's data follows its own RST/ACK.
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        s.send(S, pkt("10.0.0.5", 60293, "10.0.0.2", 80, SYN));
+        s.send(S + 1, pkt("10.0.0.2", 80, "10.0.0.5", 60293, SYN | ACK));
+        s.send(S + 2, pkt("10.0.0.5", 60293, "10.0.0.2", 80, ACK));
+        s.send(S + 3, pkt("10.0.0.5", 60293, "10.0.0.2", 80, RST | ACK));
+        s.send(S + 4, Pkt { payload: b"GET / HTTP/1.1", ..pkt("10.0.0.5", 60293, "10.0.0.2", 80, ACK | PSH) });
+        let a = s.events_to(&mut d);
+        assert_eq!(a.len(), 1, "{:#?}", a.iter().map(|a| &a.summary).collect::<Vec<_>>());
         assert!(a[0].summary.contains("after its own RST"), "{}", a[0].summary);
     }
 

@@ -102,7 +102,11 @@ impl Detector for RstStorm {
                 t.distinct.insert(item);
                 touched.push((story, who));
             };
-            if remote_rsts > 0 && established {
+            // A connection already closing (a FIN from either side) that ends in a RST was closed by
+            // its own ends (Windows' abortive close, a RST answering data after close), not torn
+            // down from outside: a middlebox or a crash resets connections in mid-stream.
+            let closing = r.fin + l.fin > 0;
+            if remote_rsts > 0 && established && !closing {
                 add(Story::ResetsOurConnections, f.remote_addr(), (f.local_addr(), f.local_port()), remote_rsts, f.local_addr());
             }
             // Their traffic was connection-like but no probe the scan detector names, and not a SYN/ACK (backscatter).
@@ -196,7 +200,7 @@ fn render(story: Story, who: IpAddr, t: &StormRecord, now_ns: u64) -> Alert {
 
 #[cfg(test)]
 mod tests {
-    use probe_common::flags::{ACK, PSH, RST, SYN};
+    use probe_common::flags::{ACK, FIN, PSH, RST, SYN};
 
     use super::*;
     use crate::detect::testkit::{S, Script, pkt};
@@ -228,6 +232,24 @@ mod tests {
         }
         let alerts = s.poll(&mut d, 2 * S);
         assert_eq!(alerts.iter().map(|a| a.verdict).collect::<Vec<_>>(), ["rst-storm"]);
+    }
+
+    #[test]
+    fn a_host_ending_its_own_connections_abortively_is_not_a_storm() {
+        // Windows' abortive close: the client's FIN, our FIN, then its RST/ACK, on each of 25
+        // connections of its own.
+        let mut s = Script::new();
+        let mut d = RstStorm::new(Config::default());
+        for i in 0..25u16 {
+            let (rp, lp) = (5000 + i, 443);
+            s.send(S, pkt("192.0.2.1", rp, "10.0.0.2", lp, SYN));
+            s.send(S, pkt("10.0.0.2", lp, "192.0.2.1", rp, SYN | ACK));
+            s.send(S, pkt("192.0.2.1", rp, "10.0.0.2", lp, ACK | PSH));
+            s.send(S, pkt("192.0.2.1", rp, "10.0.0.2", lp, FIN | ACK));
+            s.send(S, pkt("10.0.0.2", lp, "192.0.2.1", rp, FIN | ACK));
+            s.send(S, pkt("192.0.2.1", rp, "10.0.0.2", lp, RST | ACK));
+        }
+        assert!(s.poll(&mut d, 2 * S).is_empty());
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 10, min_stealth_ports: 3 }
+        // Five hosts: every target counted ended without a byte of data (refused, unanswered, or
+        // reset by the source itself), which no client does to five hosts of one network in a
+        // minute, and home and small-office networks have only a handful of hosts to sweep.
+        Config { enabled: true, window_secs: 60, min_ports: 15, min_hosts: 5, min_stealth_ports: 3 }
     }
 }
 
@@ -60,9 +63,12 @@ pub enum Probe {
     Null,
     Xmas,
     Ack,
+    /// A full handshake the source resets at once, without a byte of data (connect() scans, and
+    /// host discovery without privileges): a client opens a connection to talk.
+    Connect,
 }
 
-const PROBES: [Probe; 5] = [Probe::Syn, Probe::Fin, Probe::Null, Probe::Xmas, Probe::Ack];
+const PROBES: [Probe; 6] = [Probe::Syn, Probe::Fin, Probe::Null, Probe::Xmas, Probe::Ack, Probe::Connect];
 
 impl Probe {
     /// Crafted by hand: no TCP stack opens a conversation with it.
@@ -77,6 +83,7 @@ impl Probe {
             Probe::Null => "NULL",
             Probe::Xmas => "XMAS",
             Probe::Ack => "ACK",
+            Probe::Connect => "connect",
         }
     }
     fn meaning(self) -> &'static str {
@@ -90,6 +97,9 @@ impl Probe {
             Probe::Null => "NULL probes (Nmap -sN): segments with no flag set at all, which no TCP stack sends, to map ports past filters",
             Probe::Xmas => "XMAS probes (Nmap -sX): FIN+PSH+URG \"lit up like a Christmas tree\", to map ports past filters",
             Probe::Ack => "ACK probes (Nmap -sA): bare ACKs for connections that do not exist, to map which ports a firewall filters",
+            Probe::Connect => {
+                "connect probes (Nmap -sT, or its host discovery without root): a full handshake reset at once by the prober, without a byte of data"
+            }
         }
     }
 }
@@ -104,6 +114,8 @@ fn classify(f: &FlowView<'_>) -> Option<Probe> {
         |flags: u8| r.combos.iter().enumerate().all(|(w, bits)| *bits == if w == (flags >> 6) as usize { 1u64 << (flags & 63) } else { 0 });
     if r.syn > 0 && r.data == 0 && r.pure_ack == 0 && r.fin == 0 {
         Some(Probe::Syn)
+    } else if r.syn > 0 && r.data == 0 && r.fin == 0 && r.rst > 0 && f.side(f.local).0.data == 0 {
+        Some(Probe::Connect)
     } else if only(FIN) {
         Some(Probe::Fin)
     } else if only(0) {
@@ -255,7 +267,7 @@ mod tests {
     use probe_common::flags::{RST, SYN};
 
     use super::*;
-    use crate::detect::testkit::{S, Script, pkt};
+    use crate::detect::testkit::{Pkt, S, Script, pkt};
 
     #[test]
     fn syn_probes_to_many_ports_are_a_syn_scan() {
@@ -300,6 +312,45 @@ mod tests {
         for kind in ["SYN ×1", "FIN ×1", "NULL ×1", "XMAS ×1"] {
             assert!(a[0].summary.contains(kind), "{}", a[0].summary);
         }
+    }
+
+    #[test]
+    fn a_sweep_of_five_hosts_with_refusals_and_connects_reset_at_once_is_a_scan() {
+        // nmap host discovery over a LAN: SYNs to port 80 of each host; closed ones refuse, open
+        // ones complete the handshake and the prober resets it without a byte of data.
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for (i, host) in ["10.0.0.1", "10.0.0.5", "10.0.0.9"].into_iter().enumerate() {
+            let sp = 58000 + i as u16;
+            s.send(S, pkt("192.0.2.71", sp, host, 80, SYN));
+            s.send(S, pkt(host, 80, "192.0.2.71", sp, RST | ACK));
+        }
+        for (i, host) in ["10.0.0.12", "10.0.0.13"].into_iter().enumerate() {
+            let sp = 58100 + i as u16;
+            s.send(S, pkt("192.0.2.71", sp, host, 80, SYN));
+            s.send(S, pkt(host, 80, "192.0.2.71", sp, SYN | ACK));
+            s.send(S, pkt("192.0.2.71", sp, host, 80, ACK));
+            s.send(S, pkt("192.0.2.71", sp, host, 80, RST | ACK));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1, "{:#?}", a.iter().map(|a| &a.summary).collect::<Vec<_>>());
+        assert!(a[0].summary.contains("on 5 of our hosts"), "{}", a[0].summary);
+        assert!(a[0].explanation.contains("connect probes"), "{}", a[0].explanation);
+    }
+
+    #[test]
+    fn a_client_talking_to_five_of_our_hosts_is_not_a_scan() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for (i, host) in ["10.0.0.1", "10.0.0.5", "10.0.0.9", "10.0.0.12", "10.0.0.13", "10.0.0.14"].into_iter().enumerate() {
+            let sp = 58000 + i as u16;
+            s.send(S, pkt("192.0.2.71", sp, host, 443, SYN));
+            s.send(S, pkt(host, 443, "192.0.2.71", sp, SYN | ACK));
+            s.send(S, pkt("192.0.2.71", sp, host, 443, ACK));
+            s.send(S, Pkt { payload: b"hello", ..pkt("192.0.2.71", sp, host, 443, PSH | ACK) });
+            s.send(S, pkt("192.0.2.71", sp, host, 443, RST | ACK));
+        }
+        assert!(s.poll(&mut d, 2 * S).is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Pkt<'a> {
     pub ttl: u8,
     pub seq: u32,
     pub ack: u32,
+    /// IPv4 identification (the event's frame copy carries it).
+    pub ip_id: u16,
 }
 
 /// The `i`-th of many distinct remote addresses (198.18.0.0/15, benchmarking space): a flood's
@@ -36,7 +38,7 @@ pub fn nth_remote(i: u32) -> String {
 
 /// A packet with defaults: no payload, TTL 64, seq 1000, ack 0.
 pub fn pkt<'a>(src: &'a str, sport: u16, dst: &'a str, dport: u16, flags: u8) -> Pkt<'a> {
-    Pkt { src, sport, dst, dport, flags, payload: &[], ttl: 64, seq: 1000, ack: 0 }
+    Pkt { src, sport, dst, dport, flags, payload: &[], ttl: 64, seq: 1000, ack: 0, ip_id: 0 }
 }
 
 fn bytes(ip: &str) -> ([u8; 16], u8) {
@@ -70,7 +72,21 @@ impl Script {
             ip_len: 40 + p.payload.len() as u32,
             now: t_ns,
         };
-        if let Some(ev) = self.table.segment(&ep, &seg, 1024, p.payload) {
+        if let Some(mut ev) = self.table.segment(&ep, &seg, 1024, p.payload) {
+            if family == probe_common::flow::FAMILY_V4 {
+                // The frame's head as the kernel copies it: Ethernet, then the IPv4 header.
+                let mut frame = vec![0u8; 14 + 20 + 20];
+                frame[12..14].copy_from_slice(&[0x08, 0x00]);
+                frame[14] = 0x45;
+                frame[16..18].copy_from_slice(&40u16.to_be_bytes());
+                frame[46] = 5 << 4;
+                frame[18..20].copy_from_slice(&p.ip_id.to_be_bytes());
+                frame[22] = p.ttl;
+                frame[23] = 6;
+                frame[26..30].copy_from_slice(&src[..4]);
+                frame[30..34].copy_from_slice(&dst[..4]);
+                ev.set_frame(&frame);
+            }
             self.events.push(ev);
         }
     }
@@ -104,7 +120,8 @@ impl Script {
         let mut out = Vec::new();
         for ev in self.events.drain(..) {
             let from_local = self.home.contains(super::addr(ev.src, ev.family));
-            let view = EventView { iface: "eth0", event: &ev, at_ns: ev.ts_ns, from_local };
+            let to_local = self.home.contains(super::addr(ev.dst, ev.family));
+            let view = EventView { iface: "eth0", event: &ev, at_ns: ev.ts_ns, from_local, to_local };
             out.extend(d.observe_event(&view));
         }
         out

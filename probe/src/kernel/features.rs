@@ -51,6 +51,22 @@ pub fn fallbacks(release: Release) -> Vec<String> {
         .collect()
 }
 
+/// ARPHRD_ETHER: the link type of Ethernet, veth, bridges, VXLAN and gretap devices.
+const ARPHRD_ETHER: u32 = 1;
+
+/// Whether `iface` carries no Ethernet header (PPP, GRE, IPIP, SIT, WireGuard and other
+/// tun-like devices: `/sys/class/net/IFACE/type` is not ARPHRD_ETHER), so its frames start at IP.
+/// An interface whose type cannot be read is taken as Ethernet, as before this was asked.
+pub fn link_is_ip(iface: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/type"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(|t| t != ARPHRD_ETHER && t != ARPHRD_LOOPBACK)
+}
+
+/// The loopback device has an all-zero Ethernet header in front of every packet.
+const ARPHRD_LOOPBACK: u32 = 772;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,8 @@ use probe_common::{
     home::HomePrefixes,
     maps::{
         AGGREGATES, EVENTS, FLOWS, GLOBAL_DROP_POLICY, GLOBAL_EVENT_RATE, GLOBAL_FLOW_PARTITIONS, GLOBAL_FLOW_SLOT_MASK, GLOBAL_HOME_NETS,
-        GLOBAL_PROGRAM_MODE, GLOBAL_SYN_TRACK_RATE, HOOK_COUNTERS, PROG_TC, PROG_XDP, XSK_QUEUES_MAX, XSKS,
+        GLOBAL_LINK_IP, GLOBAL_PROGRAM_MODE, GLOBAL_SYN_TRACK_RATE, GLOBAL_VXLAN_PORT, HOOK_COUNTERS, PROG_TC, PROG_XDP, XSK_QUEUES_MAX,
+        XSKS,
     },
 };
 
@@ -105,6 +106,10 @@ pub struct LoadOptions {
     pub drop_policy: u8,
     /// The home networks, for a sensor's direction.
     pub home: HomePrefixes,
+    /// The UDP port opened as VXLAN.
+    pub vxlan_port: u16,
+    /// The interface has no Ethernet header: its frames start at the IP header.
+    pub link_ip: bool,
 }
 
 impl Default for LoadOptions {
@@ -119,6 +124,8 @@ impl Default for LoadOptions {
             mode: 0,
             drop_policy: 0,
             home: HomePrefixes::default(),
+            vxlan_port: probe_common::parse::VXLAN_PORT_DEFAULT,
+            link_ip: false,
         }
     }
 }
@@ -179,6 +186,7 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
     let geometry = FlowGeometry::for_capacity(options.flow_capacity, cpus);
     let mask = geometry.slots_per_cpu - 1;
     let drop_policy = u32::from(options.drop_policy);
+    let (vxlan_port, link_ip) = (u32::from(options.vxlan_port), u32::from(options.link_ip));
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(FLOWS, geometry.slots())
         .override_global(GLOBAL_FLOW_SLOT_MASK, &mask, true)
@@ -188,6 +196,8 @@ pub fn load(object: &[u8], options: LoadOptions) -> Result<Probe, LoadError> {
         .override_global(GLOBAL_HOME_NETS, &options.home, true)
         .override_global(GLOBAL_EVENT_RATE, &options.event_rate, true)
         .override_global(GLOBAL_SYN_TRACK_RATE, &options.syn_track_rate, true)
+        .override_global(GLOBAL_VXLAN_PORT, &vxlan_port, true)
+        .override_global(GLOBAL_LINK_IP, &link_ip, true)
         .override_global(aya_log::LEVEL, if options.ebpf_log { &LOG_DEBUG } else { &LOG_OFF }, true)
         .load(object)?;
     for name in [FLOWS, HOOK_COUNTERS, EVENTS, AGGREGATES] {

@@ -78,6 +78,12 @@ impl Backend for SoftBackend {
                 self.table.counters[frame.hook as usize].count_parse_error(*reason);
                 vec![]
             }
+            Err(NotTcp::BadOffset { flags, .. }) => {
+                let counters = &mut self.table.counters[frame.hook as usize];
+                counters.count_tcp(*flags);
+                counters.count_parse_error(ParseError::BadTcpOffset);
+                vec![]
+            }
         }
     }
 
@@ -126,7 +132,7 @@ pub struct KernelBackend {
 impl KernelBackend {
     /// Load the programs (not attached) on this CPU; the rate limits (events, tracked SYNs) are
     /// lifted, there is no line to protect.
-    pub fn new(object: &[u8]) -> Result<Self, KernelBackendError> {
+    pub fn new(object: &[u8], vxlan_port: u16) -> Result<Self, KernelBackendError> {
         // One CPU: one flow-table partition, and events in order.
         // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
         unsafe {
@@ -140,6 +146,7 @@ impl KernelBackend {
             event_rate: 10_000_000,
             syn_track_rate: 0,
             ebpf_log: false,
+            vxlan_port,
             ..LoadOptions::default()
         };
         let mut probe = loader::load(object, options)?;

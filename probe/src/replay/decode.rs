@@ -45,8 +45,13 @@ pub struct Decoded<'a> {
 impl Decoded<'_> {
     /// The kernel parser's verdict on the frame.
     pub fn parse(&self) -> Result<TcpPacket, NotTcp> {
+        self.parse_with(parse::ParseOptions::default())
+    }
+
+    /// The same with the site's settings (its VXLAN port).
+    pub fn parse_with(&self, opts: parse::ParseOptions) -> Result<TcpPacket, NotTcp> {
         match &self.ethernet {
-            Some(eth) => parse::parse(&Cursor::from_slice(eth)),
+            Some(eth) => parse::parse_link(&Cursor::from_slice(eth), opts),
             None => Err(NotTcp::Error(ParseError::TruncatedEthernet)),
         }
     }

@@ -19,7 +19,11 @@ use std::{
 
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
-use probe_common::{flow::FlowEntry, home::HomePrefixes};
+use probe_common::{
+    flow::FlowEntry,
+    home::HomePrefixes,
+    parse::{NotTcp, ParseOptions},
+};
 
 use self::{
     backend::{Backend, Frame, KernelBackend, KernelBackendError, SoftBackend},
@@ -75,6 +79,9 @@ pub struct ReplayArgs {
     /// Write each alert's packets as a pcapng file into this directory (as the agent does).
     #[arg(long)]
     pub evidence: Option<PathBuf>,
+    /// The UDP port whose datagrams are opened as VXLAN, as `run --vxlan-port`.
+    #[arg(long, default_value_t = probe_common::parse::VXLAN_PORT_DEFAULT)]
+    pub vxlan_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +112,7 @@ pub enum ReplayError {
 /// Polls of the flow table happen every second of capture time, as live.
 const POLL_NS: u64 = 1_000_000_000;
 /// A frame whose link type we cannot read, as a parse verdict.
-const NOT_DECODED: probe_common::parse::NotTcp = probe_common::parse::NotTcp::Protocol(probe_common::counters::PROTO_NON_IP);
+const NOT_DECODED: NotTcp = NotTcp::Protocol(probe_common::counters::PROTO_NON_IP);
 /// How many frames the home guess looks at.
 const HOME_GUESS_FRAMES: usize = 10_000;
 
@@ -125,15 +132,24 @@ fn guess_home(files: &[PathBuf]) -> Option<(IpAddr, String)> {
             if let Ok(tcp_packet) = decode::decode(frame.link_type, &frame.data).map(|d| d.parse()).unwrap_or(Err(NOT_DECODED)) {
                 let e = tcp_packet.endpoints;
                 tcp += 1;
-                for a in [addr(e.src, e.family), addr(e.dst, e.family)] {
+                let (src, dst) = (addr(e.src, e.family), addr(e.dst, e.family));
+                // Once per packet, even when it goes from an address to itself (loopback).
+                for a in if src == dst { vec![src] } else { vec![src, dst] } {
                     let order = counts.len();
                     counts.entry(a).or_insert((0, order)).0 += 1;
                 }
             }
         }
     }
-    let (ip, (n, _)) = counts.into_iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))?;
-    Some((ip, format!("no --home-net given: treating {ip} as ours, the busiest address (in {n} of the first {tcp} TCP packets)")))
+    let mut ranked: Vec<(IpAddr, (u64, usize))> = counts.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+    let (ip, (n, _)) = *ranked.first()?;
+    let mut why = format!("no --home-net given: treating {ip} as ours, the busiest address (in {n} of the first {tcp} TCP packets)");
+    // Two hosts talking only to each other tie: say so, or a scanner may be called "our host".
+    if let Some((other, _)) = ranked.get(1).filter(|(_, (m, _))| *m == n) {
+        why.push_str(&format!("; {other} is as busy, and {ip} was seen first: give --home-net to say which is ours"));
+    }
+    Some((ip, why))
 }
 
 fn create(path: &Path) -> Result<BufWriter<std::fs::File>, ReplayError> {
@@ -151,11 +167,28 @@ struct Replayer {
     next_poll: Option<u64>,
     last_ts: u64,
     idle_ns: u64,
+    parse: ParseOptions,
 }
 
 impl Replayer {
-    fn new(backend: Box<dyn Backend>, pipeline: Pipeline, prefixes: HomePrefixes, iface: &str, idle: Duration) -> Self {
-        Replayer { backend, pipeline, prefixes, iface: Arc::from(iface), next_poll: None, last_ts: 0, idle_ns: idle.as_nanos() as u64 }
+    fn new(
+        backend: Box<dyn Backend>,
+        pipeline: Pipeline,
+        prefixes: HomePrefixes,
+        iface: &str,
+        idle: Duration,
+        parse: ParseOptions,
+    ) -> Self {
+        Replayer {
+            backend,
+            pipeline,
+            prefixes,
+            iface: Arc::from(iface),
+            next_poll: None,
+            last_ts: 0,
+            idle_ns: idle.as_nanos() as u64,
+            parse,
+        }
     }
 
     /// Decode once, count, judge its events; at each capture second, poll. Returns the flows that
@@ -163,9 +196,13 @@ impl Replayer {
     fn frame(&mut self, frame: &capture::Frame) -> Result<Vec<FlowEntry>, UnsupportedLink> {
         self.last_ts = self.last_ts.max(frame.ts_ns);
         let decoded = decode::decode(frame.link_type, &frame.data)?;
-        let parsed = decoded.parse();
+        let parsed = decoded.parse_with(self.parse);
         // Towards us is ingress (XDP), from us is egress (TC), exactly as on a gateway.
-        let hook = parsed.as_ref().map_or(0, |t| self.prefixes.hook_for(&t.endpoints));
+        let hook = match &parsed {
+            Ok(t) => self.prefixes.hook_for(&t.endpoints),
+            Err(NotTcp::BadOffset { endpoints, .. }) => self.prefixes.hook_for(endpoints),
+            Err(_) => 0,
+        };
         let events = self.backend.feed(&Frame { decoded: &decoded, parsed: &parsed, hook, ts_ns: frame.ts_ns });
         for ev in &events {
             self.pipeline.event(&self.iface, ev);
@@ -247,11 +284,12 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     }
     let backend: Box<dyn Backend> = if args.kernel {
         let object = loader::object_bytes(args.ebpf_object.as_deref())?;
-        Box::new(KernelBackend::new(&object)?)
+        Box::new(KernelBackend::new(&object, args.vxlan_port)?)
     } else {
         Box::new(SoftBackend::default())
     };
-    let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle);
+    let parse = ParseOptions { vxlan_port: args.vxlan_port, ..ParseOptions::default() };
+    let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle, parse);
     let mut flows_out = match &args.flows_out {
         Some(p) => Some(create(p)?),
         None => None,
@@ -346,7 +384,8 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
     let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
     let prefixes = home.prefixes().expect("one network fits");
-    let mut replayer = Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120));
+    let mut replayer =
+        Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120), ParseOptions::default());
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };

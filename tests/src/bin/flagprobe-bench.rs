@@ -10,7 +10,7 @@ use probe_common::{
     flags::{ACK, PSH, RST, SYN},
     maps::{DEFAULT_EVENT_RATE, DEFAULT_FLOW_CAPACITY, PROG_XDP},
 };
-use tests::frames::TcpFrame;
+use tests::frames::{Encap, TcpFrame};
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
@@ -292,7 +292,12 @@ fn main() {
         // The same flow once the server has answered: established, as a real connection is (and
         // as xdp-cost's flow is from its second round on, after its server's RST).
         ("syn-ack-v4 (the server answers)", syn_ack),
-        (ESTABLISHED, ack),
+        (ESTABLISHED, ack.clone()),
+        // The same established flow's ACK through each way in that a tunnel adds: the parser's
+        // extra layers (the reference build counts these as other protocols, not as TCP).
+        ("established-ack-v4 in PPPoE", Encap::Pppoe.wrap(&ack)),
+        ("established-ack-v4 in GRE (keyed)", Encap::Gre { key: true, seq: false }.wrap(&ack)),
+        ("established-ack-v4 in VXLAN", Encap::Vxlan(4789).wrap(&ack)),
         ("rst-payload-v4 (rate-limited events)", rst.build()),
         ("syn-v6", syn6),
         ("data-v4-vlan", vlan.build()),

@@ -35,13 +35,16 @@ fn every_mode_loads_and_passes_the_verifier() {
         return;
     }
     let gateway = LoadOptions::default();
-    let modes: [(&str, LoadOptions); 6] = [
+    let modes: [(&str, LoadOptions); 8] = [
         ("gateway", gateway),
         ("gateway+ebpf-log", LoadOptions { ebpf_log: true, ..gateway }),
         ("drop", LoadOptions { drop_policy: DROP_UNSOLICITED_SYN_ACK | DROP_INVALID_FLAGS, ..gateway }),
         ("drop-dry-run", LoadOptions { drop_policy: DROP_UNSOLICITED_SYN_ACK | DROP_INVALID_FLAGS, mode: MODE_DROP_DRY_RUN, ..gateway }),
         ("sensor", LoadOptions { mode: MODE_SENSOR, home: every_home_net(), ..gateway }),
         ("sensor-pass+ebpf-log", LoadOptions { mode: MODE_SENSOR | MODE_SENSOR_PASS, home: every_home_net(), ebpf_log: true, ..gateway }),
+        // An interface without an Ethernet header (ppp0, gre0, wg0), and another VXLAN port.
+        ("gateway-l3", LoadOptions { link_ip: true, ..gateway }),
+        ("sensor-l3+vxlan-8472", LoadOptions { mode: MODE_SENSOR, home: every_home_net(), link_ip: true, vxlan_port: 8472, ..gateway }),
     ];
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut refused = Vec::new();

@@ -14,7 +14,10 @@ use probe_common::{
     flow::{NOTABLE_RST, NOTABLE_RST_PAYLOAD, Side},
     maps::{EVENTS, PROG_TC, PROG_XDP},
 };
-use tests::{frames::TcpFrame, privileged};
+use tests::{
+    frames::{Encap, TcpFrame},
+    privileged,
+};
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -143,8 +146,70 @@ fn malformed_frames_pass_and_are_counted_by_reason() {
         }
     }
     assert_eq!(c.parse_errors, want_errors, "parse errors by reason ({PARSE_ERROR_NAMES:?})");
+    // The bad-offset SYN is a TCP packet, as tshark counts it too.
+    want_protos[proto("tcp")] += 1;
     assert_eq!(c.protocols, want_protos);
-    assert_eq!(c.flags.iter().sum::<u64>(), 0, "nothing reached the histogram");
+    // The one segment with a bad data offset still has its flags byte, which tshark counts too.
+    assert_eq!(c.flags.iter().sum::<u64>(), 1, "only the bad-offset SYN reached the histogram");
+    assert_eq!(c.flags[SYN as usize], 1);
+}
+
+/// Every encapsulation the parser opens, through the real program: the inner segment is counted
+/// and tracked under the inner addresses, exactly once; the ones it leaves closed are counted
+/// under their own reason, never silently.
+#[test]
+fn tunnels_are_opened_to_the_inner_segment() {
+    if !privileged("tunnels_are_opened_to_the_inner_segment") {
+        return;
+    }
+    let mut p = probe();
+    let inner = TcpFrame::v4([10, 9, 0, 1], 40000, [10, 9, 0, 2], 80, SYN).build();
+    let inner6 = TcpFrame::v6("fd09::1", 40000, "fd09::2", 80, SYN | ACK).build();
+    let opened: Vec<(&str, Vec<u8>, u8)> = vec![
+        ("pppoe", Encap::Pppoe.wrap(&inner), SYN),
+        ("pppoe v6", Encap::Pppoe.wrap(&inner6), SYN | ACK),
+        ("gre", Encap::Gre { key: false, seq: false }.wrap(&inner), SYN),
+        ("gre keyed+sequenced", Encap::Gre { key: true, seq: true }.wrap(&inner), SYN),
+        ("gretap", Encap::GreTap.wrap(&inner), SYN),
+        ("vxlan", Encap::Vxlan(4789).wrap(&inner), SYN),
+        ("ipip", Encap::IpInIp.wrap(&inner), SYN),
+        ("6in4", Encap::IpInIp.wrap(&inner6), SYN | ACK),
+        ("4in6", Encap::IpInIp6.wrap(&inner), SYN),
+        ("6in6", Encap::IpInIp6.wrap(&inner6), SYN | ACK),
+        ("pppoe carrying gre", Encap::Pppoe.wrap(&Encap::Gre { key: true, seq: false }.wrap(&inner)), SYN),
+    ];
+    for (what, frame, _) in &opened {
+        assert_eq!(xdp(&mut p, frame), XDP_PASS, "{what}");
+    }
+    let c = p.counters().unwrap()[HOOK_INGRESS as usize];
+    assert_eq!(c.parse_errors.iter().sum::<u64>(), 0, "all opened: {:?}", c.parse_errors);
+    assert_eq!(c.flags[SYN as usize], opened.iter().filter(|o| o.2 == SYN).count() as u64);
+    assert_eq!(c.flags[(SYN | ACK) as usize], opened.iter().filter(|o| o.2 == SYN | ACK).count() as u64);
+    assert_eq!(c.protocols[proto("tcp")], opened.len() as u64);
+    // Two flows, both under the inner addresses (the outer ones never make a flow).
+    let table = FlowTable::map(&p.ebpf, p.geometry.slots()).unwrap();
+    let mut tracker = FlowTracker::new(p.geometry.slots() as usize, p.geometry.slots_per_cpu);
+    let mut keys = Vec::new();
+    tracker.scan(&table, &"test".into(), p.clock.now_ticks(), u64::MAX, |d| keys.extend(d.iter().map(|d| d.now.key)));
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.addr_lo[..2] == [10, 9] || k.addr_lo[..2] == [0xfd, 0x09]), "{keys:?}");
+
+    let mut p = probe();
+    let three_deep = Encap::Pppoe.wrap(&Encap::Gre { key: false, seq: false }.wrap(&Encap::IpInIp.wrap(&inner)));
+    let closed: Vec<(Vec<u8>, ParseError)> = vec![
+        (Encap::Geneve.wrap(&inner), ParseError::EncapsulatedGeneve),
+        (Encap::Teredo.wrap(&inner6), ParseError::EncapsulatedTeredo),
+        (Encap::Pptp.wrap(&inner), ParseError::EncapsulatedGreOther),
+        (three_deep, ParseError::TooDeep),
+    ];
+    let mut want = [0u64; PARSE_ERROR_NAMES.len()];
+    for (frame, reason) in &closed {
+        assert_eq!(xdp(&mut p, frame), XDP_PASS, "{reason:?}");
+        want[*reason as usize] += 1;
+    }
+    let c = p.counters().unwrap()[HOOK_INGRESS as usize];
+    assert_eq!(c.parse_errors, want, "counted by reason ({PARSE_ERROR_NAMES:?})");
+    assert_eq!(c.flags.iter().sum::<u64>(), 0);
 }
 
 #[test]

@@ -26,4 +26,5 @@ mod replay;
 mod replay_mutations;
 mod sensor;
 mod state_files;
+mod tunnels;
 mod under_systemd;

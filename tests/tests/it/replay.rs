@@ -86,6 +86,21 @@ fn replay_counts_equal_tshark_and_verdicts_equal_the_readme() {
     }
 }
 
+/// The same capture replayed twice writes the same alert lines in the same order: detectors walk
+/// hash maps, whose order changes from process to process, and their alerts are sorted before
+/// they are written.
+#[test]
+fn two_replays_of_a_capture_write_the_same_alerts() {
+    for file in
+        ["pcaps/scenarios/s03_backscatter.pcap", "pcaps/scenarios/s06_storm_goaway.pcap", "pcaps/external/stopddos/synack-reflection.pcap"]
+    {
+        let path = shared_dir().join(file);
+        let runs: Vec<Vec<serde_json::Value>> = (0..3).map(|_| replay(std::slice::from_ref(&path), &[], false).alerts).collect();
+        assert!(!runs[0].is_empty(), "{file}: alerts to compare");
+        assert!(runs.iter().all(|r| r == &runs[0]), "{file}: the same alerts, in the same order, every time");
+    }
+}
+
 #[test]
 fn without_home_net_the_busiest_address_is_chosen_aloud() {
     let r = replay(&[shared_dir().join("pcaps/scenarios/s03_backscatter.pcap")], &[], false);
