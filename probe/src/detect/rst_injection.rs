@@ -67,8 +67,13 @@ impl DetectorConfig for Config {
 pub struct RstInjection {
     config: Config,
     /// The last RST each sender sent on each connection: its IP-ID (IPv4) and TTL, for the next.
-    last_rst: HashMap<(IpAddr, u16, IpAddr, u16), (Option<u16>, u8, u64)>,
+    last_rst: HashMap<Connection, LastRst>,
 }
+
+/// Sender address and port, receiver address and port.
+type Connection = (IpAddr, u16, IpAddr, u16);
+/// A RST's IP-ID (none for IPv6), TTL and time.
+type LastRst = (Option<u16>, u8, u64);
 
 /// Connections whose last RST is remembered at most (a RST flood empties the memory, no more).
 const LAST_RST_MAX: usize = 4096;
