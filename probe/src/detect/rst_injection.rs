@@ -17,8 +17,10 @@
 //! - a burst of RSTs from one stack (one per segment of ours in flight, each with that segment's
 //!   ack as its sequence number, in whatever order they arrive) keeps its TTL and continues its own
 //!   IP-ID sequence; only a second RST that breaks one of them is judged as a sequence change;
-//! - TTLs drift by a hop or two when a route changes mid-flow (and IPv6 hop limits with it), so
-//!   differences up to `ttl-tolerance` (2) are not evidence;
+//! - (not yet) TTLs drift by a hop or two when a route changes mid-flow, but a Quantum Insert's
+//!   segment differs by two as well (Zeek's qi_internet trace): only the IP-ID sequence of the
+//!   sender's own packets around it tells them apart, and the flow table does not keep it yet, so
+//!   `ttl-tolerance` stays 0 and a site with such routes raises it;
 //! - a SYN/ACK whose TTL is an initial value (64, 128, 255: it crossed no router) was written by a
 //!   box on our own link, a SYN proxy or load balancer, not by the distant server: it is no
 //!   reference for the server's own distance;
@@ -50,7 +52,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 2 }
+        Config { enabled: true, seq_change_window_ms: 2000, seq_change_tolerance: 2, ttl_tolerance: 0 }
     }
 }
 
@@ -297,14 +299,9 @@ mod tests {
     }
 
     #[test]
-    fn a_route_change_or_a_syn_proxy_is_not_forgery() {
+    fn a_syn_proxy_or_a_retry_is_not_forgery() {
         let mut s = Script::new();
         let mut d = RstInjection::new(Config::default());
-        // A route change: data 1 hop further than the SYN/ACK.
-        handshake(&mut s);
-        let mut data = pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK);
-        (data.ttl, data.payload) = (49, b"hello");
-        s.send(3 * S, data);
         // A SYN proxy on our link answers the handshake (TTL 255), the server sends from afar.
         s.send(S, pkt("10.0.0.2", 40001, "192.0.2.1", 443, SYN));
         let mut sa = pkt("192.0.2.1", 443, "10.0.0.2", 40001, SYN | ACK);
