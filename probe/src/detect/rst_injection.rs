@@ -17,25 +17,24 @@
 //! - a burst of RSTs from one stack (one per segment of ours in flight, each with that segment's
 //!   ack as its sequence number, in whatever order they arrive) keeps its TTL and continues its own
 //!   IP-ID sequence; only a second RST that breaks one of them is judged as a sequence change;
-//! - (not yet) TTLs drift by a hop or two when a route changes mid-flow, but a Quantum Insert's
-//!   segment differs by two as well (Zeek's qi_internet trace): only the IP-ID sequence of the
-//!   sender's own packets around it tells them apart, and the flow table does not keep it yet, so
-//!   `ttl-tolerance` stays 0 and a site with such routes raises it;
-//! - a SYN/ACK whose TTL is an initial value (64, 128, 255: it crossed no router) was written by a
-//!   box on our own link, a SYN proxy or load balancer, not by the distant server: it is no
-//!   reference for the server's own distance;
+//! - (not yet for RSTs) a RST at another TTL is judged at once against the sender's first packet:
+//!   a SYN proxy's SYN/ACK (TTL 255) before the server's own RST can still look forged;
+//! - a data segment at another TTL than the sender's first packet is held until the sender's next
+//!   packets tell: if they continue its IP-ID sequence at its TTL, a stack sends there (a path
+//!   that changed, a SYN proxy or load balancer that answered the handshake); if they come back
+//!   at the first TTL instead, only that segment came from elsewhere (a Quantum Insert);
 //! - a new SYN after a refused one is a new connection attempt, not data after a RST.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use probe_common::{
     flags::{ACK, RST, SYN},
-    flow::{NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE},
+    flow::{FlowKey, NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE, Side},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, DetectorConfig, EventView};
+use super::{Detector, DetectorConfig, EventView, FlowView};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -70,7 +69,33 @@ pub struct RstInjection {
     config: Config,
     /// The last RST each sender sent on each connection: its IP-ID (IPv4) and TTL, for the next.
     last_rst: HashMap<Connection, LastRst>,
+    /// Data segments whose only sign is another TTL, waiting for the sender's next packets.
+    held: HashMap<FlowKey, Held>,
 }
+
+/// A data segment at another TTL than the sender's first packet, held until the sender's next
+/// packets say which it was: a path that changed (they keep the new TTL, and each is an event
+/// again) or a packet from elsewhere (they come back at the old TTL, and raise no event).
+struct Held {
+    alert: Alert,
+    sender: Side,
+    ttl: u8,
+    first_ttl: u8,
+    /// The sender's packets counted in the flow once the held segment was in.
+    packets_then: u32,
+    /// Events from the sender at the held segment's TTL since.
+    same_ttl_after: u32,
+    /// The held segment's IP-ID (IPv4), and whether a later packet at its TTL continued it: the
+    /// new TTL is then a stack's own stream of packets (a path, or another member behind a load
+    /// balancer), where an injector writes a segment or two.
+    ip_id: Option<u16>,
+    stream: bool,
+    at_ns: u64,
+}
+
+/// Held segments at most, and how long one waits for the sender's next packets.
+const HELD_MAX: usize = 4096;
+const HELD_NS: u64 = 30_000_000_000;
 
 /// Sender address and port, receiver address and port.
 type Connection = (IpAddr, u16, IpAddr, u16);
@@ -81,13 +106,16 @@ type LastRst = (Option<u16>, u8, u64);
 const LAST_RST_MAX: usize = 4096;
 /// Two IP-IDs this close (either way: RSTs of one burst arrive out of order) are one stack's.
 const IP_ID_SAME_STACK: u16 = 256;
-/// TTLs a packet is sent with: one that arrives with exactly this value crossed no router.
-const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
 
 impl RstInjection {
     pub fn new(config: Config) -> Self {
-        RstInjection { config, last_rst: HashMap::new() }
+        RstInjection { config, last_rst: HashMap::new(), held: HashMap::new() }
     }
+}
+
+/// Two IP-IDs close enough (either way: packets of one burst arrive out of order) to be one stack's.
+fn same_stack(a: u16, b: u16) -> bool {
+    a.wrapping_sub(b).min(b.wrapping_sub(a)) <= IP_ID_SAME_STACK
 }
 
 /// The IPv4 identification of the packet in an event's frame copy (none for IPv6).
@@ -106,6 +134,17 @@ fn seq_distance(a: u32, b: u32) -> u32 {
 impl Detector for RstInjection {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
+        let (flow, sender_side) = FlowKey::canonical(&e.endpoints());
+        if let Some(h) = self.held.get_mut(&flow)
+            && h.sender == sender_side
+            && e.ttl == h.ttl
+        {
+            h.same_ttl_after += 1;
+            h.stream |= match (h.ip_id, ip_id(e.frame())) {
+                (Some(a), Some(b)) => same_stack(a, b),
+                _ => true,
+            };
+        }
         // Towards us only; when both ends are ours (a loopback capture), each end judges the other.
         if (ev.from_local && !ev.to_local) || e.reasons & (NOTABLE_RST | NOTABLE_AFTER_RST | NOTABLE_TTL_CHANGE) == 0 {
             return vec![];
@@ -125,9 +164,6 @@ impl Detector for RstInjection {
             return vec![];
         }
         let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
-        // The sender's first TTL is a reference for its distance unless it came from a SYN/ACK
-        // written on our own link (see the module's notes).
-        let reference_ttl = !(s.syn_ack > 0 && INITIAL_TTLS.contains(&s.first_ttl));
         let (src, dst) = (ev.src(), ev.dst());
         let this_id = ip_id(e.frame());
         let previous = if is_rst {
@@ -149,7 +185,7 @@ impl Detector for RstInjection {
             let same_stack = previous.is_some_and(|(id, ttl, _)| {
                 !ttl_differs(ttl, e.ttl)
                     && match (id, this_id) {
-                        (Some(a), Some(b)) => a.wrapping_sub(b).min(b.wrapping_sub(a)) <= IP_ID_SAME_STACK,
+                        (Some(a), Some(b)) => same_stack(a, b),
                         _ => true,
                     }
             });
@@ -161,7 +197,7 @@ impl Detector for RstInjection {
                 ));
             }
         }
-        if is_rst && s.packets > 0 && reference_ttl && ttl_differs(e.ttl, s.first_ttl) {
+        if is_rst && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
             signs.push(format!("the RST arrived with TTL {} while this sender's earlier packets had TTL {}", e.ttl, s.first_ttl));
         }
         // A SYN after the sender's RST opens a new connection on the same ports (a retry).
@@ -177,7 +213,8 @@ impl Detector for RstInjection {
             }
             signs.push(sign);
         }
-        if !is_rst && s.rst == 0 && e.payload_len > 0 && s.packets > 0 && reference_ttl && ttl_differs(e.ttl, s.first_ttl) {
+        let data_ttl = !is_rst && s.rst == 0 && e.payload_len > 0 && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl);
+        if data_ttl {
             signs.push(format!(
                 "a data segment arrived with TTL {} while this sender's earlier packets had TTL {}: another machine on the path may be writing into the connection",
                 e.ttl, s.first_ttl
@@ -229,7 +266,63 @@ impl Detector for RstInjection {
             packets: 1,
             flows: 1,
         };
-        vec![draft.build(ev.at_ns, summary, explanation, evidence)]
+        let alert = draft.build(ev.at_ns, summary, explanation, evidence);
+        // Another TTL alone is what a changed path shows too (a route, a load balancer's other
+        // member): held until the sender's next packets tell.
+        if data_ttl && signs.len() == 1 {
+            if self.held.contains_key(&flow) {
+                return vec![];
+            }
+            if self.held.len() >= HELD_MAX {
+                self.held.clear();
+            }
+            let held = Held {
+                alert,
+                sender: sender_side,
+                ttl: e.ttl,
+                first_ttl: s.first_ttl,
+                packets_then: s.packets + 1,
+                same_ttl_after: 0,
+                ip_id: this_id,
+                stream: false,
+                at_ns: ev.at_ns,
+            };
+            self.held.insert(flow, held);
+            return vec![];
+        }
+        vec![alert]
+    }
+
+    /// A held segment is judged once its sender sent more. If a later packet at its TTL continued
+    /// its IP-ID sequence, a stack sends at that TTL: a path, not an injector (nDPI's P2P capture
+    /// sends its data one hop off its SYN/ACK, FIN and RSTs). Otherwise, if some later packets
+    /// came back at the sender's first TTL (no event: only the held segment differed), the segment
+    /// came from elsewhere (Zeek's Quantum Insert trace).
+    fn observe_flows(&mut self, _now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for f in flows {
+            let Some(h) = self.held.get(&f.now.key) else { continue };
+            let later = f.now.sides[h.sender.index()].packets.saturating_sub(h.packets_then);
+            if later == 0 {
+                continue;
+            }
+            let h = self.held.remove(&f.now.key).expect("just found");
+            if !h.stream && later > h.same_ttl_after {
+                let mut alert = h.alert;
+                let back = later - h.same_ttl_after;
+                alert.explanation.push_str(&format!(
+                    " The sender's next packets came back with TTL {} ({back} of {later}): only this segment differed.",
+                    h.first_ttl
+                ));
+                alert.evidence["later_packets_at_first_ttl"] = json!(back);
+                out.push(alert);
+            }
+        }
+        out
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        self.held.retain(|_, h| now_ns.saturating_sub(h.at_ns) < HELD_NS);
     }
 }
 
@@ -298,6 +391,46 @@ mod tests {
         assert!(s.events_to(&mut d).is_empty());
     }
 
+    /// Our SYN, the server's SYN/ACK (TTL 54) and our ACK and request, as in Zeek's Quantum Insert
+    /// trace.
+    fn qi_handshake(s: &mut Script) {
+        s.send(S, pkt("10.0.0.2", 40000, "192.0.2.1", 80, SYN));
+        s.send(S + 1, Pkt { ttl: 54, ack: 1001, ..pkt("192.0.2.1", 80, "10.0.0.2", 40000, SYN | ACK) });
+        s.send(S + 2, pkt("10.0.0.2", 40000, "192.0.2.1", 80, ACK));
+        s.send(S + 3, Pkt { payload: b"GET / HTTP/1.1", ..pkt("10.0.0.2", 40000, "192.0.2.1", 80, PSH | ACK) });
+    }
+
+    #[test]
+    fn a_segment_at_another_ttl_followed_by_the_senders_own_is_injection() {
+        // Quantum Insert: a segment two hops off races the server's answer, which comes at TTL 54.
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        qi_handshake(&mut s);
+        s.send(S + 4, Pkt { ttl: 56, payload: b"HTTP/1.1 302 Found", ..pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK) });
+        assert!(s.events_to(&mut d).is_empty(), "held until the sender's next packets");
+        s.send(S + 5, Pkt { ttl: 54, payload: b"HTTP/1.1 200 OK", ..pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK) });
+        let mut alerts = s.events_to(&mut d);
+        alerts.extend(s.poll(&mut d, 2 * S));
+        assert_eq!(alerts.len(), 1, "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
+        assert!(alerts[0].summary.contains("TTL 56"), "{}", alerts[0].summary);
+        assert!(alerts[0].explanation.contains("came back with TTL 54"), "{}", alerts[0].explanation);
+    }
+
+    #[test]
+    fn a_path_that_changed_keeps_its_new_ttl_and_is_not_injection() {
+        // The SYN/ACK one hop nearer than the data that follows, all of it (a load balancer's
+        // other member, a route change): every later packet keeps the new TTL.
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        qi_handshake(&mut s);
+        for i in 0..4u64 {
+            s.send(S + 4 + i, Pkt { ttl: 55, payload: b"more data", ..pkt("192.0.2.1", 80, "10.0.0.2", 40000, PSH | ACK) });
+        }
+        let mut alerts = s.events_to(&mut d);
+        alerts.extend(s.poll(&mut d, 2 * S));
+        assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_syn_proxy_or_a_retry_is_not_forgery() {
         let mut s = Script::new();
@@ -308,12 +441,11 @@ mod tests {
         (sa.ttl, sa.ack) = (255, 1001);
         s.send(S + 1, sa);
         s.send(S + 2, pkt("10.0.0.2", 40001, "192.0.2.1", 443, ACK));
-        let mut data = pkt("192.0.2.1", 443, "10.0.0.2", 40001, PSH | ACK);
-        (data.ttl, data.payload) = (52, b"server hello");
-        s.send(3 * S, data);
-        let mut rst = pkt("192.0.2.1", 443, "10.0.0.2", 40001, RST);
-        rst.ttl = 52;
-        s.send(4 * S, rst);
+        for i in 0..3u64 {
+            let mut data = pkt("192.0.2.1", 443, "10.0.0.2", 40001, PSH | ACK);
+            (data.ttl, data.payload, data.ip_id) = (52, b"server hello", 0x3a00 + i as u16);
+            s.send(3 * S + i, data);
+        }
         // A refused SYN, then a new SYN on the same ports: a retry.
         s.send(5 * S, pkt("192.0.2.9", 5000, "10.0.0.2", 25, SYN));
         s.send(5 * S + 1, pkt("10.0.0.2", 25, "192.0.2.9", 5000, RST | ACK));
@@ -321,7 +453,8 @@ mod tests {
         rst.seq = 1001;
         s.send(5 * S + 2, rst);
         s.send(6 * S, Pkt { seq: 77_000, ..pkt("192.0.2.9", 5000, "10.0.0.2", 25, SYN) });
-        let alerts = s.events_to(&mut d);
+        let mut alerts = s.events_to(&mut d);
+        alerts.extend(s.poll(&mut d, 10 * S));
         assert!(alerts.is_empty(), "{:#?}", alerts.iter().map(|a| &a.summary).collect::<Vec<_>>());
     }
 
