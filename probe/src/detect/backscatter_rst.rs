@@ -100,6 +100,12 @@ impl Detector for BackscatterRst {
         self.reflections.alerts(now_ns, touched, &self.remotes, self.config.min_packets, Some(view.iface), |r, e| render(r, e, now_ns))
     }
 
+    /// A capture has no next poll: what waits for one is written now.
+    fn end_of_input(&mut self, now_ns: u64) -> Vec<Alert> {
+        let touched = std::mem::take(&mut self.touched);
+        self.reflections.alerts(now_ns, touched, &self.remotes, self.config.min_packets, None, |r, e| render(r, e, now_ns))
+    }
+
     fn expire(&mut self, now_ns: u64) {
         self.remotes.expire(now_ns);
     }

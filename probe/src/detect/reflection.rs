@@ -205,11 +205,18 @@ pub struct Reflections {
     /// absorbed, since the last [`Reflections::tallies`].
     packets: u64,
     held_back: u64,
+    /// Remotes with a single packet so far whose alert waits one poll: the first poll of a
+    /// reflection flood may see too few of its senders to tell, the next one does.
+    waiting: HashSet<IpAddr>,
 }
+
+/// How many remotes may wait a poll at most (a flood's senders beyond are alerted or absorbed
+/// at once).
+const WAITING_MAX: usize = 65_536;
 
 impl Reflections {
     pub fn new(kind: &'static Kind, window_secs: u64, min_senders: u64) -> Self {
-        Reflections { kind, window_secs, min_senders, watches: HashMap::new(), packets: 0, held_back: 0 }
+        Reflections { kind, window_secs, min_senders, watches: HashMap::new(), packets: 0, held_back: 0, waiting: HashSet::new() }
     }
 
     /// This poll's aggregates of one interface.
@@ -238,12 +245,22 @@ impl Reflections {
         render_remote: impl Fn(IpAddr, &RemoteRecord) -> Alert,
     ) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        for remote in touched {
+        let waited = std::mem::take(&mut self.waiting);
+        let mut remotes: Vec<IpAddr> = touched.into_iter().chain(waited.iter().copied()).collect();
+        remotes.sort();
+        remotes.dedup();
+        for remote in remotes {
             let Some(r) = records.get(&remote).filter(|r| r.packets >= min_packets) else { continue };
             match self.watches.get_mut(&r.iface) {
                 Some(w) if w.active() => {
                     w.hold_back(1);
                     self.held_back += 1;
+                }
+                // One packet from a remote is what each sender of a reflection flood sends: wait
+                // one poll for the flood to show before calling it backscatter (not at the end of
+                // the input, where there is no next poll).
+                _ if iface.is_some() && r.packets < 2 && !waited.contains(&remote) && self.waiting.len() < WAITING_MAX => {
+                    self.waiting.insert(remote);
                 }
                 _ => alerts.push(render_remote(remote, r)),
             }
