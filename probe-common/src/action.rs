@@ -11,7 +11,7 @@ use crate::{
     aggregate::Aggregates,
     counters::HOOK_INGRESS,
     flags::{self, ACK, FIN, RST, SYN},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, Side, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, Side, notable_reasons, yields_to_connection},
 };
 
 /// `--drop unsolicited-synack`: a SYN/ACK on a flow our host sent no SYN on. Dropped, our kernel
@@ -69,7 +69,8 @@ pub enum SlotSays {
     /// Our host sent on this flow: never drop.
     Ours,
     /// Our host sent nothing here: the slot is free, idle, holds this flow without a packet from
-    /// us, or holds an unproven flow (a packet of ours would have taken that slot over).
+    /// us, or holds a flow that yields (unproven, or closed a while ago): a packet of ours would
+    /// have taken that slot over.
     NotOurs,
     /// Another live connection holds the slot, so a packet of ours may have found no room.
     CannotTell,
@@ -85,8 +86,13 @@ pub fn slot_says(entry: &FlowEntry, key: &FlowKey, ours: Side, now: u64, idle_ti
     if entry.key.same(key) {
         return if entry.sides[ours.index()].packets > 0 { SlotSays::Ours } else { SlotSays::NotOurs };
     }
-    // A flow our host opened is proven from its first packet and keeps its slot until idle.
-    if entry.proven == 0 || now.saturating_sub(entry.last_seen) > idle_ticks { SlotSays::NotOurs } else { SlotSays::CannotTell }
+    // A flow our host opened is proven from its first packet and keeps its slot until idle or
+    // closed: a packet of ours would have taken the slot only from one that yields.
+    if now.saturating_sub(entry.last_seen) > idle_ticks || yields_to_connection(entry, now, idle_ticks) {
+        SlotSays::NotOurs
+    } else {
+        SlotSays::CannotTell
+    }
 }
 
 /// The counter slot of a `DROP_*` bit.
@@ -138,6 +144,14 @@ mod tests {
         flood.start(&k, Side::Lo, 90);
         flood.apply(Side::Lo, &seg(SYN, HOOK_INGRESS));
         assert_eq!(slot_says(&flood, &other, Side::Hi, 100, 50), SlotSays::NotOurs, "unproven: ours would have taken it");
+        // A closed connection keeps its slot for the linger (idle / 64), then yields it.
+        let mut closed = e;
+        closed.apply(Side::Lo, &seg(RST | ACK, HOOK_INGRESS));
+        assert_eq!(slot_says(&closed, &other, Side::Hi, 100, 6400), SlotSays::CannotTell, "closed just now");
+        assert_eq!(slot_says(&closed, &other, Side::Hi, 100 + 101, 6400), SlotSays::NotOurs, "closed past its linger");
+        let fresh = Segment { now: 100 + 101, ..seg(SYN, HOOK_EGRESS) };
+        assert!(crate::flow::may_take_slot(&closed, &fresh, 6400));
+        assert!(!crate::flow::may_take_slot(&closed, &Segment { now: 100 + 101, ..seg(SYN, HOOK_INGRESS) }, 6400), "never a flood's");
     }
 
     /// The kernel's fast path applies a segment `only_counts` accepts and skips every other

@@ -225,6 +225,14 @@ pub fn hll_merge(into: &mut [u8], other: &[u8]) {
     }
 }
 
+/// How long a service's bucket stays its own without inbound SYNs, for a flow table whose flows
+/// go idle after `flow_idle` (same clock): an eighth of it, so a service's flood statistics
+/// outlive a burst but not the connections they describe.
+#[inline(always)]
+pub fn service_idle(flow_idle: u64) -> u64 {
+    flow_idle / 8
+}
+
 impl Aggregates {
     /// Whether `seg` can change the aggregates at all: a SYN, a RST, or the client's ACK that may
     /// complete a handshake. The packets of established flows are none of these, so they skip the

@@ -244,6 +244,38 @@ pub fn flood_shaped(seg: &Segment) -> bool {
     budgeted_syn(seg) || (seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK) == SYN | ACK || f & RST != 0))
 }
 
+/// Whether a packet of a flow that `entry`'s slot does not hold may take that slot: a free or idle
+/// one, or, unless this packet is flood-shaped, one whose flow [`yields_to_connection`]. So a
+/// spoofed flood fills only free slots and a real connection's next packet wins one back. The
+/// kernel's table and replay's decide with this one rule; `idle` is in `seg.now`'s clock.
+#[inline(always)]
+pub fn may_take_slot(entry: &FlowEntry, seg: &Segment, idle: u64) -> bool {
+    // Worked out only here: an established packet, the common case, never gets this far.
+    let free = entry.key.family == FAMILY_NONE || seg.now.saturating_sub(entry.last_seen) > idle;
+    free || (!flood_shaped(seg) && yields_to_connection(entry, seg.now, idle))
+}
+
+/// Whether the flow in a slot gives way to a new connection's packet at `now`: it never proved to
+/// be a connection, or it is over — a RST, or a FIN from each side — and has been quiet for
+/// [`linger`]. A gateway opens thousands of short connections a second, and a closed one held its
+/// slot for the whole idle time (two minutes by default), so a busy gateway's table filled with
+/// the dead and new connections went untracked. The linger keeps a closed flow long enough for its
+/// last retransmissions and for a forged segment racing them, which the detectors judge against
+/// the flow's history.
+#[inline(always)]
+pub fn yields_to_connection(entry: &FlowEntry, now: u64, idle: u64) -> bool {
+    let (a, b) = (&entry.sides[0], &entry.sides[1]);
+    let over = a.rst + b.rst > 0 || (a.fin > 0 && b.fin > 0);
+    entry.proven == 0 || (over && now.saturating_sub(entry.last_seen) > linger(idle))
+}
+
+/// How long a closed flow keeps its slot: a sixty-fourth of the idle time (about 2 s of the
+/// default 120 s), in the same clock.
+#[inline(always)]
+pub fn linger(idle: u64) -> u64 {
+    idle >> 6
+}
+
 /// Whether `seg` is an inbound SYN (no ACK, no RST), the packet [`HookCounters::take_syn_budget`]
 /// rations before it may touch the flow table.
 ///

@@ -13,13 +13,13 @@ use probe_common::{
     action::{
         ACTION_DROPPED, ACTION_PASSED, ACTION_WOULD_DROP, MODE_DROP_DRY_RUN, SlotSays, drop_candidate, only_counts, reason_index, slot_says,
     },
-    aggregate::Aggregates,
+    aggregate::{Aggregates, service_idle},
     flow::Side,
 };
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, flood_shaped, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, may_take_slot, notable_reasons},
     parse::TcpPacket,
 };
 
@@ -115,7 +115,7 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
     let history = entry.as_deref().filter(|e| e.key.family != FAMILY_NONE);
     let reasons = opaque(counters, notable_reasons(history, side, &pkt.segment) as u64) as u8;
     if Aggregates::concerns(history, side, &pkt.segment) {
-        let input = AggregateInput { history, side: side as u8, pkt, reasons, idle: counters.flow_idle_ticks / 8 };
+        let input = AggregateInput { history, side: side as u8, pkt, reasons, idle: service_idle(counters.flow_idle_ticks) };
         // Kept, not dropped: see `aggregate`'s return value.
         core::hint::black_box(aggregate(&input));
     }
@@ -214,10 +214,9 @@ fn aggregate(input: &AggregateInput<'_>) -> u32 {
     side as u32
 }
 
-/// The slot for `key`: its own, a free or idle one, or one held by a flow that never proved to be
-/// a connection unless this packet is flood-shaped (reset to empty, `family == 0`, so the caller
-/// starts it after judging the packet against an empty history); `None` when another flow keeps
-/// it. So a spoofed flood fills only free slots, and a real connection's next packet wins one back.
+/// The slot for `key`: its own, or one [`may_take_slot`] lets it take (reset to empty, `family ==
+/// 0`, so the caller starts it after judging the packet against an empty history); `None` when
+/// another flow keeps it.
 #[inline(always)]
 fn flow_slot(counters: &mut HookCounters, key: &FlowKey, seg: &Segment, index: u32) -> Option<&'static mut FlowEntry> {
     let Some(ptr) = FLOWS.get_ptr_mut(index) else {
@@ -229,9 +228,7 @@ fn flow_slot(counters: &mut HookCounters, key: &FlowKey, seg: &Segment, index: u
     if entry.holds(key) {
         return Some(entry);
     }
-    // Worked out only here: an established packet, the common case, never gets this far.
-    let free = entry.key.family == FAMILY_NONE || seg.now.saturating_sub(entry.last_seen) > counters.flow_idle_ticks;
-    if free || (!flood_shaped(seg) && entry.proven == 0) {
+    if may_take_slot(entry, seg, counters.flow_idle_ticks) {
         counters.flow_inserts += 1;
         entry.key.family = FAMILY_NONE;
         return Some(entry);

@@ -13,7 +13,7 @@
 //!   and replay alike).
 //! - [`detect`]: the detectors, one file each, pure, time as a parameter.
 //! - [`flows`]: flow-table slots → flows changed since the last poll, merged across CPUs; and the
-//!   same per-packet logic over a hash map ([`flows::SoftTable`]).
+//!   same per-packet logic over the same kind of bounded table ([`flows::SoftTable`]).
 //! - [`kernel`]: everything that holds an aya handle: load/attach, the clocks (the one place
 //!   kernel time becomes wall-clock time), the mmap'd flow table, the ring-buffer reader.
 //! - [`alert`]: the alert type, its renderings, dedup and sinks.

@@ -428,10 +428,13 @@ mod tests {
         assert_eq!((a.verdict, a.host_role, a.severity), ("reflection", HostRole::Victim, Severity::High));
         let n = a.evidence["reflectors_estimate"].as_u64().unwrap();
         assert!((800..1200).contains(&n), "about 1000 reflectors: {n}");
-        assert_eq!(a.evidence["per_sender_alerts_held_back"], 1000);
+        // One per sender the table held: a few share a slot, as in the kernel's direct-mapped
+        // table, and are judged by their events alone (our RST may take an unproven flow's slot).
+        let held = a.evidence["per_sender_alerts_held_back"].as_u64().unwrap();
+        assert!((950..=s.table.len() as u64).contains(&held), "{held}");
         assert!(!a.explanation.contains("bystander,") && a.explanation.contains("target"));
         let tallies = d.take_tallies();
-        assert!(tallies.contains(&Tally::HeldBack { detector: "backscatter_synack", alerts: 1000 }), "{tallies:?}");
+        assert!(tallies.contains(&Tally::HeldBack { detector: "backscatter_synack", alerts: held }), "{tallies:?}");
     }
 
     #[test]

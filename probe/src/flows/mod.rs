@@ -1,12 +1,13 @@
 //! From flow-table slots to flows: which flows changed since the last poll, each merged across the
 //! per-CPU partitions it occupies (ingress and egress of one connection may run on different CPUs).
-//! [`soft`] is the same per-packet logic over a hash map, for replay and the detector tests;
+//! [`soft`] is the same per-packet logic over the same kind of table, for replay and the detector
+//! tests;
 //! [`aggregate`] merges the flood-proof aggregates that need no flow slot.
 
 pub mod aggregate;
 pub mod soft;
 
-pub use soft::SoftTable;
+pub use soft::{SoftTable, TableSettings};
 
 use std::sync::Arc;
 

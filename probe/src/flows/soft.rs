@@ -1,39 +1,86 @@
 //! The kernel program's per-packet work, in userspace: the same probe-common functions
-//! (`notable_reasons`, `FlowEntry::apply`) over a hash map instead of the kernel's slots. Offline
-//! replay and the detector tests run packets through it, so they judge exactly what the kernel
-//! would have counted.
+//! (`notable_reasons`, `may_take_slot`, `FlowEntry::apply`, the SYN budget) over the same kind of
+//! table — a direct-mapped array of slots, one partition, bounded — so offline replay and the
+//! detector tests judge exactly what the kernel would have counted, and a flood costs a replay no
+//! more memory than it costs the agent.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use probe_common::{
-    aggregate::Aggregates,
+    aggregate::{Aggregates, service_idle},
     counters::{HOOKS, HookCounters},
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{Endpoints, FlowEntry, FlowKey, Segment, notable_reasons},
+    flow::{Endpoints, FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, may_take_slot, notable_reasons},
+    maps::DEFAULT_FLOW_CAPACITY,
 };
 
 use super::{FlowDelta, aggregate::AggregateSnapshot};
 
-/// How long a service's aggregate bucket stays its own without inbound SYNs (the kernel uses an
-/// eighth of the flow idle time: 15 s by default).
-const SERVICE_IDLE_NS: u64 = 15_000_000_000;
+/// The table's size and rules, as `run`'s settings give them (times in ns, the replay clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSettings {
+    /// Slots; rounded up to a power of two as the kernel rounds a partition.
+    pub capacity: u32,
+    /// A flow quiet this long gives up its slot.
+    pub idle_ns: u64,
+    /// Inbound SYNs a second tracked in the table (0: all), as one CPU of the agent.
+    pub syn_track_rate: u64,
+}
 
-#[derive(Default)]
+impl Default for TableSettings {
+    /// The agent's defaults, except that every SYN is tracked: detector tests script a few flows
+    /// each, and want each one held.
+    fn default() -> Self {
+        TableSettings { capacity: DEFAULT_FLOW_CAPACITY, idle_ns: 120_000_000_000, syn_track_rate: 0 }
+    }
+}
+
 pub struct SoftTable {
-    flows: HashMap<FlowKey, FlowEntry>,
-    at_last_take: HashMap<FlowKey, FlowEntry>,
-    changed: HashSet<FlowKey>,
+    slots: Vec<FlowEntry>,
+    /// Each slot as of the last [`SoftTable::take_deltas`].
+    shadow: Vec<FlowEntry>,
+    /// Slots written since the last take, each once (`dirty` marks them).
+    changed: Vec<u32>,
+    dirty: Vec<bool>,
+    /// Flows that lost their slot to another since the last [`SoftTable::expire`].
+    evicted: Vec<FlowEntry>,
+    mask: u32,
+    settings: TableSettings,
     pub counters: [HookCounters; HOOKS as usize],
     /// The flood-proof aggregates, one "CPU"'s worth.
     aggregates: Box<Aggregates>,
 }
 
+impl Default for SoftTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SoftTable {
     pub fn new() -> Self {
-        Self::default()
+        Self::with(TableSettings::default())
+    }
+
+    pub fn with(settings: TableSettings) -> Self {
+        let slots = settings.capacity.max(64).next_power_of_two();
+        let mut counters = [HookCounters::default(); HOOKS as usize];
+        for c in &mut counters {
+            // The SYN budget's second, in this table's clock (the kernel's is in jiffies).
+            c.syn_window_ticks = 1_000_000_000;
+            c.flow_idle_ticks = settings.idle_ns;
+        }
+        SoftTable {
+            slots: vec![FlowEntry::default(); slots as usize],
+            shadow: vec![FlowEntry::default(); slots as usize],
+            changed: Vec::new(),
+            dirty: vec![false; slots as usize],
+            evicted: Vec::new(),
+            mask: slots - 1,
+            settings,
+            counters,
+            aggregates: Box::default(),
+        }
     }
 
     /// The aggregates so far (timestamps are already ns).
@@ -41,27 +88,48 @@ impl SoftTable {
         AggregateSnapshot::merge(std::iter::once(&*self.aggregates), |t| t)
     }
 
-    /// Count one TCP segment as the kernel would; returns the ring-buffer event if it is notable.
-    /// (No rate limit: offline there is no line rate to protect.)
-    pub fn segment(&mut self, ep: &Endpoints, seg: &Segment, window: u16, payload: &[u8]) -> Option<PacketEvent> {
+    /// The slot `key` may use for `seg`, as the kernel's `flow_slot` decides (a slot it may take is
+    /// handed back empty, its old flow kept for the report); `None` when another flow keeps it.
+    fn slot_for(&mut self, key: &FlowKey, seg: &Segment) -> Option<usize> {
+        let i = key.slot(0, self.mask) as usize;
         let c = &mut self.counters[(seg.hook & 1) as usize];
-        c.count_tcp(seg.flags);
-        let (key, side) = FlowKey::canonical(ep);
-        let is_new = !self.flows.contains_key(&key);
-        if is_new {
-            c.flow_inserts += 1;
+        let entry = &mut self.slots[i];
+        if entry.holds(key) {
+            return Some(i);
         }
-        let entry = self.flows.entry(key).or_default();
-        let history = (!is_new).then_some(&*entry);
+        if !may_take_slot(entry, seg, self.settings.idle_ns) {
+            c.flow_insert_failures += 1;
+            return None;
+        }
+        c.flow_inserts += 1;
+        if entry.key.family != FAMILY_NONE {
+            self.evicted.push(*entry);
+        }
+        *entry = FlowEntry::default();
+        Some(i)
+    }
+
+    /// Count one TCP segment as the kernel would; returns the ring-buffer event if it is notable.
+    /// (No event rate limit: offline there is no line rate to protect.)
+    pub fn segment(&mut self, ep: &Endpoints, seg: &Segment, window: u16, payload: &[u8]) -> Option<PacketEvent> {
+        let hook = (seg.hook & 1) as usize;
+        self.counters[hook].count_tcp(seg.flags);
+        let (key, side) = FlowKey::canonical(ep);
+        let slot = if budgeted_syn(seg) && !self.counters[hook].take_syn_budget(seg.now, self.settings.syn_track_rate) {
+            None
+        } else {
+            self.slot_for(&key, seg)
+        };
+        let history = slot.map(|i| &self.slots[i]).filter(|e| e.key.family != FAMILY_NONE);
         let reasons = notable_reasons(history, side, seg);
         if Aggregates::concerns(history, side, seg) {
-            self.aggregates.count(history, side, ep, seg, reasons, SERVICE_IDLE_NS);
+            self.aggregates.count(history, side, ep, seg, reasons, service_idle(self.settings.idle_ns));
         }
         let event = (reasons != 0).then(|| {
-            c.events += 1;
+            self.counters[hook].events += 1;
             let mut ev = PacketEvent {
                 ts_ns: seg.now,
-                flow_before: if is_new { FlowEntry::default() } else { *entry },
+                flow_before: history.copied().unwrap_or_default(),
                 src: ep.src,
                 dst: ep.dst,
                 seq: seg.seq,
@@ -76,7 +144,7 @@ impl SoftTable {
                 flags: seg.flags,
                 ttl: seg.ttl,
                 reasons,
-                tracked: EVENT_TRACKED,
+                tracked: if slot.is_some() { EVENT_TRACKED } else { 0 },
                 captured_len: 0,
                 cpu: 0,
                 action: 0,
@@ -92,47 +160,122 @@ impl SoftTable {
             ev.captured_len = n as u8;
             ev
         });
-        if is_new {
-            entry.start(&key, side, seg.now);
+        if let Some(i) = slot {
+            let entry = &mut self.slots[i];
+            if entry.key.family == FAMILY_NONE {
+                entry.start(&key, side, seg.now);
+            }
+            entry.apply(side, seg);
+            if !self.dirty[i] {
+                self.dirty[i] = true;
+                self.changed.push(i as u32);
+            }
         }
-        entry.apply(side, seg);
-        self.changed.insert(key);
         event
     }
 
-    /// Flows changed since the last call, like the kernel poller's scan.
+    /// Flows changed since the last call, like the kernel poller's scan, oldest first.
     pub fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        let mut keys: Vec<FlowKey> = self.changed.drain().collect();
-        keys.sort_by_key(|k| self.flows[k].first_seen);
-        keys.into_iter()
-            .map(|k| {
-                let now = self.flows[&k];
-                let before = self.at_last_take.insert(k, now).unwrap_or_default();
-                FlowDelta { iface: iface.clone(), now, before }
-            })
-            .collect()
+        let mut out: Vec<FlowDelta> = Vec::with_capacity(self.changed.len());
+        for i in self.changed.drain(..).map(|i| i as usize) {
+            self.dirty[i] = false;
+            let now = self.slots[i];
+            if now.key.family == FAMILY_NONE {
+                continue;
+            }
+            // A slot taken over since the last take holds a new flow: nothing of it came before.
+            let before = if self.shadow[i].key == now.key { self.shadow[i] } else { FlowEntry::default() };
+            self.shadow[i] = now;
+            out.push(FlowDelta { iface: iface.clone(), now, before });
+        }
+        out.sort_by_key(|d| (d.now.first_seen, d.now.key.slot(0, u32::MAX)));
+        out
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &FlowEntry> {
-        self.flows.values()
+        self.slots.iter().filter(|e| e.key.family != FAMILY_NONE)
     }
 
-    /// Forget flows idle since before `cutoff_ns` and return them (bounded memory on long captures).
+    /// Forget flows idle since before `cutoff_ns` and return them with those that lost their slot
+    /// since the last call: every flow leaves the table through here or [`SoftTable::flows`].
     pub fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry> {
-        let gone: Vec<FlowKey> = self.flows.iter().filter(|(_, e)| e.last_seen < cutoff_ns).map(|(k, _)| *k).collect();
-        let out = gone.iter().filter_map(|k| self.flows.remove(k)).collect();
-        for k in &gone {
-            self.at_last_take.remove(k);
-            self.changed.remove(k);
+        let mut out = std::mem::take(&mut self.evicted);
+        for (i, e) in self.slots.iter_mut().enumerate() {
+            if e.key.family != FAMILY_NONE && e.last_seen < cutoff_ns {
+                out.push(*e);
+                *e = FlowEntry::default();
+                self.shadow[i] = FlowEntry::default();
+            }
         }
         out
     }
 
+    /// Flows held now.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.flows().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::flags::{ACK, SYN};
+    use probe_common::flow::FAMILY_V4;
+
+    use super::*;
+
+    fn ep(i: u32) -> Endpoints {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&(0x0b00_0000 + i).to_be_bytes());
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 0, 1]);
+        Endpoints { src, dst, sport: 40000, dport: 80, family: FAMILY_V4 }
+    }
+
+    fn seg(flags: u8, hook: u8, now: u64) -> Segment {
+        Segment { flags, ttl: 64, hook, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now }
+    }
+
+    /// A spoofed flood larger than the table fills it and no more, never pushes out the real
+    /// connection that held a slot, and past the SYN budget counts SYNs without slots at all.
+    #[test]
+    fn a_flood_is_bounded_by_the_table_and_the_syn_budget() {
+        let settings = TableSettings { capacity: 1024, idle_ns: 120_000_000_000, syn_track_rate: 100 };
+        let mut t = SoftTable::with(settings);
+        // A real connection: its SYN, our SYN/ACK, its ACK.
+        let real = ep(1_000_000);
+        t.segment(&real, &seg(SYN, 0, 1), 0, &[]);
+        let back = Endpoints { src: real.dst, dst: real.src, sport: real.dport, dport: real.sport, family: FAMILY_V4 };
+        t.segment(&back, &seg(SYN | ACK, 1, 2), 0, &[]);
+        t.segment(&real, &seg(ACK, 0, 3), 0, &[]);
+        for i in 0..100_000 {
+            t.segment(&ep(i), &seg(SYN, 0, 10 + i as u64), 0, &[]);
+        }
+        assert!(t.len() <= 1024);
+        assert_eq!(t.counters[0].syns_untracked, 100_000 - 99, "one second's budget, less the real SYN");
+        assert!(t.flows().any(|e| e.holds(&FlowKey::canonical(&real).0)), "the real connection keeps its slot");
+        let deltas = t.take_deltas(&Arc::from("t"));
+        assert_eq!(deltas.len(), t.len());
+        assert!(deltas.windows(2).all(|w| w[0].now.first_seen <= w[1].now.first_seen));
+    }
+
+    /// A slot taken over hands its old flow to the report, and an idle flow leaves at expiry;
+    /// a flow that found its slot held by a live one was never in the table.
+    #[test]
+    fn flows_leave_by_eviction_or_idleness_and_are_returned() {
+        let mut t = SoftTable::with(TableSettings { capacity: 64, idle_ns: 1000, syn_track_rate: 0 });
+        for i in 0..500 {
+            t.segment(&ep(i), &seg(SYN, 0, 10 * i as u64), 0, &[]);
+        }
+        let evicted = t.evicted.len();
+        let gone = t.expire(u64::MAX);
+        let c = &t.counters[0];
+        assert!(evicted > 0 && c.flow_insert_failures > 0);
+        assert_eq!(gone.len() as u64, c.flow_inserts, "every flow that had a slot comes back once");
+        assert_eq!(c.flow_inserts + c.flow_insert_failures, 500);
+        assert!(t.is_empty());
     }
 }

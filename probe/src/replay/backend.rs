@@ -19,7 +19,7 @@ use probe_common::{
 
 use super::decode::Decoded;
 use crate::{
-    flows::{FlowDelta, FlowTracker, SoftTable, aggregate::AggregateSnapshot, merge},
+    flows::{FlowDelta, FlowTracker, SoftTable, TableSettings, aggregate::AggregateSnapshot, merge},
     kernel::{
         LoadError, LoadOptions, Probe,
         clock::{ToWall, monotonic_now_ns},
@@ -52,9 +52,14 @@ pub trait Backend {
     fn aggregates(&self) -> AggregateSnapshot;
 }
 
-#[derive(Default)]
 pub struct SoftBackend {
     table: SoftTable,
+}
+
+impl SoftBackend {
+    pub fn new(settings: TableSettings) -> Self {
+        SoftBackend { table: SoftTable::with(settings) }
+    }
 }
 
 impl Backend for SoftBackend {
