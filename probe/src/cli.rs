@@ -22,7 +22,7 @@ pub enum Command {
     /// Attach to interfaces, count, and serve metrics until SIGINT/SIGTERM; SIGHUP reloads.
     Run(Box<RunArgs>),
     /// Replay captures through the same flow logic and detectors (offline, or --kernel).
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Validate a config file (default /etc/flagprobe/flagprobe.toml) and print the effective configuration.
     CheckConfig { path: Option<PathBuf> },
 }

@@ -34,8 +34,13 @@ fn main() -> ExitCode {
         }
         // A setting that does not validate, or an input that is not there, is a configuration
         // error (2); a capture that cannot be read, 1.
-        Command::Replay(args) => probe::replay::run(args).map_err(|e| {
-            let code = if matches!(e, probe::replay::ReplayError::Invalid { .. } | probe::replay::ReplayError::Input { .. }) {
+        Command::Replay(args) => probe::replay::run(*args).map_err(|e| {
+            let code = if matches!(
+                e,
+                probe::replay::ReplayError::Invalid { .. }
+                    | probe::replay::ReplayError::Config(_)
+                    | probe::replay::ReplayError::Input { .. }
+            ) {
                 EXIT_CONFIG
             } else {
                 1

@@ -58,12 +58,19 @@ fn plain(message: &str) -> String {
 /// The file named by `--config` (must exist), else the default path if it exists, else nothing;
 /// then `--set KEY=VALUE` overrides on top. The file alone is checked first, so its errors keep
 /// their line numbers.
-pub fn load(explicit: Option<&Path>, sets: &[String]) -> Result<Loaded, ConfigError> {
-    let path = match explicit {
+/// `run`'s file: the one named, else the default one if it exists. (Replay reads only a file it
+/// is given: its output must not depend on the machine it runs on.)
+pub fn run_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
         Some(p) => Some(p.to_path_buf()),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
         None => None,
-    };
+    }
+}
+
+/// The file at `path` (none: no file) with `--set` applied.
+pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Loaded, ConfigError> {
+    let path = path.map(Path::to_path_buf);
     let (text, name) = match &path {
         Some(p) => {
             let name = p.display().to_string();

@@ -77,7 +77,7 @@ pub struct Settings {
     pub event_rate: Option<u64>,
     /// Inbound SYNs per second each CPU tracks in the flow table; past it (a flood) they are
     /// counted in the histogram and the flood aggregates only, and our answer starts the flow;
-    /// 0 tracks every one. Replay tracks every one [default: 2000].
+    /// 0 tracks every one [default: 2000].
     #[arg(long)]
     pub syn_track_rate: Option<u64>,
     /// The UDP port whose datagrams are opened as VXLAN to count the TCP inside [default: 4789].
@@ -218,12 +218,64 @@ impl RunArgs {
     /// Read the config file (if any) with `--set` applied, put these flags over it key by key,
     /// fill defaults from the system, and validate.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let loaded = file::load(self.config.as_deref(), &self.set)?;
-        let mut table = loaded.table.clone();
-        let flags = toml::Table::try_from(&self.settings).map_err(|e| invalid("command line", e.to_string()))?;
-        table.extend(flags);
-        let settings = file::from_table(table.clone(), "command line")?;
+        let loaded = file::load(file::run_path(self.config.as_deref()).as_deref(), &self.set)?;
+        let (settings, table) = over_file(&loaded, &self.settings)?;
         Config::resolve(settings, loaded.path.clone(), self).map_err(|e| loaded.place(e, &table))
+    }
+}
+
+/// `flags` put over the file's settings key by key; also the merged table, to place errors.
+fn over_file(loaded: &file::Loaded, flags: &Settings) -> Result<(Settings, toml::Table), ConfigError> {
+    let mut table = loaded.table.clone();
+    let flags = toml::Table::try_from(flags).map_err(|e| invalid("command line", e.to_string()))?;
+    table.extend(flags);
+    Ok((file::from_table(table.clone(), "command line")?, table))
+}
+
+/// What replay takes from `run`'s settings: the file (only one named: replay's output must not
+/// depend on the machine), `--set`, and the flags over them, resolved by the same code as `run`'s
+/// ([`Judging`]). The rest of the settings (returned with their defaults unfilled) are replay's to
+/// interpret: `home-net`, `alerts`, `evidence`, `ebpf-object`.
+pub fn for_replay(config: Option<&std::path::Path>, sets: &[String], flags: &Settings) -> Result<(Settings, Judging), ConfigError> {
+    let loaded = file::load(config, sets)?;
+    let (mut settings, table) = over_file(&loaded, flags)?;
+    let judging = Judging::resolve(&mut settings).map_err(|e| loaded.place(e, &table))?;
+    Ok((settings, judging))
+}
+
+/// The settings that say how traffic is counted and judged, the same in `run` and in replay: the
+/// flow table's size and rules, what is opened as VXLAN, the alert window and the detectors.
+#[derive(Debug, Clone)]
+pub struct Judging {
+    pub flow_capacity: u32,
+    pub flow_idle: Duration,
+    pub syn_track_rate: u64,
+    pub vxlan_port: u16,
+    pub alert_window: Duration,
+    pub detectors: DetectorsConfig,
+}
+
+impl Judging {
+    /// Fill these settings' defaults into `s`, validate, and type them.
+    pub fn resolve(s: &mut Settings) -> Result<Judging, ConfigError> {
+        let text = |v: &mut Option<String>, default: &str| v.get_or_insert_with(|| default.to_string()).clone();
+        let flow_idle = duration("flow-idle", &text(&mut s.flow_idle, "120s"), &units::FLOW_IDLE)?;
+        let alert_window = duration("alert-window", &text(&mut s.alert_window, "60s"), &units::ALERT_WINDOW)?;
+        let flow_capacity = *s.flow_capacity.get_or_insert(probe_common::maps::DEFAULT_FLOW_CAPACITY);
+        if !(1024..=1 << 26).contains(&flow_capacity) {
+            return Err(invalid("flow-capacity", format!("{flow_capacity} is outside 1024..=67108864")));
+        }
+        let syn_track_rate = *s.syn_track_rate.get_or_insert(probe_common::maps::DEFAULT_SYN_TRACK_RATE);
+        if syn_track_rate > 10_000_000 {
+            return Err(invalid("syn-track-rate", "must be between 0 and 10000000"));
+        }
+        let vxlan_port = *s.vxlan_port.get_or_insert(probe_common::parse::VXLAN_PORT_DEFAULT);
+        if vxlan_port == 0 {
+            return Err(invalid("vxlan-port", "must be a UDP port, 1 to 65535"));
+        }
+        let detectors = s.detectors.get_or_insert_with(DetectorsConfig::default).clone();
+        detectors.validate()?;
+        Ok(Judging { flow_capacity, flow_idle, syn_track_rate, vxlan_port, alert_window, detectors })
     }
 }
 
@@ -248,24 +300,11 @@ impl Config {
         let metrics_text = text(&mut s.metrics_addr, "127.0.0.1:9750");
         let metrics_addr = metrics_text.parse().map_err(|_| invalid("metrics-addr", format!("`{metrics_text}` is not an address:port")))?;
         let poll_interval = duration("poll-interval", &text(&mut s.poll_interval, "1s"), &units::POLL_INTERVAL)?;
-        let flow_idle = duration("flow-idle", &text(&mut s.flow_idle, "120s"), &units::FLOW_IDLE)?;
+        let Judging { flow_capacity, flow_idle, syn_track_rate, vxlan_port, alert_window, detectors } = Judging::resolve(&mut s)?;
         let summary = duration("summary-interval", &text(&mut s.summary_interval, "5s"), &units::SUMMARY_INTERVAL)?;
-        let alert_window = duration("alert-window", &text(&mut s.alert_window, "60s"), &units::ALERT_WINDOW)?;
-        let flow_capacity = *s.flow_capacity.get_or_insert(probe_common::maps::DEFAULT_FLOW_CAPACITY);
-        if !(1024..=1 << 26).contains(&flow_capacity) {
-            return Err(invalid("flow-capacity", format!("{flow_capacity} is outside 1024..=67108864")));
-        }
         let event_rate = *s.event_rate.get_or_insert(probe_common::maps::DEFAULT_EVENT_RATE);
         if event_rate == 0 || event_rate > 10_000_000 {
             return Err(invalid("event-rate", "must be between 1 and 10000000"));
-        }
-        let syn_track_rate = *s.syn_track_rate.get_or_insert(probe_common::maps::DEFAULT_SYN_TRACK_RATE);
-        if syn_track_rate > 10_000_000 {
-            return Err(invalid("syn-track-rate", "must be between 0 and 10000000"));
-        }
-        let vxlan_port = *s.vxlan_port.get_or_insert(probe_common::parse::VXLAN_PORT_DEFAULT);
-        if vxlan_port == 0 {
-            return Err(invalid("vxlan-port", "must be a UDP port, 1 to 65535"));
         }
         let mode = *s.mode.get_or_insert_default();
         let mut home_nets = Vec::new();
@@ -329,8 +368,6 @@ impl Config {
         if drop_dry_run && drop_policy == 0 {
             return Err(invalid("drop-dry-run", "give the reasons to count with --drop REASON,..."));
         }
-        let detectors = s.detectors.get_or_insert_with(DetectorsConfig::default).clone();
-        detectors.validate()?;
         Ok(Config {
             ifaces,
             home_nets,

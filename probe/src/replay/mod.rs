@@ -33,12 +33,14 @@ use self::{
 };
 use crate::{
     alert::{AlertSinks, TerminalFormat},
+    config::{self, ConfigError, Settings},
     detect::{DetectorsConfig, HomeNets, addr},
     evidence::Evidence,
+    flows::TableSettings,
     kernel::loader,
     metrics::Metrics,
     pipeline::Pipeline,
-    units::{self, parse_duration_in, parse_net},
+    units::parse_net,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,17 +49,43 @@ pub enum Format {
     Json,
 }
 
+/// `run`'s settings that describe the live process, not the traffic: hidden from replay's help and
+/// refused on its command line (a config file may hold them; replay ignores them there).
+const RUN_ONLY: [&str; 13] = [
+    "iface",
+    "metrics-addr",
+    "poll-interval",
+    "xdp-mode",
+    "mode",
+    "sensor-pass",
+    "drop",
+    "drop-dry-run",
+    "event-rate",
+    "summary-interval",
+    "alert-format",
+    "evidence-shared-dir",
+    "ebpf-log",
+];
+
 #[derive(Debug, Args, Clone)]
+#[command(
+    mut_arg("iface", |a| a.hide(true)), mut_arg("metrics_addr", |a| a.hide(true)),
+    mut_arg("poll_interval", |a| a.hide(true)), mut_arg("xdp_mode", |a| a.hide(true)),
+    mut_arg("mode", |a| a.hide(true)), mut_arg("sensor_pass", |a| a.hide(true)), mut_arg("drop", |a| a.hide(true)),
+    mut_arg("drop_dry_run", |a| a.hide(true)), mut_arg("event_rate", |a| a.hide(true)),
+    mut_arg("summary_interval", |a| a.hide(true)), mut_arg("alert_format", |a| a.hide(true)),
+    mut_arg("evidence_shared_dir", |a| a.hide(true)), mut_arg("ebpf_log", |a| a.hide(true)),
+    mut_arg("home_net", |a| a.help("A network of ours (repeatable). Default: the busiest address of the first packets, said aloud")),
+    mut_arg("alerts", |a| a.help("Alerts as JSON lines into this file instead of stdout (in --format)")),
+    mut_arg("evidence", |a| a.help("Write each alert's packets as a pcapng file into this directory [default: off]")),
+    mut_arg("evidence_max_mb", |a| a.help("Evidence files together stay under this many MiB; the oldest go first [default: no cap]")),
+    mut_arg("syn_track_rate", |a| a.help("Inbound SYNs per second tracked in the flow table, as one CPU of the agent; past it they \
+        are counted in the histogram and the flood aggregates only; 0 tracks every one [default: 2000]")),
+)]
 pub struct ReplayArgs {
     /// pcap or pcapng files (gzip-compressed too), replayed in order as one stream.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// A network of ours (repeatable). Default: the busiest address of the first packets, said aloud.
-    #[arg(long = "home-net")]
-    pub home_nets: Vec<String>,
-    /// Where alerts go: `-` for stdout (in --format), or a file for JSON lines.
-    #[arg(long, default_value = "-")]
-    pub alerts: String,
     /// How stdout shows alerts and the summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -70,18 +98,16 @@ pub struct ReplayArgs {
     /// Run every frame through the real kernel programs (root).
     #[arg(long)]
     pub kernel: bool,
-    /// The eBPF object for --kernel instead of the built-in one.
+    /// A config file of `run`'s (only this one: replay never reads /etc/flagprobe/flagprobe.toml
+    /// on its own). Its detectors, flow table, alert window and the keys below apply.
     #[arg(long)]
-    pub ebpf_object: Option<PathBuf>,
-    /// A flow quiet this long (capture time) is reported and forgotten.
-    #[arg(long, default_value = "120s")]
-    pub flow_idle: String,
-    /// Write each alert's packets as a pcapng file into this directory (as the agent does).
-    #[arg(long)]
-    pub evidence: Option<PathBuf>,
-    /// The UDP port whose datagrams are opened as VXLAN, as `run --vxlan-port`.
-    #[arg(long, default_value_t = probe_common::parse::VXLAN_PORT_DEFAULT)]
-    pub vxlan_port: u16,
+    pub config: Option<PathBuf>,
+    /// Any config-file key, e.g. `--set detectors.scan.min-ports=20` (repeatable; wins over the file).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The settings `run` takes, declared once there.
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +130,9 @@ pub enum ReplayError {
     /// A capture's link type is not one we read; what was read before was reported.
     #[error("{path}: {source}")]
     Link { path: String, source: UnsupportedLink },
+    /// A setting (file, `--set` or flag) is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A capture named on the command line cannot be opened: said before anything is replayed.
     #[error("{path}: {source}")]
     Input { path: String, source: std::io::Error },
@@ -238,6 +267,11 @@ fn without_path(text: &str, path: &str) -> String {
 
 /// Replay; returns Err only after the report for everything read has been written.
 pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
+    let given =
+        toml::Table::try_from(&args.settings).map_err(|e| ReplayError::Invalid { field: "command line", problem: e.to_string() })?;
+    if let Some(key) = RUN_ONLY.iter().find(|k| given.contains_key(**k)) {
+        return Err(ReplayError::Invalid { field: "command line", problem: format!("--{key} is a setting of `run` only") });
+    }
     // A file that cannot be opened is a typo, and one that is no capture at all a wrong name: one
     // line each, before anything is replayed and with no report of nothing (exit 2 and 1).
     for file in &args.files {
@@ -247,10 +281,9 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let idle =
-        parse_duration_in(&args.flow_idle, &units::FLOW_IDLE).map_err(|p| ReplayError::Invalid { field: "flow-idle", problem: p })?;
+    let (settings, judging) = config::for_replay(args.config.as_deref(), &args.set, &args.settings)?;
     let mut home_nets: Vec<IpNet> = Vec::new();
-    for h in &args.home_nets {
+    for h in settings.home_net.iter().flatten() {
         home_nets.push(parse_net(h).map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?);
     }
     if home_nets.is_empty() {
@@ -266,29 +299,38 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
     let home = HomeNets(home_nets);
     let prefixes = home.prefixes().map_err(|p| ReplayError::Invalid { field: "home-net", problem: p })?;
 
-    let (terminal, alerts_file) = match args.alerts.as_str() {
-        "-" => (if args.format == Format::Json { TerminalFormat::Json } else { TerminalFormat::Text }, None),
-        path => (TerminalFormat::Off, Some(PathBuf::from(path))),
+    let alerts_file = settings.alerts.clone().filter(|p| p.as_os_str() != "-");
+    let terminal = match (&alerts_file, args.format) {
+        (Some(_), _) => TerminalFormat::Off,
+        (None, Format::Json) => TerminalFormat::Json,
+        (None, Format::Text) => TerminalFormat::Text,
     };
-    let sinks = Arc::new(
-        AlertSinks::new(terminal, alerts_file.as_deref()).map_err(|source| ReplayError::Output { path: args.alerts.clone(), source })?,
-    );
+    let sinks = Arc::new(AlertSinks::new(terminal, alerts_file.as_deref()).map_err(|source| ReplayError::Output {
+        path: alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        source,
+    })?);
     let metrics = Arc::new(Metrics::new());
-    // Replay dedups within its own clock: one line per key per minute of capture time.
-    let mut pipeline =
-        Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics.clone()).keep_written();
-    if let Some(dir) = &args.evidence {
+    // Alerts are deduplicated within the alert window of capture time, as live.
+    let mut pipeline = Pipeline::new(&judging.detectors, home.clone(), judging.alert_window, sinks, metrics.clone()).keep_written();
+    if let Some(dir) = settings.evidence.as_deref().filter(|d| *d != "off") {
+        // No size cap unless one is set: a replay's evidence is what the operator asked for.
+        let max_bytes = settings.evidence_max_mb.map_or(u64::MAX, |mb| mb << 20);
         let evidence =
-            Evidence::new(dir, 1 << 40, false).map_err(|source| ReplayError::Output { path: dir.display().to_string(), source })?;
+            Evidence::new(Path::new(dir), max_bytes, false).map_err(|source| ReplayError::Output { path: dir.to_string(), source })?;
         pipeline = pipeline.with_evidence(evidence);
     }
+    let idle = judging.flow_idle;
     let backend: Box<dyn Backend> = if args.kernel {
-        let object = loader::object_bytes(args.ebpf_object.as_deref())?;
-        Box::new(KernelBackend::new(&object, args.vxlan_port)?)
+        let object = loader::object_bytes(settings.ebpf_object.as_deref())?;
+        Box::new(KernelBackend::new(&object, judging.vxlan_port)?)
     } else {
-        Box::new(SoftBackend::default())
+        Box::new(SoftBackend::new(TableSettings {
+            capacity: judging.flow_capacity,
+            idle_ns: idle.as_nanos() as u64,
+            syn_track_rate: judging.syn_track_rate,
+        }))
     };
-    let parse = ParseOptions { vxlan_port: args.vxlan_port, ..ParseOptions::default() };
+    let parse = ParseOptions { vxlan_port: judging.vxlan_port, ..ParseOptions::default() };
     let mut replayer = Replayer::new(backend, pipeline, prefixes, "replay", idle, parse);
     let mut flows_out = match &args.flows_out {
         Some(p) => Some(create(p)?),
@@ -384,8 +426,14 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
     let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
     let prefixes = home.prefixes().expect("one network fits");
-    let mut replayer =
-        Replayer::new(Box::new(SoftBackend::default()), pipeline, prefixes, "fuzz", Duration::from_secs(120), ParseOptions::default());
+    let mut replayer = Replayer::new(
+        Box::new(SoftBackend::new(TableSettings::default())),
+        pipeline,
+        prefixes,
+        "fuzz",
+        Duration::from_secs(120),
+        ParseOptions::default(),
+    );
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };

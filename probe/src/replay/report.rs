@@ -26,6 +26,19 @@ fn distinct_alerts(alerts: &[Alert]) -> HashMap<(&'static str, &'static str), u6
     out
 }
 
+/// This process's peak resident memory so far (`VmHWM`), as the kernel counts it; 0 if unknown.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+/// Packets the flow table had no slot for, over both hooks.
+fn untracked(counters: &[HookCounters; 2]) -> u64 {
+    counters.iter().map(|c| c.flow_insert_failures + c.syns_untracked).sum()
+}
+
 /// How a flow ended up, in a word.
 pub fn outcome(e: &FlowEntry) -> &'static str {
     let init = Side::from_index(e.initiator);
@@ -141,6 +154,8 @@ impl Report {
             "protocols_in": named(&PROTO_NAMES, &i.protocols), "protocols_out": named(&PROTO_NAMES, &o.protocols),
             "parse_errors": named(&PARSE_ERROR_NAMES, &i.parse_errors.iter().zip(o.parse_errors.iter()).map(|(a, b)| a + b).collect::<Vec<_>>()),
             "flows_by_outcome": self.outcomes,
+            "untracked_packets": untracked(counters),
+            "peak_rss_bytes": peak_rss_bytes(),
             "verdicts": verdicts,
             "top_remotes": self.top_remotes(10).into_iter().map(|(a, n)| json!({"addr": a, "packets": n})).collect::<Vec<_>>(),
         })
@@ -161,6 +176,13 @@ impl Report {
         let mut outcomes: Vec<_> = self.outcomes.iter().collect();
         outcomes.sort();
         t.push_str(&format!("flows by outcome: {}\n", outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")));
+        let n = untracked(counters);
+        if n > 0 {
+            t.push_str(&format!(
+                "not in the flow table: {n} packets (the table was full or the second's SYN budget spent, as on the agent; \
+                 counted above and in the flood aggregates: --flow-capacity, --syn-track-rate)\n"
+            ));
+        }
         let mut vs: Vec<_> = distinct_alerts(alerts).into_iter().collect();
         vs.sort();
         t.push_str(&format!(
@@ -174,7 +196,7 @@ impl Report {
         let top = self.top_remotes(5);
         t.push_str(&format!("top remotes: {}\n", top.iter().map(|(a, n)| format!("{a} ({n} packets)")).collect::<Vec<_>>().join(", ")));
         let pps = if seconds > 0.0 { self.frames as f64 / seconds } else { 0.0 };
-        t.push_str(&format!("{} frames in {seconds:.2} s: {pps:.0} packets/s\n", self.frames));
+        t.push_str(&format!("{} frames in {seconds:.2} s: {pps:.0} packets/s, {} MiB at most\n", self.frames, peak_rss_bytes() >> 20));
         t
     }
 }

@@ -24,6 +24,7 @@ mod pcap_wire;
 mod prometheus_scrape;
 mod replay;
 mod replay_mutations;
+mod replay_settings;
 mod sensor;
 mod state_files;
 mod tunnels;
