@@ -107,7 +107,7 @@ mod tests {
     use crate::{counters::HOOK_EGRESS, flow::FAMILY_V4};
 
     fn seg(flags: u8, hook: u32) -> Segment {
-        Segment { flags, ttl: 64, hook: hook as u8, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now: 100 }
+        Segment { flags, ttl: 64, ip_id: 0, hook: hook as u8, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now: 100 }
     }
 
     fn key(port: u16) -> FlowKey {

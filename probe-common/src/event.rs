@@ -47,7 +47,11 @@ pub struct PacketEvent {
     pub cpu: u16,
     /// `action::ACTION_*`: passed, dropped, or would have been dropped (dry run).
     pub action: u8,
-    pub _pad: [u8; 4],
+    pub _pad: u8,
+    /// IPv4 identification (0 for IPv6): judged against the sender's own sequence
+    /// ([`crate::flow::FlowEntry::ip_id_runs`]).
+    pub ip_id: u16,
+    pub _pad3: u8,
     pub payload: [u8; EVENT_PAYLOAD_MAX],
     /// The frame's length on the wire (what the hook saw).
     pub frame_len: u32,
@@ -68,6 +72,7 @@ impl PacketEvent {
         Segment {
             flags: self.flags,
             ttl: self.ttl,
+            ip_id: self.ip_id,
             hook: self.hook,
             seq: self.seq,
             ack: self.ack,

@@ -206,7 +206,8 @@ pub struct SideStats {
     /// TTL / hop limit of this side's first packet.
     pub first_ttl: u8,
     pub last_rst_ttl: u8,
-    pub _pad: [u8; 2],
+    /// The IPv4 identification of this side's last packet (0 for IPv6).
+    pub last_ip_id: u16,
     /// The acknowledgment number of this side's last segment with ACK (RSTs excepted): a real
     /// stack's RST answering that segment carries it as its sequence number.
     pub last_ack: u32,
@@ -230,7 +231,11 @@ pub struct FlowEntry {
     pub hooks_seen: u8,
     /// 1 once the flow has shown it is a connection (see [`FlowEntry::proven`]).
     pub proven: u8,
-    pub _pad: [u8; 5],
+    /// Per side: how many packets in a row (up to 255) each carried an IP-ID a small step after
+    /// the one before ([`IP_ID_STEP_MAX`]): the side's stack numbers its packets in sequence, so
+    /// a packet that breaks the sequence came from another stack.
+    pub ip_id_runs: [u8; 2],
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
 const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
@@ -285,11 +290,18 @@ pub fn budgeted_syn(seg: &Segment) -> bool {
     seg.hook == crate::counters::HOOK_INGRESS as u8 && seg.flags & (SYN | ACK | RST) == SYN
 }
 
+/// The largest step between the IP-IDs of a side's consecutive packets that continues its
+/// sequence: a stack that numbers per connection steps by 1, one that numbers per host by the
+/// packets it sent elsewhere in between.
+pub const IP_ID_STEP_MAX: u16 = 64;
+
 /// What the parser learned of one TCP segment, all that a flow update needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     pub flags: u8,
     pub ttl: u8,
+    /// IPv4 identification; 0 for IPv6 (and for the IPv4 packets that carry none).
+    pub ip_id: u16,
     /// 0 = ingress, 1 = egress (see [`crate::counters::HOOK_INGRESS`]).
     pub hook: u8,
     pub seq: u32,
@@ -437,6 +449,12 @@ impl FlowEntry {
         if s.packets == 0 {
             s.first_ttl = seg.ttl;
         }
+        // Zero is no number: Linux sends its DF packets outside a connection (a RST for a socket
+        // that is gone) with IP-ID 0, and IPv6 has none.
+        let step = seg.ip_id.wrapping_sub(s.last_ip_id);
+        let run = &mut self.ip_id_runs[side.index()];
+        *run = if s.packets > 0 && seg.ip_id != 0 && (1..=IP_ID_STEP_MAX).contains(&step) { run.saturating_add(1) } else { 0 };
+        s.last_ip_id = seg.ip_id;
         s.packets = s.packets.wrapping_add(1);
         s.bytes = s.bytes.wrapping_add(seg.ip_len as u64);
         s.combos[(f >> 6) as usize & 3] |= 1u64 << (f & 63);
@@ -510,6 +528,23 @@ mod tests {
     }
 
     #[test]
+    fn a_side_numbering_its_packets_in_sequence_forms_a_run() {
+        let (key, side) = FlowKey::canonical(&ep([10, 0, 0, 2], 40000, [10, 0, 0, 1], 80));
+        let mut e = FlowEntry::default();
+        e.start(&key, side, 1);
+        let run = |e: &mut FlowEntry, id: u16| {
+            e.apply(side, &Segment { flags: ACK, ttl: 64, ip_id: id, now: 2, ..Default::default() });
+            e.ip_id_runs[side.index()]
+        };
+        assert_eq!([0x10, 0x11, 0x13, 0x50].map(|id| run(&mut e, id)), [0, 1, 2, 3], "steps of 1, 2 and 61");
+        assert_eq!(run(&mut e, 0x50 + IP_ID_STEP_MAX + 1), 0, "too far");
+        assert_eq!(run(&mut e, 0x50 + IP_ID_STEP_MAX + 2), 1);
+        assert_eq!(run(&mut e, 0), 0, "no number");
+        assert_eq!(e.sides[side.index()].last_ip_id, 0);
+        assert_eq!(e.ip_id_runs[side.other().index()], 0);
+    }
+
+    #[test]
     fn both_directions_share_one_key() {
         let a = ep([10, 0, 0, 2], 40000, [10, 0, 0, 1], 80);
         let b = ep([10, 0, 0, 1], 80, [10, 0, 0, 2], 40000);
@@ -541,7 +576,7 @@ mod tests {
     }
 
     fn seg(flags: u8, payload_len: u32, seq: u32, ttl: u8) -> Segment {
-        Segment { flags, ttl, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now: 1 }
+        Segment { flags, ttl, ip_id: 0, hook: 0, seq, ack: 0, payload_len, ip_len: 40 + payload_len, now: 1 }
     }
 
     #[test]

@@ -553,19 +553,28 @@ pub fn parse_at(pkt: &Cursor<'_>, at: Located) -> Result<TcpPacket, NotTcp> {
         let h: &Ipv6Header = pkt.at(ip).ok_or(Error(ParseError::TruncatedIpv6))?;
         let payload_len = be16(h.payload_len) as usize;
         let ep = Endpoints { src: h.src, dst: h.dst, sport: 0, dport: 0, family: FAMILY_V6 };
-        parse_tcp(pkt, l4, ip + 40 + payload_len, ep, h.hop_limit, (payload_len + 40) as u32)?
+        parse_tcp(pkt, l4, ip + 40 + payload_len, ep, (h.hop_limit, 0), (payload_len + 40) as u32)?
     } else {
         let h: &Ipv4Header = pkt.at(ip).ok_or(Error(ParseError::TruncatedIpv4))?;
         let total_len = be16(h.total_len) as usize;
         let ep = Endpoints { src: v4_bytes(h.src), dst: v4_bytes(h.dst), sport: 0, dport: 0, family: FAMILY_V4 };
-        parse_tcp(pkt, l4, ip + total_len, ep, h.ttl, total_len as u32)?
+        parse_tcp(pkt, l4, ip + total_len, ep, (h.ttl, be16(h.id)), total_len as u32)?
     };
     tcp.tunnel = at.tunnel();
     Ok(tcp)
 }
 
 #[inline(always)]
-fn parse_tcp(pkt: &Cursor<'_>, offset: usize, ip_end: usize, mut ep: Endpoints, ttl: u8, ip_len: u32) -> Result<TcpPacket, NotTcp> {
+/// `ttl_id`: the IP header's TTL (hop limit) and IPv4 identification (0 for IPv6).
+fn parse_tcp(
+    pkt: &Cursor<'_>,
+    offset: usize,
+    ip_end: usize,
+    mut ep: Endpoints,
+    ttl_id: (u8, u16),
+    ip_len: u32,
+) -> Result<TcpPacket, NotTcp> {
+    let (ttl, ip_id) = ttl_id;
     use NotTcp::Error;
     let tcp: &TcpHeader = pkt.at(offset).ok_or(Error(ParseError::TruncatedTcp))?;
     let data_offset = ((tcp.offset_reserved >> 4) as usize) * 4;
@@ -578,6 +587,7 @@ fn parse_tcp(pkt: &Cursor<'_>, offset: usize, ip_end: usize, mut ep: Endpoints, 
     let segment = Segment {
         flags: tcp.flags,
         ttl,
+        ip_id,
         hook: 0,
         seq: be32(tcp.seq),
         ack: be32(tcp.ack),

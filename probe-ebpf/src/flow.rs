@@ -290,7 +290,9 @@ fn emit_event<P: PayloadSource>(
         (*ev).reasons = reasons;
         (*ev).cpu = cpu as u16;
         (*ev).action = action;
-        (*ev)._pad = [0; 4];
+        (*ev)._pad = 0;
+        (*ev).ip_id = seg.ip_id;
+        (*ev)._pad3 = 0;
         let in_frame = frame_len.saturating_sub(pkt.payload_offset);
         let want = (seg.payload_len as usize).min(in_frame).min(EVENT_PAYLOAD_MAX) as u32;
         let scratch = (*ev).payload.as_mut_ptr().cast::<u32>();

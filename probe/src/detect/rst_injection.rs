@@ -5,6 +5,8 @@
 //! - two RSTs from one sender within 2 s whose sequence numbers differ by more than 2 (RST_SEQ_CHANGE),
 //!   unless the second carries the ack of our last segment as a real stack's answer to it does;
 //! - a RST whose TTL / hop limit differs from what that sender used earlier in the flow;
+//! - a RST/ACK whose IPv4 IP-ID breaks the sequence the sender's stack numbered its packets in
+//!   (an injector at the sender's distance matches the TTL, not the counter): medium on its own;
 //! - the RST's sender still sending after its RST (and with another TTL than the RST);
 //! - a RST/ACK answering our SYN whose ack is not that SYN's sequence number + 1.
 //!
@@ -29,7 +31,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use probe_common::{
     flags::{ACK, RST, SYN},
-    flow::{FlowKey, NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE, Side},
+    flow::{FlowKey, IP_ID_STEP_MAX, NOTABLE_AFTER_RST, NOTABLE_RST, NOTABLE_TTL_CHANGE, Side},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -106,6 +108,10 @@ type LastRst = (Option<u16>, u8, u64);
 const LAST_RST_MAX: usize = 4096;
 /// Two IP-IDs this close (either way: RSTs of one burst arrive out of order) are one stack's.
 const IP_ID_SAME_STACK: u16 = 256;
+/// A sender's IP-IDs are a sequence once this many steps in a row were small (three packets).
+const IP_ID_RUN_MIN: u8 = 2;
+/// How far ahead of the sender's last IP-ID its own RST may be, at most (half the number space).
+const IP_ID_REACH_MAX: u64 = 32_768;
 
 impl RstInjection {
     pub fn new(config: Config) -> Self {
@@ -118,12 +124,9 @@ fn same_stack(a: u16, b: u16) -> bool {
     a.wrapping_sub(b).min(b.wrapping_sub(a)) <= IP_ID_SAME_STACK
 }
 
-/// The IPv4 identification of the packet in an event's frame copy (none for IPv6).
-fn ip_id(frame: &[u8]) -> Option<u16> {
-    let mut forget = |state| state;
-    let at = probe_common::parse::locate(&probe_common::parse::Cursor::from_slice(frame), Default::default(), &mut forget).ok()?;
-    let ip = frame.get(at.ip_offset()..)?;
-    (ip.first()? >> 4 == 4).then(|| u16::from_be_bytes([ip[4], ip[5]]))
+/// The IPv4 identification of an event's packet (none for IPv6, whose packets carry none).
+fn ip_id(e: &probe_common::event::PacketEvent) -> Option<u16> {
+    (e.family == probe_common::flow::FAMILY_V4).then_some(e.ip_id)
 }
 
 /// Signed distance between two sequence numbers (mod 2^32).
@@ -140,7 +143,7 @@ impl Detector for RstInjection {
             && e.ttl == h.ttl
         {
             h.same_ttl_after += 1;
-            h.stream |= match (h.ip_id, ip_id(e.frame())) {
+            h.stream |= match (h.ip_id, ip_id(e)) {
                 (Some(a), Some(b)) => same_stack(a, b),
                 _ => true,
             };
@@ -165,7 +168,7 @@ impl Detector for RstInjection {
         }
         let ttl_differs = |a: u8, b: u8| a.abs_diff(b) > self.config.ttl_tolerance;
         let (src, dst) = (ev.src(), ev.dst());
-        let this_id = ip_id(e.frame());
+        let this_id = ip_id(e);
         let previous = if is_rst {
             if self.last_rst.len() >= LAST_RST_MAX {
                 self.last_rst.clear();
@@ -196,6 +199,34 @@ impl Detector for RstInjection {
                     e.seq, s.last_rst_seq
                 ));
             }
+        }
+        // The sender's stack numbered its packets in sequence, and the RST is not the next of
+        // them: another stack wrote it. An injector at the sender's distance (an inline IPS's
+        // `reject`, a firewall, a censor next to the real host) matches the TTL but cannot know
+        // the counter. A real stack's RST continues it (Linux's abort on the connection's own
+        // counter, Windows' and FreeBSD's per host a little further on); stacks that draw IP-IDs
+        // at random never form a run. Only a RST/ACK is judged: a bare RST is how a stack answers
+        // a segment for a connection it no longer has (its sequence number is that segment's
+        // ack), from outside the connection and with another numbering (0, or another counter's:
+        // nDPI's Ethereum peers reset a burst of our segments so).
+        let id_break = this_id.filter(|_| is_rst && e.flags & ACK != 0).and_then(|id| {
+            let run = before.ip_id_runs[sender.index()];
+            if id == 0 || s.last_ip_id == 0 || run < IP_ID_RUN_MIN {
+                return None;
+            }
+            // A per-host counter moves on with the host's other traffic while this one is quiet.
+            let quiet_ms = ev.at_ns.saturating_sub(before.last_seen) / 1_000_000;
+            let reach = (u64::from(IP_ID_STEP_MAX) * (1 + quiet_ms)).min(IP_ID_REACH_MAX) as u16;
+            // Or a little behind: packets of one burst arrive out of order.
+            let continues = (1..=reach).contains(&id.wrapping_sub(s.last_ip_id)) || same_stack(id, s.last_ip_id);
+            (!continues).then_some((id, run))
+        });
+        if let Some((id, run)) = id_break {
+            signs.push(format!(
+                "the RST's IP-ID {id:#06x} breaks the sender's own sequence: its last {} packets counted up a step at a time to {:#06x}",
+                u32::from(run) + 1,
+                s.last_ip_id
+            ));
         }
         if is_rst && s.packets > 0 && ttl_differs(e.ttl, s.first_ttl) {
             signs.push(format!("the RST arrived with TTL {} while this sender's earlier packets had TTL {}", e.ttl, s.first_ttl));
@@ -236,7 +267,8 @@ impl Detector for RstInjection {
         let explanation = format!(
             "Something other than {src} may be writing into this connection: an on-path device (a censor, an intrusion-\
              prevention box, or an attacker) can forge RSTs or data with {src}'s address, but it rarely matches the real \
-             host's distance (TTL) or sequence numbers, and it cannot stop the real host from answering. What we saw: {}. \
+             host's distance (TTL), its sequence numbers or the numbering of its IP packets (IP-ID), and it cannot stop \
+             the real host from answering. What we saw: {}. \
              Our connection may have been torn down or tampered with by a third party; compare with a capture from the \
              other end, and check for middleboxes on the path.",
             signs.join("; ")
@@ -246,15 +278,22 @@ impl Detector for RstInjection {
             "flags": probe_common::flags::letters(e.flags).to_string(),
             "ttl": e.ttl,
             "sender_first_ttl": s.first_ttl,
+            "ip_id": this_id,
+            "sender_last_ip_id": s.last_ip_id,
+            "sender_ip_ids_in_sequence": before.ip_id_runs[sender.index()],
             "sender_previous_rst": { "count": s.rst, "seq": s.last_rst_seq, "ttl": s.last_rst_ttl },
             "seq": e.seq,
             "ack": e.ack,
             "our_syn_seq": ours.syn_seq,
             "payload_len": e.payload_len,
         });
+        // Another stack's IP-ID at the sender's own distance is what an inline device on the path
+        // leaves, ours included (an IPS's reject, a load balancer's idle reset): worth a look, not
+        // the page that TTL and sequence evidence of a third party deserves.
+        let severity = if id_break.is_some() && signs.len() == 1 { Severity::Medium } else { Severity::High };
         let draft = AlertDraft {
             detector: "rst_injection",
-            severity: Severity::High,
+            severity,
             verdict: "injection-suspected",
             host_role: HostRole::Victim,
             key: format!("{src}:{}|{dst}:{}", e.sport, e.dport),
@@ -372,6 +411,79 @@ mod tests {
         let alerts = s.events_to(&mut d);
         assert_eq!(alerts.len(), 1, "only the second RST is suspect");
         assert!(alerts[0].summary.contains("RST_SEQ_CHANGE"));
+    }
+
+    /// The server's SYN/ACK and three data segments numbered 0x0100.. by its stack, TTL 50, then a
+    /// RST with IP-ID `rst_id` at `t` (same TTL).
+    fn numbered_server_then_rst(rst_id: u16, t: u64) -> Vec<Alert> {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        s.send(S, pkt("10.0.0.2", 40000, "192.0.2.1", 80, SYN));
+        for (i, flags) in [SYN | ACK, ACK | PSH, ACK | PSH, ACK | PSH].into_iter().enumerate() {
+            let mut p = pkt("192.0.2.1", 80, "10.0.0.2", 40000, flags);
+            (p.ttl, p.ip_id, p.seq) = (50, 0x0100 + i as u16, 5000 + 100 * i as u32);
+            if flags != SYN | ACK {
+                p.payload = b"data";
+            }
+            s.send(S + 1 + i as u64, p);
+            s.send(S + 2 + i as u64, pkt("10.0.0.2", 40000, "192.0.2.1", 80, ACK));
+        }
+        let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST | ACK);
+        (rst.ttl, rst.ip_id, rst.seq) = (50, rst_id, 5400);
+        s.send(t, rst);
+        s.events_to(&mut d)
+    }
+
+    /// An inline IPS's `reject` (Snort 3's demo capture): the RST comes at the server's TTL but
+    /// with an IP-ID far from the server's own numbering: another stack wrote it.
+    #[test]
+    fn a_rst_breaking_the_senders_ip_id_sequence_is_another_stacks() {
+        let a = numbered_server_then_rst(0xe75e, S + 10);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].severity, a[0].verdict), (Severity::Medium, "injection-suspected"));
+        assert!(a[0].summary.contains("IP-ID 0xe75e breaks the sender's own sequence"), "{}", a[0].summary);
+        assert_eq!((a[0].evidence["sender_last_ip_id"].as_u64(), a[0].evidence["ip_id"].as_u64()), (Some(0x0103), Some(0xe75e)));
+    }
+
+    /// What a real stack's RST looks like after the same packets: the next number (Linux aborting
+    /// on the connection's own counter), a little further after a quiet while (a per-host counter
+    /// moving on with other traffic), a little behind (reordered), or 0 (Linux's RST for a socket
+    /// that is gone). All quiet.
+    #[test]
+    fn a_rst_continuing_or_without_an_ip_id_is_the_senders_own() {
+        assert!(numbered_server_then_rst(0x0104, S + 10).is_empty(), "the next number");
+        assert!(numbered_server_then_rst(0x0100 + 5000, S + S).is_empty(), "5000 on after a quiet second");
+        assert!(numbered_server_then_rst(0x00f0, S + 10).is_empty(), "a little behind");
+        assert!(numbered_server_then_rst(0, S + 10).is_empty(), "no number");
+        // A bare RST answering a segment of ours once the server's socket is gone.
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        for (i, id) in [0x0200u16, 0x0201, 0x0202].into_iter().enumerate() {
+            let mut p = pkt("192.0.2.1", 80, "10.0.0.2", 40000, ACK | PSH);
+            (p.ttl, p.ip_id, p.payload, p.seq) = (50, id, b"data", 5001 + 4 * i as u32);
+            s.send(S + 10 + i as u64, p);
+        }
+        let mut late = pkt("10.0.0.2", 40000, "192.0.2.1", 80, ACK | PSH);
+        (late.seq, late.ack, late.payload) = (1001, 5013, b"late");
+        s.send(S + 20, late);
+        let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+        (rst.ttl, rst.ip_id, rst.seq) = (50, 0xb1ce, 5013);
+        s.send(S + 21, rst);
+        assert!(s.events_to(&mut d).is_empty(), "a bare RST for a connection the stack no longer has");
+        // A stack that draws IP-IDs at random never forms a run: nothing to break.
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        for (i, id) in [0x9a13u16, 0x1c44, 0xf301].into_iter().enumerate() {
+            let mut p = pkt("192.0.2.1", 80, "10.0.0.2", 40000, ACK | PSH);
+            (p.ttl, p.ip_id, p.payload) = (50, id, b"data");
+            s.send(S + 10 + i as u64, p);
+        }
+        let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST | ACK);
+        (rst.ttl, rst.ip_id) = (50, 0x5555);
+        s.send(S + 20, rst);
+        assert!(s.events_to(&mut d).is_empty());
     }
 
     #[test]

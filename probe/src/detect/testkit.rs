@@ -62,9 +62,11 @@ impl Script {
         let (dst, _) = bytes(p.dst);
         let ep = Endpoints { src, dst, sport: p.sport, dport: p.dport, family };
         let hook = if self.home.contains(p.src.parse().unwrap()) { 1 } else { 0 };
+        let v4 = family == probe_common::flow::FAMILY_V4;
         let seg = Segment {
             flags: p.flags,
             ttl: p.ttl,
+            ip_id: if v4 { p.ip_id } else { 0 },
             hook,
             seq: p.seq,
             ack: p.ack,
@@ -73,7 +75,7 @@ impl Script {
             now: t_ns,
         };
         if let Some(mut ev) = self.table.segment(&ep, &seg, 1024, p.payload) {
-            if family == probe_common::flow::FAMILY_V4 {
+            if v4 {
                 // The frame's head as the kernel copies it: Ethernet, then the IPv4 header.
                 let mut frame = vec![0u8; 14 + 20 + 20];
                 frame[12..14].copy_from_slice(&[0x08, 0x00]);

@@ -43,6 +43,14 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
     into.last_seen = into.last_seen.max(other.last_seen);
     into.hooks_seen |= other.hooks_seen;
     into.proven |= other.proven;
+    // A side seen in both partitions has two runs of IP-IDs, each of part of its packets: the
+    // shorter is what both show.
+    for i in 0..2 {
+        if other.sides[i].packets > 0 {
+            let run = other.ip_id_runs[i];
+            into.ip_id_runs[i] = if into.sides[i].packets > 0 { into.ip_id_runs[i].min(run) } else { run };
+        }
+    }
     for (a, b) in into.sides.iter_mut().zip(other.sides.iter()) {
         merge_side(a, b, other_is_older);
     }
@@ -66,6 +74,9 @@ fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
     }
     if b.last_ack != 0 && (a.last_ack == 0 || !b_is_older) {
         a.last_ack = b.last_ack;
+    }
+    if a.packets == 0 || !b_is_older {
+        a.last_ip_id = b.last_ip_id;
     }
     for (x, y) in a.combos.iter_mut().zip(b.combos.iter()) {
         *x |= y;

@@ -148,7 +148,9 @@ impl SoftTable {
                 captured_len: 0,
                 cpu: 0,
                 action: 0,
-                _pad: [0; 4],
+                _pad: 0,
+                ip_id: seg.ip_id,
+                _pad3: 0,
                 payload: [0; EVENT_PAYLOAD_MAX],
                 frame_len: 0,
                 frame_captured: 0,
@@ -236,7 +238,7 @@ mod tests {
     }
 
     fn seg(flags: u8, hook: u8, now: u64) -> Segment {
-        Segment { flags, ttl: 64, hook, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now }
+        Segment { flags, ttl: 64, ip_id: 0, hook, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now }
     }
 
     /// A spoofed flood larger than the table fills it and no more, never pushes out the real
