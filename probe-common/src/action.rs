@@ -9,9 +9,9 @@
 
 use crate::{
     aggregate::Aggregates,
-    counters::HOOK_INGRESS,
     flags::{self, ACK, FIN, RST, SYN},
     flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, Side, notable_reasons, yields_to_connection},
+    hook::HOOK_INGRESS,
 };
 
 /// `--drop unsolicited-synack`: a SYN/ACK on a flow our host sent no SYN on. Dropped, our kernel
@@ -104,7 +104,7 @@ pub fn reason_index(reason: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{counters::HOOK_EGRESS, flow::FAMILY_V4};
+    use crate::{flow::FAMILY_V4, hook::HOOK_EGRESS};
 
     fn seg(flags: u8, hook: u32) -> Segment {
         Segment { flags, ttl: 64, ip_id: 0, hook: hook as u8, seq: 1, ack: 0, payload_len: 0, ip_len: 40, now: 100 }

@@ -243,7 +243,7 @@ impl Aggregates {
         if f & (SYN | RST) != 0 {
             return true;
         }
-        seg.hook == crate::counters::HOOK_INGRESS as u8
+        seg.hook == crate::hook::HOOK_INGRESS as u8
             && seg.is_ordinary()
             && entry.is_some_and(|e| e.sides[side.index()].awaits_handshake_ack())
     }
@@ -258,7 +258,7 @@ impl Aggregates {
     #[inline(always)]
     pub fn count(&mut self, entry: Option<&FlowEntry>, side: Side, ep: &Endpoints, seg: &Segment, reasons: u8, idle: u64) {
         let f = seg.flags;
-        let inbound = seg.hook == crate::counters::HOOK_INGRESS as u8;
+        let inbound = seg.hook == crate::hook::HOOK_INGRESS as u8;
         // Which service counter (and whose address and port is the service), and what the remote did.
         let mut counter = usize::MAX;
         let mut remote = 0u8;

@@ -3,13 +3,8 @@
 //! hook in a per-CPU array, so a packet costs one inlined per-CPU lookup and no atomics.
 
 use crate::action::DROP_REASONS;
+pub use crate::hook::{HOOK_EGRESS, HOOK_INGRESS, HOOK_NAMES, HOOKS};
 
-/// Array index of the XDP ingress hook's counters (in sensor mode: packets towards a home address).
-pub const HOOK_INGRESS: u32 = 0;
-/// Array index of the TC egress hook's counters (in sensor mode: packets from a home address).
-pub const HOOK_EGRESS: u32 = 1;
-pub const HOOKS: u32 = 2;
-pub const HOOK_NAMES: [&str; HOOKS as usize] = ["ingress", "egress"];
 /// Which way a hook's packets went: towards a home address, or from one.
 pub const DIRECTION_NAMES: [&str; HOOKS as usize] = ["in", "out"];
 
@@ -49,7 +44,7 @@ pub enum ParseError {
     BadTcpOffset,
     /// Encapsulations met and left closed: Geneve (UDP 6081), Teredo (UDP 3544), GRE that is not
     /// plain version 0 with IP or Ethernet inside (PPTP's enhanced GRE, routing, ERSPAN, ...), and
-    /// more tunnels nested than [`crate::parse::MAX_ENCAPSULATIONS`].
+    /// more tunnels nested than `parse::MAX_ENCAPSULATIONS`.
     EncapsulatedGeneve,
     EncapsulatedTeredo,
     EncapsulatedGreOther,

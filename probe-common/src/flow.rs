@@ -246,7 +246,7 @@ const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
 #[inline(always)]
 pub fn flood_shaped(seg: &Segment) -> bool {
     let f = seg.flags;
-    budgeted_syn(seg) || (seg.hook == crate::counters::HOOK_INGRESS as u8 && (f & (SYN | ACK) == SYN | ACK || f & RST != 0))
+    budgeted_syn(seg) || (seg.hook == crate::hook::HOOK_INGRESS as u8 && (f & (SYN | ACK) == SYN | ACK || f & RST != 0))
 }
 
 /// Whether a packet of a flow that `entry`'s slot does not hold may take that slot: a free or idle
@@ -281,13 +281,11 @@ pub fn linger(idle: u64) -> u64 {
     idle >> 6
 }
 
-/// Whether `seg` is an inbound SYN (no ACK, no RST), the packet [`HookCounters::take_syn_budget`]
-/// rations before it may touch the flow table.
-///
-/// [`HookCounters::take_syn_budget`]: crate::counters::HookCounters::take_syn_budget
+/// Whether `seg` is an inbound SYN (no ACK, no RST), the packet the per-hook SYN budget
+/// (`HookCounters::take_syn_budget`, in `counters`) rations before it may touch the flow table.
 #[inline(always)]
 pub fn budgeted_syn(seg: &Segment) -> bool {
-    seg.hook == crate::counters::HOOK_INGRESS as u8 && seg.flags & (SYN | ACK | RST) == SYN
+    seg.hook == crate::hook::HOOK_INGRESS as u8 && seg.flags & (SYN | ACK | RST) == SYN
 }
 
 /// The largest step between the IP-IDs of a side's consecutive packets that continues its
@@ -302,7 +300,7 @@ pub struct Segment {
     pub ttl: u8,
     /// IPv4 identification; 0 for IPv6 (and for the IPv4 packets that carry none).
     pub ip_id: u16,
-    /// 0 = ingress, 1 = egress (see [`crate::counters::HOOK_INGRESS`]).
+    /// 0 = ingress, 1 = egress (see [`crate::hook::HOOK_INGRESS`]).
     pub hook: u8,
     pub seq: u32,
     pub ack: u32,
@@ -439,7 +437,7 @@ impl FlowEntry {
         self.hooks_seen |= 1 << (seg.hook & 1);
         let f = seg.flags;
         if self.proven == 0 && side as u8 == self.initiator {
-            let opened_by_us = seg.hook == crate::counters::HOOK_EGRESS as u8 && self.sides[side.index()].packets == 0;
+            let opened_by_us = seg.hook == crate::hook::HOOK_EGRESS as u8 && self.sides[side.index()].packets == 0;
             let follow_up = f & (SYN | RST) == 0 && self.sides[side.other().index()].packets > 0;
             if opened_by_us || follow_up {
                 self.proven = 1;
@@ -449,11 +447,12 @@ impl FlowEntry {
         if s.packets == 0 {
             s.first_ttl = seg.ttl;
         }
-        // Zero is no number: Linux sends its DF packets outside a connection (a RST for a socket
-        // that is gone) with IP-ID 0, and IPv6 has none.
-        let step = seg.ip_id.wrapping_sub(s.last_ip_id);
+        // A step of 1..=IP_ID_STEP_MAX continues the run; 0 (a stack that sends every packet with
+        // IP-ID 0, and IPv6, which has none) breaks it, as any other step does. One subtraction
+        // and one compare: every packet pays for this.
+        let step = seg.ip_id.wrapping_sub(s.last_ip_id).wrapping_sub(1);
         let run = &mut self.ip_id_runs[side.index()];
-        *run = if s.packets > 0 && seg.ip_id != 0 && (1..=IP_ID_STEP_MAX).contains(&step) { run.saturating_add(1) } else { 0 };
+        *run = if step < IP_ID_STEP_MAX { run.saturating_add(1) } else { 0 };
         s.last_ip_id = seg.ip_id;
         s.packets = s.packets.wrapping_add(1);
         s.bytes = s.bytes.wrapping_add(seg.ip_len as u64);
@@ -536,10 +535,11 @@ mod tests {
             e.apply(side, &Segment { flags: ACK, ttl: 64, ip_id: id, now: 2, ..Default::default() });
             e.ip_id_runs[side.index()]
         };
-        assert_eq!([0x10, 0x11, 0x13, 0x50].map(|id| run(&mut e, id)), [0, 1, 2, 3], "steps of 1, 2 and 61");
-        assert_eq!(run(&mut e, 0x50 + IP_ID_STEP_MAX + 1), 0, "too far");
-        assert_eq!(run(&mut e, 0x50 + IP_ID_STEP_MAX + 2), 1);
+        assert_eq!([0x1000, 0x1001, 0x1003, 0x1040].map(|id| run(&mut e, id)), [0, 1, 2, 3], "steps of 1, 2 and 61");
+        assert_eq!(run(&mut e, 0x1040 + IP_ID_STEP_MAX + 1), 0, "too far");
+        assert_eq!(run(&mut e, 0x1040 + IP_ID_STEP_MAX + 2), 1);
         assert_eq!(run(&mut e, 0), 0, "no number");
+        assert_eq!(run(&mut e, 0), 0, "still none");
         assert_eq!(e.sides[side.index()].last_ip_id, 0);
         assert_eq!(e.ip_id_runs[side.other().index()], 0);
     }

@@ -6,8 +6,8 @@
 //! ns per packet, where a trie lookup is a helper call and a map.
 
 use crate::{
-    counters::{HOOK_EGRESS, HOOK_INGRESS},
     flow::{Endpoints, FAMILY_V4, addr_words},
+    hook::{HOOK_EGRESS, HOOK_INGRESS},
 };
 
 /// Home networks the kernel program can hold; more is a configuration error naming `home-net`.

@@ -2,7 +2,7 @@
 //!
 //! Everything both sides read lives here once: the TCP flags vocabulary ([`flags`]), the flow key and
 //! per-flow counters with the pure function that updates them ([`flow`]), the per-hook counters
-//! ([`counters`]), the ring-buffer event ([`event`]), map names and sizes ([`maps`]) and the header
+//! ([`counters`]) and the hooks' indices ([`hook`]), the ring-buffer event ([`event`]), map names and sizes ([`maps`]) and the header
 //! parser both the kernel program and replay run ([`parse`]), and the flood-proof aggregates that
 //! need no flow slot ([`aggregate`]), the home networks that give a mirror port's packets their
 //! direction ([`home`]) and what the program does with a packet once counted ([`action`]). The types are
@@ -18,5 +18,6 @@ pub mod event;
 pub mod flags;
 pub mod flow;
 pub mod home;
+pub mod hook;
 pub mod maps;
 pub mod parse;

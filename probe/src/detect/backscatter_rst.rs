@@ -7,11 +7,12 @@ use std::net::IpAddr;
 
 use std::collections::HashSet;
 
+use probe_common::{flags::RST, flow::NOTABLE_INVALID};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    AggregateView, Detector, DetectorConfig, FlowView, Invalid, Tally, check_at_least_one, check_window,
+    AggregateView, Detector, DetectorConfig, EventView, FlowView, Invalid, Tally, check_at_least_one, check_window,
     reflection::{self, Reflections},
     remote_record::RemoteRecord,
     window::Windowed,
@@ -74,6 +75,24 @@ impl BackscatterRst {
 }
 
 impl Detector for BackscatterRst {
+    /// Whom unsolicited RSTs hit, for a reflection incident's alert: a RST from outside on a
+    /// connection we sent nothing on (as the flow stood before it), with no crafted flags.
+    fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
+        let e = ev.event;
+        let (sender, receiver) = ev.sides();
+        let before = &e.flow_before;
+        if e.flags & RST != 0
+            && e.reasons & NOTABLE_INVALID == 0
+            && ev.to_local
+            && !ev.from_local
+            && before.sides[receiver.index()].packets == 0
+            && before.sides[sender.index()].invalid == 0
+        {
+            self.reflections.target(ev.iface, ev.dst(), ev.at_ns);
+        }
+        Vec::new()
+    }
+
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
         for f in flows {
             let (r, r0) = f.side(f.remote());
@@ -186,9 +205,13 @@ mod tests {
             let src = nth_remote(i);
             s.send(S, pkt(&src, 443, "10.0.0.2", 1024 + i as u16, RST | ACK));
         }
+        // The events come first, as in the pipeline: they say whom the packets hit.
+        assert!(s.events_to(&mut d).is_empty());
         let a = s.poll(&mut d, 2 * S);
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].verdict, a[0].host_role, a[0].detector), ("reflection", HostRole::Victim, "backscatter_rst"));
+        assert_eq!(a[0].dest_ip, Some("10.0.0.2".parse().unwrap()));
+        assert!(a[0].summary.starts_with("RST reflection flood at 10.0.0.2:") && !a[0].explanation.contains("SYN/ACK"), "{}", a[0].summary);
         // One per sender the table held: a few share a slot, as in the kernel's direct-mapped
         // table, and are judged by their events alone.
         let held = s.table.len() as u64;

@@ -158,6 +158,9 @@ impl Detector for BackscatterSynAck {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         if ev.event.reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
             self.dropped.observe(ev);
+            if ev.to_local && !ev.from_local {
+                self.reflections.target(ev.iface, ev.dst(), ev.at_ns);
+            }
             let (key, _) = FlowKey::canonical(&ev.event.endpoints());
             let isn = ev.event.seq;
             let seen = self.isns.touch(key, ev.at_ns, || (isn, false));
@@ -422,6 +425,8 @@ mod tests {
             s.send(S, pkt(&src, 80, "10.0.0.2", 1024 + i as u16, SYN | ACK));
             s.send(S + 1, pkt("10.0.0.2", 1024 + i as u16, &src, 80, RST));
         }
+        // The events come first, as in the pipeline: they say whom the packets hit.
+        assert!(s.events_to(&mut d).is_empty());
         let a = s.poll(&mut d, 2 * S);
         assert_eq!(a.len(), 1, "one incident, no per-reflector alerts: {:?}", a.iter().map(|a| &a.summary).collect::<Vec<_>>());
         let a = &a[0];
@@ -433,6 +438,12 @@ mod tests {
         let held = a.evidence["per_sender_alerts_held_back"].as_u64().unwrap();
         assert!((950..=s.table.len() as u64).contains(&held), "{held}");
         assert!(!a.explanation.contains("bystander,") && a.explanation.contains("target"));
+        // The attacked address is named, and the incident starts with its first packet, not
+        // with the poll that counted it.
+        assert_eq!(a.dest_ip, Some("10.0.0.2".parse().unwrap()));
+        assert!(a.summary.starts_with("SYN/ACK reflection flood at 10.0.0.2:"), "{}", a.summary);
+        assert!(a.explanation.starts_with("10.0.0.2 received") && a.explanation.contains("10.0.0.2 is the target"), "{}", a.explanation);
+        assert_eq!(a.first_seen, crate::alert::rfc3339(S));
         let tallies = d.take_tallies();
         assert!(tallies.contains(&Tally::HeldBack { detector: "backscatter_synack", alerts: held }), "{tallies:?}");
     }

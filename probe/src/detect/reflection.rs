@@ -208,6 +208,44 @@ pub struct Reflections {
     /// Remotes with a single packet so far whose alert waits one poll: the first poll of a
     /// reflection flood may see too few of its senders to tell, the next one does.
     waiting: HashSet<IpAddr>,
+    /// Per interface: which of our addresses the unsolicited packets went to, and when the first
+    /// came, from the events (the aggregates count senders, not whom they hit).
+    targets: HashMap<String, Targets>,
+}
+
+/// Our addresses that unsolicited packets reached within a window, with their counts.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub first_ns: u64,
+    last_ns: u64,
+    pub addrs: HashMap<IpAddr, u64>,
+    /// Packets to addresses past [`TARGETS_MAX`].
+    pub others: u64,
+}
+
+/// Addresses of ours counted per interface at most.
+const TARGETS_MAX: usize = 256;
+
+impl Targets {
+    /// The busiest first (then by address), at most `n`.
+    pub fn top(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        let mut v: Vec<(IpAddr, u64)> = self.addrs.iter().map(|(a, c)| (*a, *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// How the alert names the target: the address when there is one, else how many.
+    fn words(&self) -> String {
+        match (self.addrs.len(), self.others) {
+            (0, _) => "us".to_string(),
+            (1, 0) => self.top(1)[0].0.to_string(),
+            (n, o) => {
+                let top: Vec<String> = self.top(3).iter().map(|(a, _)| a.to_string()).collect();
+                format!("{}{} of our addresses ({}{})", n, if o > 0 { "+" } else { "" }, top.join(", "), if n > 3 { ", ..." } else { "" })
+            }
+        }
+    }
 }
 
 /// How many remotes may wait a poll at most (a flood's senders beyond are alerted or absorbed
@@ -216,7 +254,36 @@ const WAITING_MAX: usize = 65_536;
 
 impl Reflections {
     pub fn new(kind: &'static Kind, window_secs: u64, min_senders: u64) -> Self {
-        Reflections { kind, window_secs, min_senders, watches: HashMap::new(), packets: 0, held_back: 0, waiting: HashSet::new() }
+        Reflections {
+            kind,
+            window_secs,
+            min_senders,
+            watches: HashMap::new(),
+            packets: 0,
+            held_back: 0,
+            waiting: HashSet::new(),
+            targets: HashMap::new(),
+        }
+    }
+
+    /// One unsolicited packet of this kind to our address `local`, seen at `at_ns` (from an
+    /// event). What came more than a window before the last is forgotten: a new flood names its
+    /// own targets and its own start.
+    pub fn target(&mut self, iface: &str, local: IpAddr, at_ns: u64) {
+        let window = self.window_secs * 1_000_000_000;
+        let t = self.targets.entry(iface.to_string()).or_default();
+        let active = self.watches.get(iface).is_some_and(|w| w.active());
+        let fresh = t.addrs.is_empty() && t.others == 0;
+        if fresh || (!active && at_ns.saturating_sub(t.last_ns) > window) {
+            *t = Targets { first_ns: at_ns, ..Targets::default() };
+        }
+        t.first_ns = t.first_ns.min(at_ns);
+        t.last_ns = t.last_ns.max(at_ns);
+        if t.addrs.len() < TARGETS_MAX || t.addrs.contains_key(&local) {
+            *t.addrs.entry(local).or_default() += 1;
+        } else {
+            t.others += 1;
+        }
     }
 
     /// This poll's aggregates of one interface.
@@ -269,7 +336,8 @@ impl Reflections {
             if iface.is_none_or(|i| i == name)
                 && let Some(i) = w.take_update()
             {
-                alerts.push(render(self.kind, name, &i, now_ns));
+                let targets = self.targets.get(name).cloned().unwrap_or_default();
+                alerts.push(render(self.kind, name, &i, &targets, now_ns));
             }
         }
         alerts
@@ -290,29 +358,44 @@ impl Reflections {
     }
 }
 
-/// The incident as one alert: we are the target.
-pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
+/// "This host" at the start of a sentence; an address as it is.
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// The incident as one alert: we are the target, named by address when the events show one.
+pub fn render(kind: &Kind, iface: &str, i: &Reflection, targets: &Targets, now_ns: u64) -> Alert {
     let secs = (i.last.saturating_sub(i.started) as f64 / 1e9).max(1.0);
+    let at = targets.words();
     let summary = format!(
-        "{} reflection flood at us: {} unsolicited {}s from about {} senders in {secs:.0} s ({:.0}/s)",
+        "{} reflection flood at {at}: {} unsolicited {}s from about {} senders in {secs:.0} s ({:.0}/s)",
         kind.packet,
         i.packets,
         kind.packet,
         i.reflectors,
         i.per_second()
     );
+    // Who is hit, as the sentences need it: one address, several, or (no event seen) this host.
+    let (who, whose, be) = match (targets.addrs.len(), targets.others) {
+        (0, _) => ("this host".to_string(), "this host's address".to_string(), "is"),
+        (1, 0) => (at.clone(), format!("{at}'s address"), "is"),
+        _ => ("these hosts of ours".to_string(), "their addresses".to_string(), "are"),
+    };
     let explanation = format!(
-        "This host received {} {}s on connections it never opened, from about {} different addresses. {} This host is \
+        "{} received {} {}s on connections never opened, from about {} different addresses. {} {} {be} \
          the target, not compromised and not a bystander. The senders are real, innocent hosts, so blocking them one \
          by one does nothing. What to do: if the link or the host suffers, ask the upstream provider to filter \
-         inbound {}s to this host (no connection of ours needs them, as the missing SYNs show) or to scrub the \
+         inbound {}s to {who} (no connection of ours needs them, as the missing SYNs show) or to scrub the \
          traffic.{}{}",
+        capitalized(if targets.addrs.len() > 1 || targets.others > 0 { &at } else { &who }),
         i.packets,
         kind.packet,
         i.reflectors,
-        kind.mechanism,
+        kind.mechanism.replace("this host's address", &whose),
+        capitalized(&who),
         kind.packet,
-        kind.firewall,
+        kind.firewall.replace("this host", &who),
         if i.held_back > 0 {
             format!(
                 " {} per-sender backscatter alerts were folded into this one (counted in flagprobe_alerts_suppressed_total).",
@@ -322,6 +405,9 @@ pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
             String::new()
         }
     );
+    // The incident starts with its first packet, not with the poll that first counted it.
+    let first = if targets.first_ns > 0 { targets.first_ns.min(i.started) } else { i.started };
+    let dest = (targets.addrs.len() == 1 && targets.others == 0).then(|| (targets.top(1)[0].0, None));
     AlertDraft {
         detector: kind.detector,
         severity: Severity::High,
@@ -330,8 +416,8 @@ pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
         key: format!("reflection:{iface}"),
         iface: iface.to_string(),
         src: None,
-        dest: None,
-        first_seen_ns: i.started,
+        dest,
+        first_seen_ns: first,
         last_seen_ns: i.last,
         packets: i.packets,
         flows: i.reflectors,
@@ -344,6 +430,8 @@ pub fn render(kind: &Kind, iface: &str, i: &Reflection, now_ns: u64) -> Alert {
             "kind": kind.packet, "packets": i.packets, "reflectors_estimate": i.reflectors,
             "per_second": i.per_second(), "peak_per_second": i.peak_per_second,
             "per_sender_alerts_held_back": i.held_back,
+            "targets": targets.top(10).iter().map(|(a, n)| json!({"addr": a, "packets": n})).collect::<Vec<_>>(),
+            "targets_estimate": targets.addrs.len() as u64 + u64::from(targets.others > 0),
             "top_senders": i.top.iter().map(|(a, n)| json!({"addr": a, "packets": n})).collect::<Vec<_>>(),
         }),
     )

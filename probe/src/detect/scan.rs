@@ -283,6 +283,44 @@ mod tests {
         assert_eq!(alerts[0].flows, 20);
     }
 
+    /// A stateless scanner (masscan, zmap): one SYN per host, never retransmitted; the open
+    /// hosts' SYN/ACKs are reset by the scanner's own kernel, the closed ones refuse.
+    #[test]
+    fn a_stateless_sweep_one_syn_per_host_is_a_scan() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        for h in 1..=6u16 {
+            let host = format!("10.0.0.{h}");
+            s.send(S, pkt("192.0.2.90", 61000, &host, 80, SYN));
+            if h % 2 == 0 {
+                s.send(S, pkt(&host, 80, "192.0.2.90", 61000, SYN | ACK));
+                s.send(S + 1, pkt("192.0.2.90", 61000, &host, 80, RST));
+            } else {
+                s.send(S, pkt(&host, 80, "192.0.2.90", 61000, RST | ACK));
+            }
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].verdict, a[0].evidence["probe"].as_str()), ("scan", Some("SYN")));
+    }
+
+    /// A slow vertical scan, a port every 30 s (nmap -T1 waits 15 s): each probe comes within the
+    /// window of the last, so the record lives on and the ports add up.
+    #[test]
+    fn a_slow_scan_adds_up_across_minutes() {
+        let mut s = Script::new();
+        let mut d = Scan::new(Config::default());
+        let mut raised = Vec::new();
+        for p in 1..=15u16 {
+            let t = p as u64 * 30 * S;
+            s.send(t, pkt("192.0.2.91", 61000, "10.0.0.2", 1000 + p, SYN));
+            s.send(t, pkt("10.0.0.2", 1000 + p, "192.0.2.91", 61000, RST | ACK));
+            d.expire(t + S);
+            raised.extend(s.poll(&mut d, t + S).into_iter().map(|a| (p, a.flows)));
+        }
+        assert_eq!(raised, [(15, 15)], "raised at the 15th port, 7 minutes in");
+    }
+
     #[test]
     fn xmas_and_null_probes_are_named() {
         let mut s = Script::new();
