@@ -4,7 +4,8 @@
 //! validates into one typed [`Config`]. Every error is one line naming the field.
 //!
 //! This module sits at the top of the library: it assembles the subsystems' own setting types
-//! (detector configs, the XDP mode, the alert format) and nothing below imports it.
+//! (detector configs, the XDP mode, the alert format) and nothing below imports it: only the
+//! command line and the two commands that take these settings, the agent and replay.
 
 pub mod file;
 pub mod netinfo;

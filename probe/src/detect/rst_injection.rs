@@ -73,6 +73,8 @@ pub struct RstInjection {
     last_rst: HashMap<Connection, LastRst>,
     /// Data segments whose only sign is another TTL, waiting for the sender's next packets.
     held: HashMap<FlowKey, Held>,
+    /// Suspect packets so far per connection: an alert's update counts them all, not its last.
+    suspects: HashMap<Connection, u64>,
 }
 
 /// A data segment at another TTL than the sender's first packet, held until the sender's next
@@ -115,7 +117,7 @@ const IP_ID_REACH_MAX: u64 = 32_768;
 
 impl RstInjection {
     pub fn new(config: Config) -> Self {
-        RstInjection { config, last_rst: HashMap::new(), held: HashMap::new() }
+        RstInjection { config, last_rst: HashMap::new(), held: HashMap::new(), suspects: HashMap::new() }
     }
 }
 
@@ -291,6 +293,14 @@ impl Detector for RstInjection {
         // leaves, ours included (an IPS's reject, a load balancer's idle reset): worth a look, not
         // the page that TTL and sequence evidence of a third party deserves.
         let severity = if id_break.is_some() && signs.len() == 1 { Severity::Medium } else { Severity::High };
+        if self.suspects.len() >= LAST_RST_MAX {
+            self.suspects.clear();
+        }
+        // A segment held for its sender's next packets is counted when (if) it is alerted.
+        let held_now = data_ttl && signs.len() == 1;
+        let suspects = self.suspects.entry((src, e.sport, dst, e.dport)).or_default();
+        *suspects += u64::from(!held_now);
+        let packets = (*suspects).max(1);
         let draft = AlertDraft {
             detector: "rst_injection",
             severity,
@@ -302,13 +312,13 @@ impl Detector for RstInjection {
             dest: Some((dst, Some(e.dport))),
             first_seen_ns: before.first_seen,
             last_seen_ns: ev.at_ns,
-            packets: 1,
+            packets,
             flows: 1,
         };
         let alert = draft.build(ev.at_ns, summary, explanation, evidence);
         // Another TTL alone is what a changed path shows too (a route, a load balancer's other
         // member): held until the sender's next packets tell.
-        if data_ttl && signs.len() == 1 {
+        if held_now {
             if self.held.contains_key(&flow) {
                 return vec![];
             }
@@ -395,6 +405,22 @@ mod tests {
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].verdict, "injection-suspected");
         assert!(alerts[0].summary.contains("TTL 61"), "{}", alerts[0].summary);
+    }
+
+    /// Each alert of a connection counts every suspect packet so far: its update is not "1
+    /// packet" again.
+    #[test]
+    fn a_second_suspect_rst_on_a_connection_counts_two() {
+        let mut s = Script::new();
+        let mut d = RstInjection::new(Config::default());
+        handshake(&mut s);
+        for t in [2 * S, 3 * S] {
+            let mut rst = pkt("192.0.2.1", 80, "10.0.0.2", 40000, RST);
+            (rst.ttl, rst.seq) = (40, 5001);
+            s.send(t, rst);
+        }
+        let packets: Vec<u64> = s.events_to(&mut d).iter().map(|a| a.packets).collect();
+        assert_eq!(packets, [1, 2]);
     }
 
     #[test]

@@ -8,7 +8,10 @@ use probe_common::flow::NOTABLE_RST_PAYLOAD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Detector, DetectorConfig, EventView, Invalid, Tally, check_window, window::Windowed};
+use super::{
+    Detector, DetectorConfig, EventView, Invalid, Tally, check_window,
+    window::{CappedSet, Windowed},
+};
 use crate::alert::{Alert, AlertDraft, HostRole, Severity};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -91,8 +94,10 @@ struct Record {
     last_seen: u64,
     packets: u64,
     our_syns: u64,
-    local: Option<(IpAddr, u16)>,
-    remote_port: u16,
+    /// Every connection the record counted, as (remote port, our address, our port): the alert
+    /// names a port only when all its RSTs share it, so that its summary, its ports and its
+    /// evidence file describe the same packets.
+    connections: CappedSet<(u16, IpAddr, u16)>,
     text: String,
     /// What the payload is: `text`, `binary` or `rst-diagnostic`.
     kind: &'static str,
@@ -163,6 +168,12 @@ impl RstPayload {
     }
 }
 
+/// The one value every item shares (and none went uncounted: `complete`), else none.
+fn only<T: Copy + PartialEq>(complete: bool, mut values: impl Iterator<Item = T>) -> Option<T> {
+    let first = values.next()?;
+    (complete && values.all(|v| v == first)).then_some(first)
+}
+
 impl Detector for RstPayload {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
@@ -184,8 +195,7 @@ impl Detector for RstPayload {
             last_seen: ev.at_ns,
             packets: 0,
             our_syns: 0,
-            local: None,
-            remote_port: e.sport,
+            connections: CappedSet::new(64),
             text: shown,
             kind,
             hex: hex(e.payload(), ""),
@@ -195,7 +205,14 @@ impl Detector for RstPayload {
         r.last_seen = ev.at_ns;
         r.packets += 1;
         r.our_syns += our_syns;
-        r.local = Some((ev.dst(), e.dport));
+        r.connections.insert((e.sport, ev.dst(), e.dport));
+        let complete = r.connections.overflow == 0;
+        let remote_port = only(complete, r.connections.iter().map(|c| c.0));
+        let local_addr = only(complete, r.connections.iter().map(|c| c.1));
+        let local_port = only(complete, r.connections.iter().map(|c| c.2));
+        let mut remote_ports: Vec<u16> = r.connections.iter().map(|c| c.0).collect();
+        remote_ports.sort();
+        remote_ports.dedup();
         let signature = sig.map(|i| &self.signatures[i]);
         let (severity, verdict_words) = match signature {
             Some(s) => (s.severity, format!("matches the known reset text \"{}\" ({})", s.pattern, s.name)),
@@ -203,9 +220,13 @@ impl Detector for RstPayload {
         };
         let src = ev.src();
         let direction = if r.inbound { "to this host" } else { "from this host" };
+        let from = match remote_port {
+            Some(p) => format!("{src}:{p}"),
+            None => format!("{src} (ports {})", remote_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")),
+        };
         let what = match r.kind {
-            "text" => format!("a reset-cause text {direction} from {src}:{}: \"{}\"", r.remote_port, r.text),
-            _ => format!("a {} payload {direction} from {src}:{} ({})", r.kind, r.remote_port, r.text),
+            "text" => format!("a reset-cause text {direction} from {from}: \"{}\"", r.text),
+            _ => format!("a {} payload {direction} from {from} ({})", r.kind, r.text),
         };
         let summary = format!("RST with {what} ({} so far; {} of our SYNs preceded)", r.packets, r.our_syns);
         let role = if signature.is_some() && r.our_syns > 0 { HostRole::PossiblyCompromised } else { HostRole::Observer };
@@ -231,7 +252,8 @@ impl Detector for RstPayload {
             "flags": probe_common::flags::letters(e.flags).to_string(),
             "seq": e.seq,
             "ack": e.ack,
-            "remote_port": r.remote_port,
+            "remote_ports": remote_ports,
+            "connections": r.connections.len() as u64 + r.connections.overflow,
         });
         let alert = AlertDraft {
             detector: "rst_payload",
@@ -240,8 +262,8 @@ impl Detector for RstPayload {
             host_role: role,
             key: format!("{src}|{sig_name}"),
             iface: r.iface.clone(),
-            src: Some((src, Some(e.sport))),
-            dest: r.local.map(|(a, p)| (a, Some(p))),
+            src: Some((src, remote_port)),
+            dest: local_addr.map(|a| (a, local_port)),
             first_seen_ns: r.first_seen,
             last_seen_ns: r.last_seen,
             packets: r.packets,
@@ -297,6 +319,13 @@ mod tests {
         assert_eq!(last.evidence["our_syns_before"], 3);
         assert!(last.explanation.contains("1:27962"));
         assert_eq!(d.tallies, vec![("storm-goaway".to_string(), 3)]);
+        // The first names its one connection; the update spans three, and names no single port
+        // where the summary lists three: its ports, its summary and its packets agree.
+        assert_eq!((alerts[0].src_port, alerts[0].dest_port), (Some(6667), Some(47000)));
+        assert!(alerts[0].summary.contains("from 192.0.2.1:6667:"), "{}", alerts[0].summary);
+        assert_eq!((last.src_port, last.dest_ip, last.dest_port), (None, Some("10.0.0.2".parse().unwrap()), None));
+        assert!(last.summary.contains("from 192.0.2.1 (ports 80, 445, 6667):"), "{}", last.summary);
+        assert_eq!(last.evidence["connections"], 3);
     }
 
     #[test]
