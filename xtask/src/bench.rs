@@ -11,15 +11,22 @@ use anyhow::{Context, Result, bail};
 
 use crate::{build, setup::sh};
 
-/// Replay throughput next to tshark on the same generated capture, in this run.
-fn replay_vs_tshark(flows: u32) -> Result<String> {
+/// A capture written by the tests crate's `gen-pcap` into `target/NAME`, with `args` after the path.
+fn gen_pcap(name: &str, args: &[&str]) -> Result<PathBuf> {
     let root = build::workspace_root();
-    let pcap = root.join("target/bench-replay.pcap");
+    let pcap = root.join("target").join(name);
     sh(Command::new("cargo")
         .current_dir(&root)
         .args(["run", "-q", "--release", "-p", "tests", "--bin", "gen-pcap", "--"])
         .arg(&pcap)
-        .arg(flows.to_string()))?;
+        .args(args))?;
+    Ok(pcap)
+}
+
+/// Replay throughput next to tshark on the same generated capture, in this run.
+fn replay_vs_tshark(flows: u32) -> Result<String> {
+    let root = build::workspace_root();
+    let pcap = gen_pcap("bench-replay.pcap", &[&flows.to_string()])?;
     sh(Command::new("cargo")
         .current_dir(&root)
         .args(["build", "-q", "--release", "-p", "probe", "--bin", "flagprobe"])
@@ -55,13 +62,7 @@ fn replay_vs_tshark(flows: u32) -> Result<String> {
 /// Replay of a spoofed SYN flood from a million sources (2M packets, our SYN/ACK answering each):
 /// its rate and the most memory it used, as replay's JSON summary reports them.
 fn replay_flood(sources: u32) -> Result<String> {
-    let root = build::workspace_root();
-    let pcap = root.join("target/bench-flood.pcap");
-    sh(Command::new("cargo")
-        .current_dir(&root)
-        .args(["run", "-q", "--release", "-p", "tests", "--bin", "gen-pcap", "--"])
-        .arg(&pcap)
-        .args([&sources.to_string(), "--flood"]))?;
+    let pcap = gen_pcap("bench-flood.pcap", &[&sources.to_string(), "--flood"])?;
     let out = Command::new(build::agent_binary(true))
         .args(["replay", "--home-net", "10.0.0.0/8", "--alerts", "/dev/null", "--format", "json"])
         .arg(&pcap)
