@@ -426,14 +426,10 @@ pub fn exercise(bytes: &[u8]) -> u64 {
     let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
     let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
     let prefixes = home.prefixes().expect("one network fits");
-    let mut replayer = Replayer::new(
-        Box::new(SoftBackend::new(TableSettings::default())),
-        pipeline,
-        prefixes,
-        "fuzz",
-        Duration::from_secs(120),
-        ParseOptions::default(),
-    );
+    // A small table: every fuzz input allocates its own, and the inputs are small captures.
+    let table = TableSettings { capacity: 1024, ..TableSettings::default() };
+    let mut replayer =
+        Replayer::new(Box::new(SoftBackend::new(table)), pipeline, prefixes, "fuzz", Duration::from_secs(120), ParseOptions::default());
     let mut frames = 0;
     for frame in reader.take(100_000) {
         let Ok(frame) = frame else { break };
