@@ -236,14 +236,29 @@ time.sleep(1)";
     assert_eq!(c.get(&("out".to_string(), 0x04)), Some(&6), "our kernel's RSTs on egress: {c:?}");
     assert!(parse_errors(&agent.metrics()).is_empty(), "nothing misread: {:?}", parse_errors(&agent.metrics()));
     // The verdict, and its evidence file readable as Ethernet frames (an Ethernet header is put in
-    // front of what the device carried, as for a raw-IP capture).
+    // front of what the device carried, as for a raw-IP capture), holding the alert's own packets.
     agent.wait_for_alert("backscatter_synack");
-    // Stopped, the agent has written the incident's last update, whose evidence holds all of it.
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
-    let alert = agent.alerts().into_iter().rev().find(|a| a["detector"] == "backscatter_synack").unwrap();
+    let alerts = agent.alerts();
+    let lines: Vec<String> = alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} packets {} answers {} {}",
+                a["detector"], a["verdict"], a["packets"], a["evidence"]["our_rst_answers"], a["evidence"]["pcap_packets"]
+            )
+        })
+        .collect();
+    let alert = alerts.into_iter().rev().find(|a| a["detector"] == "backscatter_synack").unwrap();
     let pcap = alert["evidence"]["pcap"].as_str().unwrap_or_else(|| panic!("evidence written: {alert}"));
     let rows = oracle::tshark_fields(Path::new(pcap), &["ip.src", "tcp.flags"]);
-    let count = |src: &str, flags: &str| rows.iter().filter(|r| r[0] == src && r[1] == flags).count();
-    assert_eq!((count("10.88.0.1", "0x0012"), count("10.88.0.2", "0x0004"), rows.len()), (6, 6, 12), "the SYN/ACKs and our RSTs: {rows:?}");
+    let count = |src: &str, flags: &str| rows.iter().filter(|r| r[0] == src && r[1] == flags).count() as u64;
+    let (syn_acks, rsts) = (count("10.88.0.1", "0x0012"), count("10.88.0.2", "0x0004"));
+    assert!(syn_acks > 0 && rsts > 0 && syn_acks + rsts == rows.len() as u64, "only the SYN/ACKs and our RSTs: {rows:?}");
+    assert_eq!(
+        (Some(syn_acks), Some(rsts)),
+        (alert["packets"].as_u64(), alert["evidence"]["our_rst_answers"].as_u64()),
+        "the evidence holds what the alert counts: {rows:?}; the alerts: {lines:#?}"
+    );
 }
