@@ -134,9 +134,11 @@ impl FlowTracker {
     pub fn scan(&mut self, table: &FlowTable, iface: &Arc<str>, now: u64, idle: u64, mut sink: impl FnMut(&mut [FlowDelta])) -> u64 {
         let mut chunk = Vec::with_capacity(DELTA_CHUNK.min(self.shadow.len()));
         for i in 0..table.slots().min(self.shadow.len()) {
-            // Every packet moves its slot's `last_seen`: comparing that one word with our copy
-            // finds the changed slots without reading whole entries.
-            if table.last_seen(i) == self.shadow[i].last_seen {
+            // Every packet moves its slot's stamp (`last_seen` and the two packet counts):
+            // comparing three words with our copy finds the changed slots without reading whole
+            // entries.
+            let shadow = &self.shadow[i];
+            if table.stamp(i) == (shadow.last_seen, shadow.sides[0].packets, shadow.sides[1].packets) {
                 continue;
             }
             let e = table.read(i);

@@ -64,12 +64,21 @@ impl FlowTable {
             .collect()
     }
 
-    /// When slot `i` last saw a packet (0: never) — one cache line, for the cheap "changed?" scan.
-    #[inline]
-    pub fn last_seen(&self, i: usize) -> u64 {
+    /// What changes with every packet counted in slot `i`: its `last_seen` and each side's
+    /// packet count. `last_seen` alone is in jiffies, and two packets of one flow within one
+    /// jiffy (a SYN/ACK and the RST our kernel answers it with, microseconds apart) leave it
+    /// equal: a poll that read the slot between them would never see the second.
+    pub fn stamp(&self, i: usize) -> (u64, u32, u32) {
         assert!(i < self.slots);
-        // SAFETY: in bounds of the mapping; u64 reads are not torn on our targets.
-        unsafe { std::ptr::read_volatile(&raw const (*self.base.as_ptr().add(i)).last_seen) }
+        // SAFETY: in bounds of the mapping; aligned u64 and u32 reads are not torn on our targets.
+        unsafe {
+            let e = self.base.as_ptr().add(i);
+            (
+                std::ptr::read_volatile(&raw const (*e).last_seen),
+                std::ptr::read_volatile(&raw const (*e).sides[0].packets),
+                std::ptr::read_volatile(&raw const (*e).sides[1].packets),
+            )
+        }
     }
 
     /// A copy of slot `i`.

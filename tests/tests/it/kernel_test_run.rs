@@ -279,6 +279,34 @@ fn full_table_counts_insert_failures_and_keeps_the_histogram_exact() {
     assert!(c.flow_insert_failures >= 500 - 64, "at most 64 slots on this CPU: {c:?}");
 }
 
+/// A poll that reads a slot between two packets of its flow sees the second at the next poll,
+/// even within one jiffy: the SYN/ACK and the RST our kernel answers it with are microseconds
+/// apart, and a flow's `last_seen` (jiffies) alone stays the same across them.
+#[test]
+fn a_packet_right_after_a_poll_is_seen_at_the_next() {
+    if !privileged("a_packet_right_after_a_poll_is_seen_at_the_next") {
+        return;
+    }
+    let mut p = probe();
+    let table = FlowTable::map(&p.ebpf, p.geometry.slots()).unwrap();
+    let mut tracker = FlowTracker::new(p.geometry.slots() as usize, p.geometry.slots_per_cpu);
+    let scan = |tracker: &mut FlowTracker, p: &Probe| {
+        let mut deltas = Vec::new();
+        tracker.scan(&table, &"test".into(), p.clock.now_ticks(), u64::MAX, |d| deltas.extend_from_slice(d));
+        deltas
+    };
+    for round in 0..20u16 {
+        let port = 30000 + round;
+        assert_eq!(xdp(&mut p, &TcpFrame::v4([198, 51, 100, 7], 443, [10, 0, 0, 2], port, SYN | ACK).build()), XDP_PASS);
+        assert_eq!(scan(&mut tracker, &p).len(), 1, "round {round}: the SYN/ACK's flow");
+        tc(&mut p, &TcpFrame::v4([10, 0, 0, 2], port, [198, 51, 100, 7], 443, RST).build());
+        let deltas = scan(&mut tracker, &p);
+        assert_eq!(deltas.len(), 1, "round {round}: our RST, right after the poll");
+        let ours = &deltas[0].now.sides[Side::Lo.index()];
+        assert_eq!((ours.packets, ours.rst), (1, 1), "round {round}");
+    }
+}
+
 /// Collects aya-log records in memory.
 struct Collect(std::sync::Mutex<Vec<String>>);
 

@@ -236,7 +236,8 @@ time.sleep(1)";
     assert_eq!(c.get(&("out".to_string(), 0x04)), Some(&6), "our kernel's RSTs on egress: {c:?}");
     assert!(parse_errors(&agent.metrics()).is_empty(), "nothing misread: {:?}", parse_errors(&agent.metrics()));
     // The verdict, and its evidence file readable as Ethernet frames (an Ethernet header is put in
-    // front of what the device carried, as for a raw-IP capture), holding the alert's own packets.
+    // front of what the device carried, as for a raw-IP capture). Stopped, the agent has written
+    // the incident's last update, whose evidence holds all of it and what the alert counts.
     agent.wait_for_alert("backscatter_synack");
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
@@ -255,7 +256,7 @@ time.sleep(1)";
     let rows = oracle::tshark_fields(Path::new(pcap), &["ip.src", "tcp.flags"]);
     let count = |src: &str, flags: &str| rows.iter().filter(|r| r[0] == src && r[1] == flags).count() as u64;
     let (syn_acks, rsts) = (count("10.88.0.1", "0x0012"), count("10.88.0.2", "0x0004"));
-    assert!(syn_acks > 0 && rsts > 0 && syn_acks + rsts == rows.len() as u64, "only the SYN/ACKs and our RSTs: {rows:?}");
+    assert_eq!((syn_acks, rsts, rows.len()), (6, 6, 12), "the SYN/ACKs and our RSTs: {rows:?}; the alerts: {lines:#?}");
     assert_eq!(
         (Some(syn_acks), Some(rsts)),
         (alert["packets"].as_u64(), alert["evidence"]["our_rst_answers"].as_u64()),
