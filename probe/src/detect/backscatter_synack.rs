@@ -157,7 +157,11 @@ impl BackscatterSynAck {
 impl Detector for BackscatterSynAck {
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         if ev.event.reasons & NOTABLE_UNSOLICITED_SYN_ACK != 0 {
-            self.dropped.observe(ev);
+            // An event can come after the poll that already counted its flow (the ring buffer's
+            // reader runs beside the poller): the victim's alert is written again with it.
+            if self.dropped.observe(ev) && self.victims.get(&ev.src()).is_some() {
+                self.touched.insert(ev.src());
+            }
             if ev.to_local && !ev.from_local {
                 self.reflections.target(ev.iface, ev.dst(), ev.at_ns);
             }
@@ -405,6 +409,28 @@ mod tests {
         assert_eq!((a.len(), a[0].flows, a[0].evidence["our_rst_answers"].as_u64()), (1, 1, Some(0)));
         assert!(a[0].explanation.contains("Nothing came back"), "{}", a[0].explanation);
         assert_eq!(a[0].packets, 3);
+    }
+
+    /// The ring buffer's reader runs beside the poller: an event may come after the poll that
+    /// counted its flow. Its drop is then in the victim's next alert, not lost.
+    #[test]
+    fn a_drop_seen_after_its_poll_updates_the_alert() {
+        let mut s = Script::new();
+        let mut d = BackscatterSynAck::new(Config::default());
+        for port in [30000u16, 30001] {
+            s.send(S, pkt("198.51.100.7", 443, "10.0.0.2", port, SYN | ACK));
+            s.send(S + 1, pkt("10.0.0.2", port, "198.51.100.7", 443, RST));
+        }
+        let a = s.poll(&mut d, 2 * S);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].evidence["dropped_by_flagprobe"], serde_json::Value::Null, "{}", a[0].evidence);
+        for ev in s.events.iter_mut().filter(|e| e.flags == SYN | ACK) {
+            ev.action = probe_common::action::ACTION_WOULD_DROP;
+        }
+        assert!(s.events_to(&mut d).is_empty());
+        let a = s.poll(&mut d, 3 * S);
+        assert_eq!(a.len(), 1, "the victim's alert again");
+        assert_eq!(a[0].evidence["dropped_by_flagprobe"]["would_drop"], 2, "{}", a[0].evidence);
     }
 
     #[test]

@@ -28,10 +28,11 @@ impl Dropped {
     }
 
     /// Count `ev` if flagprobe dropped it (or would have); the caller says it is of this reason.
-    pub fn observe(&mut self, ev: &EventView<'_>) {
+    /// True when counted: an alert already written about its sender is out of date.
+    pub fn observe(&mut self, ev: &EventView<'_>) -> bool {
         let action = ev.event.action;
         if action != ACTION_DROPPED && action != ACTION_WOULD_DROP {
-            return;
+            return false;
         }
         let c = self.by_sender.touch(ev.src(), ev.at_ns, Counts::default);
         if action == ACTION_DROPPED {
@@ -39,6 +40,7 @@ impl Dropped {
         } else {
             c.would_drop += 1;
         }
+        true
     }
 
     /// A sentence for the alert about `sender`'s packets, if any were dropped.

@@ -64,12 +64,19 @@ pub struct InvalidFlags {
     aborts: Windowed<FlowKey, ()>,
     /// Crafted combinations flagprobe dropped (`--drop invalid-flags`), by sender.
     dropped: Dropped,
+    /// Senders with a drop counted since the last poll (their alerts are written again).
+    late: Vec<IpAddr>,
 }
 
 impl InvalidFlags {
     pub fn new(config: Config) -> Self {
         let w = config.window_secs * 1_000_000_000;
-        InvalidFlags { senders: Windowed::new(w, 10_000), aborts: Windowed::new(w, 10_000), dropped: Dropped::new(DROP_REASON_NAMES[1], w) }
+        InvalidFlags {
+            senders: Windowed::new(w, 10_000),
+            aborts: Windowed::new(w, 10_000),
+            dropped: Dropped::new(DROP_REASON_NAMES[1], w),
+            late: Vec::new(),
+        }
     }
 }
 
@@ -91,8 +98,9 @@ impl Detector for InvalidFlags {
     /// the other side's first packet came before it or after.
     fn observe_event(&mut self, ev: &EventView<'_>) -> Vec<Alert> {
         let e = ev.event;
-        if e.reasons & NOTABLE_INVALID != 0 {
-            self.dropped.observe(ev);
+        // An event after the poll that counted its sender: the sender's alert is written again.
+        if e.reasons & NOTABLE_INVALID != 0 && self.dropped.observe(ev) && self.senders.get(&ev.src()).is_some() {
+            self.late.push(ev.src());
         }
         if e.reasons & NOTABLE_INVALID != 0 && flags::invalid_kind(e.flags) == Some(InvalidKind::FinNoAck) {
             let (sender, receiver) = ev.sides();
@@ -105,7 +113,7 @@ impl Detector for InvalidFlags {
     }
 
     fn observe_flows(&mut self, now_ns: u64, flows: &[FlowView<'_>]) -> Vec<Alert> {
-        let mut touched = Vec::new();
+        let mut touched = std::mem::take(&mut self.late);
         for f in flows {
             for side in [f.remote(), f.local] {
                 let (s, s0) = f.side(side);
