@@ -1,4 +1,4 @@
-//! The command line: `flagprobe run | replay | check-config`. Each subcommand's arguments belong to
+//! The command line: `flagprobe run | replay | check-config` (and the hidden `assets`). Each subcommand's arguments belong to
 //! the module that runs it; this file only names them.
 
 use std::path::PathBuf;
@@ -25,4 +25,7 @@ pub enum Command {
     Replay(Box<ReplayArgs>),
     /// Validate a config file (default /etc/flagprobe/flagprobe.toml) and print the effective configuration.
     CheckConfig { path: Option<PathBuf> },
+    /// Write the man pages and shell completions into DIR (the package build's step).
+    #[command(hide = true)]
+    Assets { dir: PathBuf },
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! Top to bottom; a module imports only what is listed below it.
+//! - [`docs`]: the man pages and shell completions, from the command line's definitions.
 //! - [`cli`]: the command line (`run`, `replay`, `check-config`), each subcommand's arguments
 //!   owned by the module that runs it.
 //! - [`config`]: every setting declared once ([`config::Settings`]), command line over file,
@@ -27,6 +28,7 @@ pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod docs;
 pub mod evidence;
 pub mod flows;
 pub mod kernel;

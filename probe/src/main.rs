@@ -32,6 +32,9 @@ fn main() -> ExitCode {
                 })
                 .map_err(|e| (e.to_string(), EXIT_CONFIG))
         }
+        Command::Assets { dir } => probe::docs::write_assets(&dir)
+            .map(|files| println!("wrote {} files under {}", files.len(), dir.display()))
+            .map_err(|e| (format!("{}: {e}", dir.display()), 1)),
         // A setting that does not validate, or an input that is not there, is a configuration
         // error (2); a capture that cannot be read, 1.
         Command::Replay(args) => probe::replay::run(*args).map_err(|e| {

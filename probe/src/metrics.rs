@@ -29,6 +29,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
     pub evidence_files: IntCounterVec,
+    pub syslog_messages: IntCounterVec,
     pub dropped_packets: IntCounterVec,
     pub sensor_frames: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
@@ -127,6 +128,12 @@ impl Metrics {
                 "Alerts held back: a detector opened too many new keys in one window, or folded them into one incident's alert.",
                 &["detector"],
             ),
+            syslog_messages: counter(
+                &r,
+                "flagprobe_syslog_messages_total",
+                "Alerts sent to syslog (--syslog) by outcome: sent, or lost (queue full, collector down, send failed).",
+                &["outcome"],
+            ),
             evidence_files: counter(
                 &r,
                 "flagprobe_evidence_files_total",
@@ -164,6 +171,9 @@ impl Metrics {
         }
         for kind in ["syn-ack", "rst"] {
             m.backscatter_packets.with_label_values(&[kind]);
+        }
+        for outcome in ["sent", "lost"] {
+            m.syslog_messages.with_label_values(&[outcome]);
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         m.up_since.set(now as i64);

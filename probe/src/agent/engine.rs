@@ -113,7 +113,7 @@ impl Engine {
     fn reload_config(&mut self) {
         let outcome = self.config.cli.clone().into_config().and_then(|new| {
             self.sinks
-                .reconfigure(new.alert_format.resolve(), new.alerts_path.as_deref())
+                .reconfigure(new.alert_format.resolve(), new.alerts_path.as_deref(), new.syslog.as_ref())
                 .map_err(|e| crate::config::invalid("alerts", e.to_string()))?;
             let in_force = reload::in_force(&self.config.settings, &new.settings);
             Ok((reload::changed(&self.config.settings, &new.settings), Config::resolve(in_force, new.source, new.cli)?))

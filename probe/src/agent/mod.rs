@@ -152,8 +152,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
 
     let health = Arc::new(Health { last_poll_unix_ms: AtomicU64::new(0), poll_interval: config.poll_interval });
     let sinks = Arc::new(
-        AlertSinks::new(config.alert_format.resolve(), config.alerts_path.as_deref())
-            .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
+        AlertSinks::new(
+            config.alert_format.resolve(),
+            config.alerts_path.as_deref(),
+            config.syslog.as_ref(),
+            metrics.syslog_messages.clone(),
+        )
+        .map_err(|source| RunError::Alerts { path: config.alerts_path.clone().unwrap_or_default(), source })?,
     );
     let l3: Vec<String> = config.ifaces.iter().filter(|i| kernel::features::link_is_ip(i)).cloned().collect();
     let mut pipeline =

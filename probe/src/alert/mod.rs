@@ -1,9 +1,10 @@
 //! Alerts: the type every detector returns and its JSON-line (EVE-inspired) and human renderings.
 //! [`dedup`] keeps floods from flooding the log; [`sinks`] writes alerts out (terminal, JSON-lines
-//! file, the recent list behind `/alerts`).
+//! file, [`syslog`], the recent list behind `/alerts`).
 
 pub mod dedup;
 pub mod sinks;
+pub mod syslog;
 
 pub use dedup::Deduper;
 pub use sinks::{AlertFormat, AlertSinks, TerminalFormat};

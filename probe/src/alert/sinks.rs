@@ -1,11 +1,17 @@
-//! Where alerts go: stdout (text or JSON lines), an appended JSON-lines file, and the recent list
-//! behind `/alerts`. A reload swaps the outputs in place.
+//! Where alerts go: stdout (text or JSON lines), an appended JSON-lines file, syslog, and the
+//! recent list behind `/alerts`. A reload swaps the outputs in place, and reopens the file (what
+//! logrotate's `postrotate` relies on).
 
 use std::{collections::VecDeque, io::Write, path::Path, sync::Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::Alert;
+use prometheus::IntCounterVec;
+
+use super::{
+    Alert,
+    syslog::{SyslogConfig, SyslogSender},
+};
 
 /// The `alert-format` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default, Serialize, Deserialize)]
@@ -39,29 +45,48 @@ pub enum TerminalFormat {
     Off,
 }
 
-/// Where alerts go: stdout, an appended JSON-lines file, and the recent list for `/alerts`.
+/// Where alerts go: stdout, an appended JSON-lines file, syslog, and the recent list for `/alerts`.
 pub struct AlertSinks {
     outputs: Mutex<Outputs>,
     recent: Mutex<VecDeque<Alert>>,
     recent_max: usize,
+    /// `flagprobe_syslog_messages_total`, handed to each syslog sender.
+    syslog_outcomes: IntCounterVec,
 }
 
 struct Outputs {
     terminal: TerminalFormat,
     file: Option<std::fs::File>,
+    syslog: Option<(SyslogConfig, SyslogSender)>,
 }
 
 impl AlertSinks {
-    /// `file` is opened for appending (created if missing, never truncated).
-    pub fn new(terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<Self> {
+    /// `file` is opened for appending (created if missing, never truncated); the syslog sender
+    /// connects on the first alert.
+    pub fn new(
+        terminal: TerminalFormat,
+        file: Option<&Path>,
+        syslog: Option<&SyslogConfig>,
+        syslog_outcomes: IntCounterVec,
+    ) -> std::io::Result<Self> {
         let file = file.map(crate::owned_files::open_append).transpose()?;
-        Ok(AlertSinks { outputs: Mutex::new(Outputs { terminal, file }), recent: Mutex::new(VecDeque::new()), recent_max: 1000 })
+        let syslog = syslog.map(|c| (c.clone(), SyslogSender::start(c, syslog_outcomes.clone())));
+        Ok(AlertSinks {
+            outputs: Mutex::new(Outputs { terminal, file, syslog }),
+            recent: Mutex::new(VecDeque::new()),
+            recent_max: 1000,
+            syslog_outcomes,
+        })
     }
 
-    /// Switch outputs (a reload): the new file is opened first, so a failure changes nothing.
-    pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>) -> std::io::Result<()> {
+    /// Switch outputs (a reload): the file is opened again (first, so a failure changes nothing);
+    /// a syslog target that did not change keeps its sender and connection.
+    pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>, syslog: Option<&SyslogConfig>) -> std::io::Result<()> {
         let file = file.map(crate::owned_files::open_append).transpose()?;
-        *self.outputs.lock().unwrap_or_else(|e| e.into_inner()) = Outputs { terminal, file };
+        let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = outputs.syslog.take().filter(|(running, _)| Some(running) == syslog);
+        let syslog = kept.or_else(|| syslog.map(|c| (c.clone(), SyslogSender::start(c, self.syslog_outcomes.clone()))));
+        *outputs = Outputs { terminal, file, syslog };
         Ok(())
     }
 
@@ -82,6 +107,9 @@ impl AlertSinks {
             && let Err(e) = writeln!(f, "{}", alert.to_json_line())
         {
             tracing::warn!(error = %e, "writing the alerts file");
+        }
+        if let Some((_, sender)) = &outputs.syslog {
+            sender.send(alert);
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() >= self.recent_max {

@@ -22,7 +22,7 @@ use probe_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    alert::AlertFormat,
+    alert::{AlertFormat, syslog::SyslogConfig},
     detect::{self, DetectorsConfig},
     kernel::{Mode, XdpMode},
     units::{self, DurationRange, parse_duration_in, parse_net},
@@ -93,6 +93,14 @@ pub struct Settings {
     /// Append alerts as JSON lines to this file (never truncated).
     #[arg(long)]
     pub alerts: Option<PathBuf>,
+    /// Send each alert to syslog as an RFC 5424 message: `unix:/dev/log`, `udp:HOST:PORT`, or
+    /// `tcp:HOST:PORT` (octet-counted, RFC 6587) [default: off].
+    #[arg(long, value_name = "TARGET")]
+    pub syslog: Option<String>,
+    /// The facility of those messages: `daemon`, `auth` (or `security`), `local0` to `local7`
+    /// [default: daemon].
+    #[arg(long)]
+    pub syslog_facility: Option<String>,
     /// Alerts on stdout [default: auto: text on a terminal, JSON lines otherwise].
     #[arg(long, value_enum)]
     pub alert_format: Option<AlertFormat>,
@@ -157,6 +165,7 @@ pub struct Config {
     pub summary_interval: Option<Duration>,
     pub ebpf_object: Option<PathBuf>,
     pub alerts_path: Option<PathBuf>,
+    pub syslog: Option<SyslogConfig>,
     pub alert_format: AlertFormat,
     pub alert_window: Duration,
     pub evidence: Evidence,
@@ -213,6 +222,15 @@ impl From<detect::Invalid> for ConfigError {
 
 fn duration(field: &'static str, text: &str, range: &DurationRange) -> Result<Duration, ConfigError> {
     parse_duration_in(text, range).map_err(|p| invalid(field, p))
+}
+
+/// The `syslog` and `syslog-facility` settings, validated (off when `syslog` is unset).
+pub fn syslog(s: &Settings) -> Result<Option<SyslogConfig>, ConfigError> {
+    match (&s.syslog, &s.syslog_facility) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(invalid("syslog-facility", "needs a syslog target (syslog = \"unix:/dev/log\", say)")),
+        (Some(target), facility) => SyslogConfig::parse(target, facility.as_deref()).map(Some).map_err(|(field, p)| invalid(field, p)),
+    }
 }
 
 impl RunArgs {
@@ -388,6 +406,7 @@ impl Config {
             summary_interval: (!summary.is_zero()).then_some(summary),
             ebpf_object: s.ebpf_object.clone(),
             alerts_path: s.alerts.clone(),
+            syslog: syslog(&s)?,
             alert_format: *s.alert_format.get_or_insert_default(),
             alert_window,
             evidence,

@@ -6,7 +6,7 @@ use super::Settings;
 
 /// Keys (and whole sections) the running agent applies in place. Everything else is fixed at load
 /// (interfaces, table sizes, the eBPF object and its frozen log level, the metrics socket).
-pub const RELOADABLE: &[&str] = &["detectors", "alert-window", "alerts", "alert-format", "summary-interval"];
+pub const RELOADABLE: &[&str] = &["detectors", "alert-window", "alerts", "alert-format", "summary-interval", "syslog", "syslog-facility"];
 
 /// Every key whose value differs, dotted (`detectors.scan.min-ports`, `poll-interval`).
 pub fn changed(old: &Settings, new: &Settings) -> Vec<String> {

@@ -305,11 +305,11 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         (None, Format::Json) => TerminalFormat::Json,
         (None, Format::Text) => TerminalFormat::Text,
     };
-    let sinks = Arc::new(AlertSinks::new(terminal, alerts_file.as_deref()).map_err(|source| ReplayError::Output {
-        path: alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        source,
-    })?);
     let metrics = Arc::new(Metrics::new());
+    let syslog = config::syslog(&settings)?;
+    let sinks = Arc::new(AlertSinks::new(terminal, alerts_file.as_deref(), syslog.as_ref(), metrics.syslog_messages.clone()).map_err(
+        |source| ReplayError::Output { path: alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), source },
+    )?);
     // Alerts are deduplicated within the alert window of capture time, as live.
     let mut pipeline = Pipeline::new(&judging.detectors, home.clone(), judging.alert_window, sinks, metrics.clone()).keep_written();
     if let Some(dir) = settings.evidence.as_deref().filter(|d| *d != "off") {
@@ -423,8 +423,9 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
 pub fn exercise(bytes: &[u8]) -> u64 {
     let Ok(reader) = CaptureReader::from_reader("input", Box::new(std::io::Cursor::new(bytes.to_vec()))) else { return 0 };
     let home = HomeNets(vec!["10.0.0.0/8".parse().expect("valid net")]);
-    let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None).expect("no file to open"));
-    let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, Arc::new(Metrics::new()));
+    let metrics = Arc::new(Metrics::new());
+    let sinks = Arc::new(AlertSinks::new(TerminalFormat::Off, None, None, metrics.syslog_messages.clone()).expect("no file to open"));
+    let pipeline = Pipeline::new(&DetectorsConfig::default(), home.clone(), Duration::from_secs(60), sinks, metrics);
     let prefixes = home.prefixes().expect("one network fits");
     // A small table: every fuzz input allocates its own, and the inputs are small captures.
     let table = TableSettings { capacity: 1024, ..TableSettings::default() };

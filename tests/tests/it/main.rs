@@ -27,5 +27,6 @@ mod replay_mutations;
 mod replay_settings;
 mod sensor;
 mod state_files;
+mod syslog;
 mod tunnels;
 mod under_systemd;
