@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -48,6 +49,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         filters: Vec<String>,
     },
+    /// Build flagprobe_<version>_amd64.deb and _arm64.deb into target/debian (cargo-deb, lintian).
+    Package {
+        /// The package version, revision included (default: the crate's, revision 1).
+        #[arg(long)]
+        deb_version: Option<String>,
+    },
     /// A lab of network namespaces playing every story, alerts shown as they arrive (root).
     Demo,
     /// Fuzz the capture → decode → flow → detector path with cargo-fuzz for a while.
@@ -76,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { repeat, rounds } => bench::run(repeat, rounds),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),
         Cmd::VmTest { kernels, filters } => test::vm(&kernels, &filters),
+        Cmd::Package { deb_version } => package::run(deb_version.as_deref()).map(drop),
         Cmd::Demo => demo::run(),
     }
 }

@@ -21,6 +21,11 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("ethtool", "ethtool"),
+    ("rsyslogd", "rsyslog"),
+    ("logrotate", "logrotate"),
+    ("man", "man-db"),
+    ("readelf", "binutils"),
+    ("qemu-aarch64-static", "qemu-user-static"),
 ];
 
 pub fn have(cmd: &str) -> bool {
@@ -88,7 +93,7 @@ pub fn toolchain() -> Result<()> {
     Ok(())
 }
 
-fn dpkg_installed(package: &str) -> bool {
+pub fn dpkg_installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()

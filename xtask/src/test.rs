@@ -1,4 +1,4 @@
-//! `cargo xtask test`: set up every tool, build the eBPF object and the agent, fuzz the capture path
+//! `cargo xtask test`: set up every tool, build the eBPF object, the agent and the packages, fuzz the capture path
 //! for a bounded time, run all tests on this machine's kernel, then the kernel-facing ones inside
 //! each kernel of the matrix (`vm`), and close with one tally line over all of them. Privileged
 //! tests need root; under `CI` they fail instead of skipping. A test filter runs only the host part.
@@ -41,6 +41,7 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::setup::all()?;
     formatted()?;
     build::all(false)?;
+    crate::package::run(None)?;
     crate::fuzz::run(30)?;
     let root = build::workspace_root();
     let mut child = Command::new("cargo")
@@ -53,6 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .env("FLAGPROBE_EBPF_OBJECT", build::ebpf_object())
         .env("FLAGPROBE_BIN", build::agent_binary(false))
         .env("FLAGPROBE_SHARED", root.join("../shared"))
+        .env("FLAGPROBE_DEBS", crate::package::out_dir())
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;

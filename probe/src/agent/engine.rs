@@ -134,6 +134,15 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!("reload failed, keeping the last good configuration: {e}");
+                // Still reopen the alerts file: logrotate's postrotate reloads to make the agent
+                // leave the rotated file, and a config edited badly meanwhile must not keep it there.
+                if let Err(e) = self.sinks.reconfigure(
+                    self.config.alert_format.resolve(),
+                    self.config.alerts_path.as_deref(),
+                    self.config.syslog.as_ref(),
+                ) {
+                    tracing::error!("reopening the alerts file: {e}");
+                }
                 self.metrics.config_reloads.with_label_values(&["failure"]).inc();
             }
         }

@@ -224,13 +224,12 @@ fn duration(field: &'static str, text: &str, range: &DurationRange) -> Result<Du
     parse_duration_in(text, range).map_err(|p| invalid(field, p))
 }
 
-/// The `syslog` and `syslog-facility` settings, validated (off when `syslog` is unset).
+/// The `syslog` and `syslog-facility` settings, validated (off when `syslog` is unset; the
+/// facility is checked even then, so a typo is caught before the day it is switched on).
 pub fn syslog(s: &Settings) -> Result<Option<SyslogConfig>, ConfigError> {
-    match (&s.syslog, &s.syslog_facility) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(invalid("syslog-facility", "needs a syslog target (syslog = \"unix:/dev/log\", say)")),
-        (Some(target), facility) => SyslogConfig::parse(target, facility.as_deref()).map(Some).map_err(|(field, p)| invalid(field, p)),
-    }
+    let facility = s.syslog_facility.as_deref();
+    let parsed = SyslogConfig::parse(s.syslog.as_deref().unwrap_or("unix:/dev/log"), facility).map_err(|(field, p)| invalid(field, p))?;
+    Ok(s.syslog.is_some().then_some(parsed))
 }
 
 impl RunArgs {
@@ -406,7 +405,10 @@ impl Config {
             summary_interval: (!summary.is_zero()).then_some(summary),
             ebpf_object: s.ebpf_object.clone(),
             alerts_path: s.alerts.clone(),
-            syslog: syslog(&s)?,
+            syslog: {
+                s.syslog_facility.get_or_insert_with(|| "daemon".into());
+                syslog(&s)?
+            },
             alert_format: *s.alert_format.get_or_insert_default(),
             alert_window,
             evidence,

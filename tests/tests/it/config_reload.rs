@@ -82,3 +82,50 @@ fn sighup_applies_good_changes_and_keeps_the_last_good_config() {
     assert!(!sources.is_empty(), "after the reload the scan is reported: {alerts:?}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// What logrotate does (deploy/logrotate/flagprobe): rename the alerts file, then reload. The
+/// agent leaves the renamed file and writes the next alerts into a new one, also when the config
+/// file was edited into something invalid meanwhile (the reload fails, the reopen does not).
+#[test]
+fn a_reload_reopens_the_alerts_file_for_logrotate() {
+    if !privileged("a_reload_reopens_the_alerts_file_for_logrotate") || !tests::tool("a_reload_reopens_the_alerts_file", "hping3") {
+        return;
+    }
+    let lab = Lab::new();
+    let path = std::env::temp_dir().join(format!("{}-rotate.toml", lab.home));
+    std::fs::write(&path, "[detectors.scan]\nmin-ports = 10\n").unwrap();
+    let mut agent = Agent::start(&lab, &["--config", path.to_str().unwrap()]);
+    let rotated = agent.alerts_path.with_extension("jsonl.1");
+    let scans_in = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.contains("\"scan\"")).count();
+    tests::stories::syn_scan(&lab, 60000);
+    agent.wait_for_alert("scan");
+    agent.settle();
+    for (round, config) in [(1, "[detectors.scan]\nmin-ports = 10\n"), (2, "[detectors.scan]\nmin-ports = \"many\"\n")] {
+        let _ = std::fs::remove_file(&rotated);
+        std::fs::rename(&agent.alerts_path, &rotated).unwrap();
+        std::fs::write(&path, config).unwrap();
+        hup(&agent);
+        let before = scans_in(&rotated);
+        assert!(before >= 1, "round {round}: the rotated file holds the scan");
+        // Another source: a new incident, written after the reload.
+        lab.exec(&lab.peer, &format!("ip addr add 10.77.0.{}/24 dev {} 2>/dev/null; true", 10 + round, tests::lab::PEER_IF));
+        lab.exec(
+            &lab.peer,
+            &format!(
+                "hping3 -q -S -c 30 -i u5000 -a 10.77.0.{} -s {} -k -p ++1 {} >/dev/null 2>&1; true",
+                10 + round,
+                63000 + round,
+                tests::lab::HOME_IP
+            ),
+        );
+        agent.wait_for_alert("scan");
+        agent.settle();
+        assert_eq!(scans_in(&rotated), before, "round {round}: nothing more into the rotated file:\n{}", agent.stderr());
+        assert!(scans_in(&agent.alerts_path) >= 1, "round {round}: the new alert is in a new file:\n{}", agent.stderr());
+    }
+    assert_eq!((reloads(&agent, "success"), reloads(&agent, "failure")), (1.0, 1.0));
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&rotated);
+}

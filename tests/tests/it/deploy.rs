@@ -28,9 +28,11 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in the unit");
     }
-    // The verifier wants ExecStart to exist: put the binary there in a private mount namespace only.
+    // The verifier wants ExecStart to exist: put the binary there in a private mount namespace
+    // only, over a copy of /usr/sbin.
     let script = format!(
-        "mount -t tmpfs tmpfs /usr/local/bin && cp {} /usr/local/bin/flagprobe && systemd-analyze verify {}",
+        "d=$(mktemp -d) && cp -a /usr/sbin/. $d/ && mount --bind $d /usr/sbin && cp {} /usr/sbin/flagprobe && \
+         systemd-analyze verify {}; rc=$?; umount /usr/sbin; rm -rf $d; exit $rc",
         tests::agent::binary().display(),
         unit.display()
     );
@@ -121,4 +123,62 @@ fn grafana_dashboard_is_importable_and_queries_real_metrics() {
     let rules = std::fs::read_to_string(deploy("prometheus/flagprobe-rules.yml")).unwrap();
     let missing: Vec<String> = referenced(&rules).difference(&exported).cloned().collect();
     assert!(missing.is_empty(), "alert rules query unknown metrics: {missing:?}");
+}
+
+/// Keys whose commented value in the shipped file is an example, not the default: the default is
+/// the machine's (interfaces, addresses) or off.
+const EXAMPLE_KEYS: [&str; 5] = ["iface", "home-net", "ebpf-object", "alerts", "syslog"];
+
+/// The shipped file with every `# key = value` and `# [table]` line uncommented but the example
+/// keys' and the example signature's (which would add a signature).
+fn uncommented(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_example = false;
+    for line in text.lines() {
+        let body = line.strip_prefix("# ").unwrap_or("");
+        in_example = (in_example && !line.is_empty()) || body.starts_with("[[");
+        let key = body.split(" = ").next().unwrap_or("");
+        let is_setting = (body.contains(" = ") && key.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            || (body.starts_with("[detectors.") && body.ends_with(']'));
+        if is_setting && !in_example && !EXAMPLE_KEYS.contains(&key) {
+            out.push_str(body);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn check_config(path: &std::path::Path) -> String {
+    let out = Command::new(tests::agent::binary()).arg("check-config").arg(path).output().unwrap();
+    assert!(out.status.success(), "check-config {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    // The first line names the file.
+    String::from_utf8_lossy(&out.stdout).lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_shipped_config_holds_every_key_commented_with_its_default() {
+    let shipped = deploy("flagprobe.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    // Every setting of `run` (the flags are the keys) and every detector table is in the file.
+    let run = <probe::config::RunArgs as clap::Args>::augment_args(clap::Command::new("run"));
+    for arg in run.get_arguments().filter_map(|a| a.get_long()).filter(|l| !["config", "set"].contains(l)) {
+        assert!(text.contains(&format!("\n# {arg} = ")), "{arg} is in the shipped file");
+    }
+    let dir = std::env::temp_dir().join(format!("fp-shipped-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let defaults = check_config(&empty);
+    for line in defaults.lines().filter(|l| l.starts_with("[detectors.") || l.contains(" = ")) {
+        let key = line.split(" = ").next().unwrap();
+        assert!(text.contains(&format!("\n# {key}")) || line.starts_with(' ') || line.starts_with('"'), "{line} is in the shipped file");
+    }
+    // As shipped: valid, and all defaults. Uncommented: the same effective configuration.
+    assert_eq!(check_config(&shipped), defaults);
+    let edited = dir.join("uncommented.toml");
+    std::fs::write(&edited, uncommented(&text)).unwrap();
+    assert_eq!(check_config(&edited), defaults, "uncommented:\n{}", uncommented(&text));
+    let _ = std::fs::remove_dir_all(&dir);
 }

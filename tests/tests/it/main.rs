@@ -19,6 +19,7 @@ mod kernel_load;
 mod kernel_test_run;
 mod layout;
 mod live_traffic;
+mod package;
 mod pcap_verdicts;
 mod pcap_wire;
 mod prometheus_scrape;

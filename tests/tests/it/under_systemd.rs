@@ -58,15 +58,15 @@ fn journal() -> String {
 
 /// Install the shipped unit, `drop_ins` (file name, text) beside it and `config` as
 /// /etc/flagprobe/flagprobe.toml, with the agent binary at the unit's ExecStart path. The guest's
-/// /usr/local/bin is the host's, read-only: a writable copy is bound over it first.
+/// /usr/sbin is the host's, read-only: a writable copy is bound over it first.
 fn install(drop_ins: &[(&str, String)], config: &str) {
     let binary = tests::agent::binary();
     must(&format!(
         "set -e
-        if ! mountpoint -q /usr/local/bin; then
-          mkdir -p /run/fp-local-bin; cp -a /usr/local/bin/. /run/fp-local-bin/; mount --bind /run/fp-local-bin /usr/local/bin
+        if ! mountpoint -q /usr/sbin; then
+          mkdir -p /run/fp-sbin; cp -a /usr/sbin/. /run/fp-sbin/; mount --bind /run/fp-sbin /usr/sbin
         fi
-        cp {binary} /usr/local/bin/flagprobe
+        cp {binary} /usr/sbin/flagprobe
         cp {unit} /etc/systemd/system/{UNIT}
         rm -rf /etc/systemd/system/{UNIT}.d; mkdir -p /etc/systemd/system/{UNIT}.d /etc/flagprobe",
         binary = binary.display(),
