@@ -1,5 +1,5 @@
-//! The command line: `flagprobe run | replay | check-config` (and the hidden `assets`). Each subcommand's arguments belong to
-//! the module that runs it; this file only names them.
+//! The command line: `flagprobe run | replay | check-config` (and the hidden `assets`). Each
+//! subcommand's arguments belong to the module that runs it; this file only names them.
 
 use std::path::PathBuf;
 

@@ -84,9 +84,16 @@ impl AlertSinks {
     pub fn reconfigure(&self, terminal: TerminalFormat, file: Option<&Path>, syslog: Option<&SyslogConfig>) -> std::io::Result<()> {
         let file = file.map(crate::owned_files::open_append).transpose()?;
         let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = outputs.syslog.take().filter(|(running, _)| Some(running) == syslog);
+        let running = outputs.syslog.take();
+        let (kept, replaced) = match running {
+            Some((config, sender)) if Some(&config) == syslog => (Some((config, sender)), None),
+            other => (None, other),
+        };
         let syslog = kept.or_else(|| syslog.map(|c| (c.clone(), SyslogSender::start(c, self.syslog_outcomes.clone()))));
         *outputs = Outputs { terminal, file, syslog };
+        drop(outputs);
+        // A replaced sender drains its queue for a moment: not while alerts wait for the lock.
+        drop(replaced);
         Ok(())
     }
 

@@ -306,7 +306,9 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         (None, Format::Text) => TerminalFormat::Text,
     };
     let metrics = Arc::new(Metrics::new());
-    let syslog = config::syslog(&settings)?;
+    // Syslog only when asked on replay's own command line: a site file's collector is the live
+    // agent's, and a replay of last night must not land in it as if it happened now.
+    let syslog = config::syslog(&args.settings)?;
     let sinks = Arc::new(AlertSinks::new(terminal, alerts_file.as_deref(), syslog.as_ref(), metrics.syslog_messages.clone()).map_err(
         |source| ReplayError::Output { path: alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), source },
     )?);

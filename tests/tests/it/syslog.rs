@@ -389,3 +389,37 @@ fn the_agent_keeps_running_and_counts_losses_when_the_collector_stops() {
         "one warning, not one per alert:\n{stderr}"
     );
 }
+
+/// A site file's `syslog` is the live agent's collector: replay with that file sends nothing there
+/// (its alerts are last night's); `--syslog` on replay's own command line does.
+#[test]
+fn replay_sends_to_syslog_only_when_its_command_line_says_so() {
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let target = format!("udp:{}", collector.local_addr().unwrap());
+    let dir = std::env::temp_dir().join(format!("fp-syslog-site-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let site = dir.join("site.toml");
+    std::fs::write(&site, format!("syslog = \"{target}\"\n")).unwrap();
+    let capture = shared_dir().join("pcaps/scenarios/s06_storm_goaway.pcap");
+    let replay = |extra: &[&str]| {
+        let out = Command::new(binary())
+            .arg("replay")
+            .arg(&capture)
+            .args(["--home-net", "10.77.0.2/32", "--config"])
+            .arg(&site)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let alerts = replay(&[]);
+    assert!(alerts.contains("rst_payload"), "the story alerts: {alerts}");
+    let mut buf = [0u8; 4096];
+    assert!(collector.recv(&mut buf).is_err(), "nothing sent to the file's collector");
+    replay(&["--syslog", &target]);
+    let n = collector.recv(&mut buf).expect("--syslog on the command line sends");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains(" flagprobe "), "{}", String::from_utf8_lossy(&buf[..n]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
