@@ -3,6 +3,7 @@
 //! and reach the sinks, counted in the metrics. Everything arrives in wall-clock ns (capture time
 //! in replay): the kernel boundary converted it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use probe_common::{event::PacketEvent, flow::Side};
@@ -30,7 +31,12 @@ pub struct Pipeline {
     tunnels: TunnelsSeen,
     /// Interfaces without an Ethernet header: their frames start at IP.
     l3_ifaces: Vec<String>,
+    /// The latest alerts written with an evidence file, for frames that arrive after them.
+    evidence_written: VecDeque<Alert>,
 }
+
+/// How many recently written alerts a late frame is matched against.
+const EVIDENCE_WATCH: usize = 64;
 
 impl Pipeline {
     pub fn new(
@@ -51,6 +57,7 @@ impl Pipeline {
             evidence: None,
             tunnels: TunnelsSeen::default(),
             l3_ifaces: vec![],
+            evidence_written: VecDeque::new(),
         }
     }
 
@@ -105,6 +112,13 @@ impl Pipeline {
                 }
             }
             self.metrics.evidence_files.with_label_values(&["removed"]).inc_by(e.take_removed());
+            if alert.evidence.get("pcap").is_some() {
+                self.evidence_written.retain(|w| (w.detector, &w.key) != (alert.detector, &alert.key));
+                if self.evidence_written.len() == EVIDENCE_WATCH {
+                    self.evidence_written.pop_front();
+                }
+                self.evidence_written.push_back(alert.clone());
+            }
         }
         self.metrics.alerts.with_label_values(&[alert.detector, alert.severity.name()]).inc();
         self.sinks.emit(&alert);
@@ -168,8 +182,16 @@ impl Pipeline {
             self.tunnels.note(src, dst, t);
         }
         // Kept before the detectors look, so an alert this packet raises holds it.
-        if let Some(e) = &mut self.evidence {
-            e.keep(iface, ev);
+        if let Some(e) = &mut self.evidence
+            && e.keep(iface, ev)
+        {
+            // Live, the poller counts a flow's packets beside the reader of their events: an alert
+            // can be written from the counts before some of its packets' frames arrive, and then
+            // its file is short. A frame that belongs to an alert already written makes that
+            // alert a pending update, written (with its file) when its window ends or at shutdown.
+            for a in self.evidence_written.iter().filter(|a| e.last_kept_belongs(a)) {
+                self.dedup.refresh(a.clone());
+            }
         }
         let view = EventView { iface, event: ev, at_ns: ev.ts_ns, from_local, to_local };
         let mut alerts = Vec::new();

@@ -64,6 +64,15 @@ impl Deduper {
         }
     }
 
+    /// `alert` (as last written) again as a pending update, unless an update of it is pending
+    /// already (which is newer, and will carry the same refresh when written).
+    pub fn refresh(&mut self, alert: Alert) {
+        let id = (alert.detector, alert.key.clone());
+        if self.last_emit.contains_key(&id) {
+            self.pending.entry(id).or_insert(alert);
+        }
+    }
+
     /// Count a new key against its detector's budget for this window.
     fn within_budget(&mut self, detector: &'static str, at_ns: u64) -> bool {
         let window = self.window_ns;
@@ -118,6 +127,23 @@ pub fn sort(alerts: &mut [Alert]) {
 mod tests {
     use super::*;
     use crate::alert::test_alert as alert;
+
+    #[test]
+    fn a_refresh_is_a_pending_update_that_never_replaces_a_newer_one() {
+        let mut d = Deduper::new(Duration::from_secs(60));
+        let written = d.offer(alert("a", 100, 1)).unwrap();
+        d.refresh(written.clone());
+        let out = d.flush_all();
+        assert_eq!(out.len(), 1, "the written alert again, for its evidence");
+        assert_eq!(out[0].packets, 1);
+        let written = d.offer(alert("b", 100, 1)).unwrap();
+        assert!(d.offer(alert("b", 110, 7)).is_none());
+        d.refresh(written);
+        let out = d.flush_all();
+        assert_eq!((out.len(), out[0].packets), (1, 7), "the newer pending update stays");
+        d.refresh(alert("never-written", 100, 1));
+        assert!(d.flush_all().is_empty(), "only an alert that was written is refreshed");
+    }
 
     #[test]
     fn one_alert_per_key_per_window_then_an_update() {

@@ -108,10 +108,11 @@ impl Evidence {
         })
     }
 
-    /// Keep a notable packet's frame (events without one, such as from a one-way link shim, are skipped).
-    pub fn keep(&mut self, iface: &str, ev: &PacketEvent) {
+    /// Keep a notable packet's frame (events without one, such as from a one-way link shim, are
+    /// skipped); true when it was kept.
+    pub fn keep(&mut self, iface: &str, ev: &PacketEvent) -> bool {
         if ev.frame().is_empty() {
-            return;
+            return false;
         }
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -132,6 +133,13 @@ impl Evidence {
             dst: (addr(ev.dst, ev.family), ev.dport),
             frame: ev.frame,
         });
+        true
+    }
+
+    /// Whether the frame kept last belongs to `alert` (see [`Evidence::attach`]).
+    pub fn last_kept_belongs(&self, alert: &Alert) -> bool {
+        let Some(iface) = self.ifaces.iter().position(|n| *n == alert.iface) else { return false };
+        self.recent.back().is_some_and(|k| usize::from(k.iface) == iface && belongs(k, alert))
     }
 
     /// Keep a whole notable frame (a sensor's socket): written in place of its event's head.
@@ -271,6 +279,26 @@ mod tests {
         e.attach(&mut b).unwrap();
         assert!(!first.exists(), "over 600 bytes: the oldest file went");
         assert_eq!(e.take_removed(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_frame_kept_after_its_alert_was_written_is_told_apart() {
+        let dir = std::env::temp_dir().join(format!("fp-evidence-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut e = Evidence::new(&dir, 1 << 20, false).unwrap();
+        e.keep("eth0", &event([198, 51, 100, 7], [10, 0, 0, 2], 5_000_000_000));
+        let mut a = test_alert("198.51.100.7", 5, 1);
+        a.src_ip = Some("198.51.100.7".parse().unwrap());
+        e.attach(&mut a).unwrap();
+        assert_eq!(a.evidence["pcap_packets"], 1);
+        // Our RST answering it, read after the alert was written: it belongs, another host's does not.
+        assert!(e.keep("eth0", &event([10, 0, 0, 2], [198, 51, 100, 7], 5_000_000_100)));
+        assert!(e.last_kept_belongs(&a));
+        e.attach(&mut a).unwrap();
+        assert_eq!(a.evidence["pcap_packets"], 2, "rewritten, the file holds it");
+        assert!(e.keep("eth0", &event([192, 0, 2, 1], [10, 0, 0, 2], 5_000_000_200)));
+        assert!(!e.last_kept_belongs(&a));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
