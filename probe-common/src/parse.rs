@@ -16,6 +16,15 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+const ETH_P_MPLS_UC: u16 = 0x8847;
+const ETH_P_MPLS_MC: u16 = 0x8848;
+/// Cisco FabricPath: a 16-byte outer header (addresses, this EtherType, FTag and TTL) before the
+/// classic Ethernet frame.
+const ETH_P_FABRICPATH: u16 = 0x8903;
+const FABRICPATH_HEADER: usize = 16;
+/// MPLS labels read before the IP packet: a provider's stack (transport, VPN, entropy) is two or
+/// three deep.
+const MPLS_LABELS_MAX: usize = 4;
 /// Transparent Ethernet bridging: an Ethernet frame inside GRE (gretap).
 const ETH_P_TEB: u16 = 0x6558;
 const PPP_IPV4: u16 = 0x0021;
@@ -410,6 +419,12 @@ fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
     let Some(ethertype) = pkt.at::<[u8; 2]>(start + 12) else { return failed(ParseError::TruncatedEthernet) };
     let mut ethertype = be16(*ethertype);
     let mut offset = start + 14;
+    // A data-centre fabric's frame carries the host's Ethernet frame whole after its own header.
+    if ethertype == ETH_P_FABRICPATH {
+        let Some(inner) = pkt.at::<[u8; 2]>(start + FABRICPATH_HEADER + 12) else { return failed(ParseError::TruncatedEthernet) };
+        ethertype = be16(*inner);
+        offset = start + FABRICPATH_HEADER + 14;
+    }
     // Up to two tags (802.1ad outer, 802.1Q inner); each is 4 bytes: TCI, then the next EtherType.
     for _ in 0..2 {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
@@ -421,6 +436,9 @@ fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
     }
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         return failed(ParseError::TooManyVlans);
+    }
+    if ethertype == ETH_P_MPLS_UC || ethertype == ETH_P_MPLS_MC {
+        return mpls(pkt, offset, tunnel);
     }
     match ethertype {
         ETH_P_IPV4 => Located::new(offset, 0, false, tunnel).0,
@@ -445,6 +463,27 @@ fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
         }
         _ => failed_protocol(PROTO_NON_IP),
     }
+}
+
+/// An MPLS label stack at `offset` (a provider's link, or a capture of one): labels up to the one
+/// marked bottom of stack, then the IP packet, whose version nibble says which. A stack carrying
+/// anything else (a pseudowire's Ethernet, its control word) is not IP.
+#[inline(always)]
+fn mpls(pkt: &Cursor<'_>, mut offset: usize, tunnel: u64) -> u64 {
+    for _ in 0..MPLS_LABELS_MAX {
+        let Some(label) = pkt.at::<[u8; 4]>(offset) else { return failed(ParseError::TruncatedEthernet) };
+        offset += 4;
+        if label[2] & 1 != 0 {
+            // The smallest IP header, read whole (see `locate` on one-byte reads).
+            return match pkt.at::<[u8; 20]>(offset) {
+                Some(ip) if ip[0] >> 4 == 4 => Located::new(offset, 0, false, tunnel).0,
+                Some(ip) if ip[0] >> 4 == 6 => Located::new(offset, 0, true, tunnel).0,
+                Some(_) => failed_protocol(PROTO_NON_IP),
+                None => failed(ParseError::TruncatedIpv4),
+            };
+        }
+    }
+    failed(ParseError::TooDeep)
 }
 
 /// What an IP packet of protocol `proto` carries at `offset` when it is a tunnel we open, as
@@ -497,7 +536,10 @@ fn ipv4_upper(pkt: &Cursor<'_>, offset: usize) -> u64 {
     let Some(ip) = pkt.at::<Ipv4Header>(offset) else { return failed(ParseError::TruncatedIpv4) };
     let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
     let total_len = be16(ip.total_len) as usize;
-    if ip.version_ihl >> 4 != 4 || ihl < 20 || total_len < ihl {
+    // A total length of 0 is a packet too large to say its own (BIG TCP's GSO packets of over
+    // 64 KiB, which an egress hook sees whole, and what a capture on a sending host with TSO holds
+    // before the NIC fills the length in): its length is the frame's, as the kernel reads it.
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || (total_len < ihl && total_len != 0) {
         return failed(ParseError::BadIpv4Header);
     }
     // A non-zero fragment offset: this piece has no TCP header (nor a tunnel's inner header).
@@ -556,7 +598,11 @@ pub fn parse_at(pkt: &Cursor<'_>, at: Located) -> Result<TcpPacket, NotTcp> {
         parse_tcp(pkt, l4, ip + 40 + payload_len, ep, (h.hop_limit, 0), (payload_len + 40) as u32)?
     } else {
         let h: &Ipv4Header = pkt.at(ip).ok_or(Error(ParseError::TruncatedIpv4))?;
-        let total_len = be16(h.total_len) as usize;
+        // 0: the rest of the frame (see `ipv4_upper`).
+        let total_len = match be16(h.total_len) as usize {
+            0 => pkt.len().saturating_sub(ip),
+            n => n,
+        };
         let ep = Endpoints { src: v4_bytes(h.src), dst: v4_bytes(h.dst), sport: 0, dport: 0, family: FAMILY_V4 };
         parse_tcp(pkt, l4, ip + total_len, ep, (h.ttl, be16(h.id)), total_len as u32)?
     };
