@@ -61,7 +61,7 @@ pub struct PacketEvent {
     /// The frame's first bytes, as the hook saw them (Ethernet first).
     pub frame: [u8; EVENT_FRAME_MAX],
 }
-const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 288 + 32 + 16 + 8 + 8 + 8 + 64 + 8 + EVENT_FRAME_MAX);
+const _: () = assert!(core::mem::size_of::<PacketEvent>() == 8 + 296 + 32 + 16 + 8 + 8 + 8 + 64 + 8 + EVENT_FRAME_MAX);
 
 impl PacketEvent {
     pub fn endpoints(&self) -> Endpoints {

@@ -235,10 +235,67 @@ pub struct FlowEntry {
     /// the one before ([`IP_ID_STEP_MAX`]): the side's stack numbers its packets in sequence, so
     /// a packet that breaks the sequence came from another stack.
     pub ip_id_runs: [u8; 2],
-    pub _pad: [u8; 3],
+    /// How many letters [`FlowEntry::letters`] holds (at most [`LETTERS_MAX`]).
+    pub letter_count: u8,
+    /// Bit `code` set once letter `code` is in [`FlowEntry::letters`] (see [`letter_code`]).
+    pub letters_seen: u16,
+    /// The flow's history in the order it happened: each side's first SYN, SYN/ACK, pure ACK,
+    /// payload, FIN and RST, one 4-bit [`letter_code`] each, the first in the low nibble. Counts
+    /// cannot say whether the client's FIN came before the server's or data before the first pure
+    /// ACK; session records (Zeek's `history`) need exactly that. Written only when a side sends a
+    /// class of segment for the first time, at most twelve times per flow.
+    pub letters: u64,
 }
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 288 && core::mem::align_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 296 && core::mem::align_of::<FlowEntry>() == 8);
 const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
+
+/// History letter classes, in Zeek's `history` vocabulary: `S` SYN, `H` SYN/ACK, `A` pure ACK,
+/// `D` payload, `F` FIN, `R` RST (upper case for the originator, lower for the responder).
+pub const LETTER_CLASSES: [char; 6] = ['S', 'H', 'A', 'D', 'F', 'R'];
+/// The most letters a flow keeps: each class once per side.
+pub const LETTERS_MAX: u8 = 12;
+/// A segment of flags `f` with `payload_len` bytes that no letter stands for (SYN with FIN, or no
+/// ACK and no payload).
+const NO_LETTER: u8 = 6;
+
+/// The [`LETTER_CLASSES`] index of a segment, as Zeek names it: a RST is `R` whatever it carries,
+/// a FIN with payload is `F` (not `D`), a SYN with FIN has no letter (Zeek's `Q`, not kept).
+#[inline(always)]
+pub fn letter_class(f: u8, payload_len: u32) -> u8 {
+    if f & RST != 0 {
+        5
+    } else if f & SYN != 0 {
+        if f & FIN != 0 {
+            NO_LETTER
+        } else if f & ACK != 0 {
+            1
+        } else {
+            0
+        }
+    } else if f & FIN != 0 {
+        4
+    } else if payload_len > 0 {
+        3
+    } else if f & ACK != 0 {
+        2
+    } else {
+        NO_LETTER
+    }
+}
+
+/// The 4-bit code of letter `class` sent by `side`: 1..=12, so a zero nibble ends the log.
+#[inline(always)]
+pub fn letter_code(class: u8, side: Side) -> u8 {
+    1 + class + 6 * side as u8
+}
+
+/// The letters of `entry` in order, as (side, class) pairs.
+pub fn letters(entry: &FlowEntry) -> impl Iterator<Item = (Side, u8)> + '_ {
+    (0..entry.letter_count.min(LETTERS_MAX)).map(move |i| {
+        let code = ((entry.letters >> (4 * i)) & 0xf) as u8 - 1;
+        (Side::from_index(code / 6), code % 6)
+    })
+}
 
 /// Whether a packet that would start a new flow is shaped like flood traffic: an inbound SYN,
 /// SYN/ACK or RST. Such a packet takes a free (or idle) slot, never one another flow holds; it is
@@ -272,6 +329,19 @@ pub fn yields_to_connection(entry: &FlowEntry, now: u64, idle: u64) -> bool {
     let (a, b) = (&entry.sides[0], &entry.sides[1]);
     let over = a.rst + b.rst > 0 || (a.fin > 0 && b.fin > 0);
     entry.proven == 0 || (over && now.saturating_sub(entry.last_seen) > linger(idle))
+}
+
+/// Whether `seg` opens a new connection on the endpoints of `entry`, the flow its slot holds: a
+/// SYN (no ACK) after either side sent a FIN or a RST. A client that reuses its port (a retry
+/// after a refusal, a port reused from TIME_WAIT) makes a second connection, as every TCP stack
+/// and Zeek count it; one entry for both would mix their counts and their ends. The SYN is judged
+/// against the old flow (it is [`NOTABLE_NEW_CONNECTION`], and its event carries that flow whole,
+/// so nothing of it is lost to userspace); then the slot starts afresh with it. Only a SYN can
+/// say so, and a SYN never takes the per-packet fast path, so established packets pay nothing.
+#[inline(always)]
+pub fn starts_anew(entry: &FlowEntry, seg: &Segment) -> bool {
+    let (a, b) = (&entry.sides[0], &entry.sides[1]);
+    seg.flags & (SYN | ACK | RST | FIN) == SYN && a.rst + b.rst + a.fin + b.fin > 0
 }
 
 /// How long a closed flow keeps its slot: a sixty-fourth of the idle time (about 2 s of the
@@ -331,6 +401,9 @@ pub const NOTABLE_INVALID: u8 = 1 << 3;
 pub const NOTABLE_AFTER_RST: u8 = 1 << 4;
 /// A TTL / hop limit other than the one this side's first packet had: another sender on the path.
 pub const NOTABLE_TTL_CHANGE: u8 = 1 << 5;
+/// A SYN that opens a new connection on a closed flow's endpoints ([`starts_anew`]): its event
+/// carries the old connection's last state, which the table forgets as it starts the new one.
+pub const NOTABLE_NEW_CONNECTION: u8 = 1 << 6;
 
 /// Why `seg`, sent by `side`, deserves a closer look in userspace; 0 for an ordinary segment.
 /// Reads the flow as it was *before* the segment, so userspace gets the same view from an event.
@@ -357,6 +430,9 @@ pub fn notable_reasons(entry: Option<&FlowEntry>, side: Side, seg: &Segment) -> 
         if seg.payload_len > 0 {
             why |= NOTABLE_RST_PAYLOAD;
         }
+    }
+    if entry.is_some_and(|e| starts_anew(e, seg)) {
+        why |= NOTABLE_NEW_CONNECTION;
     }
     let peer_syns = entry.map_or(0, |e| e.sides[side.other().index()].syn);
     if f & (SYN | ACK | RST | FIN) == SYN | ACK && peer_syns == 0 {
@@ -443,6 +519,14 @@ impl FlowEntry {
                 self.proven = 1;
             }
         }
+        let class = letter_class(f, seg.payload_len);
+        if class != NO_LETTER {
+            let code = letter_code(class, side);
+            // One load and a test on every packet; the log is written once per letter.
+            if self.letters_seen & (1 << code) == 0 {
+                self.log_letter(code);
+            }
+        }
         let s = &mut self.sides[side.index()];
         if s.packets == 0 {
             s.first_ttl = seg.ttl;
@@ -500,6 +584,16 @@ impl FlowEntry {
             }
         } else if ordinary {
             s.pure_ack += 1;
+        }
+    }
+
+    /// Append letter `code` to the history log (each code comes at most once, so twelve fit).
+    #[inline(always)]
+    pub fn log_letter(&mut self, code: u8) {
+        self.letters_seen |= 1 << code;
+        if self.letter_count < LETTERS_MAX {
+            self.letters |= (code as u64 & 0xf) << (4 * self.letter_count as u64);
+            self.letter_count += 1;
         }
     }
 

@@ -19,7 +19,7 @@ use probe_common::{
 use probe_common::{
     counters::HookCounters,
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, may_take_slot, notable_reasons},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, NOTABLE_NEW_CONNECTION, Segment, budgeted_syn, may_take_slot, notable_reasons},
     parse::TcpPacket,
 };
 
@@ -137,7 +137,13 @@ pub fn count_tcp<P: PayloadSource>(src: &P, counters: &mut HookCounters, pkt: &m
         out |= OUT_EVENT;
     }
     if let Some(entry) = entry {
-        if entry.key.family == FAMILY_NONE {
+        // A new connection on a closed flow's endpoints starts afresh, after its event took the
+        // old one out (see `starts_anew`).
+        let anew = reasons & NOTABLE_NEW_CONNECTION != 0;
+        if anew {
+            counters.flow_inserts += 1;
+        }
+        if entry.key.family == FAMILY_NONE || anew {
             entry.start(&key, side, now);
         }
         entry.apply(side, &pkt.segment);

@@ -10,11 +10,11 @@ use probe_common::{
     aggregate::{Aggregates, service_idle},
     counters::{HOOKS, HookCounters},
     event::{EVENT_FRAME_MAX, EVENT_PAYLOAD_MAX, EVENT_TRACKED, PacketEvent},
-    flow::{Endpoints, FAMILY_NONE, FlowEntry, FlowKey, Segment, budgeted_syn, may_take_slot, notable_reasons},
+    flow::{Endpoints, FAMILY_NONE, FlowEntry, FlowKey, NOTABLE_NEW_CONNECTION, Segment, budgeted_syn, may_take_slot, notable_reasons},
     maps::DEFAULT_FLOW_CAPACITY,
 };
 
-use super::{FlowDelta, aggregate::AggregateSnapshot};
+use super::{FlowDelta, Leaving, aggregate::AggregateSnapshot};
 
 /// The table's size and rules, as `run`'s settings give them (times in ns, the replay clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +42,11 @@ pub struct SoftTable {
     /// Slots written since the last take, each once (`dirty` marks them).
     changed: Vec<u32>,
     dirty: Vec<bool>,
-    /// Flows that lost their slot to another since the last [`SoftTable::expire`].
-    evicted: Vec<FlowEntry>,
+    /// Flows that left their slot to another since the last [`SoftTable::expire`] (or to a new
+    /// connection on the same endpoints), and why.
+    evicted: Vec<(FlowEntry, Leaving)>,
+    /// The last changes of flows a new connection on their endpoints ended since the last take.
+    restarted: Vec<FlowDelta>,
     mask: u32,
     settings: TableSettings,
     pub counters: [HookCounters; HOOKS as usize],
@@ -76,6 +79,7 @@ impl SoftTable {
             changed: Vec::new(),
             dirty: vec![false; slots as usize],
             evicted: Vec::new(),
+            restarted: Vec::new(),
             mask: slots - 1,
             settings,
             counters,
@@ -103,7 +107,8 @@ impl SoftTable {
         }
         c.flow_inserts += 1;
         if entry.key.family != FAMILY_NONE {
-            self.evicted.push(*entry);
+            let leaving = if seg.now.saturating_sub(entry.last_seen) > self.settings.idle_ns { Leaving::Idle } else { Leaving::Evicted };
+            self.evicted.push((*entry, leaving));
         }
         *entry = FlowEntry::default();
         Some(i)
@@ -164,7 +169,19 @@ impl SoftTable {
         });
         if let Some(i) = slot {
             let entry = &mut self.slots[i];
-            if entry.key.family == FAMILY_NONE {
+            // A new connection on a closed flow's endpoints (see `starts_anew`): the old flow's
+            // last changes go to the detectors, and the flow to the report, before the slot
+            // starts afresh — what the agent learns from this SYN's event.
+            let anew = reasons & NOTABLE_NEW_CONNECTION != 0;
+            if anew {
+                self.counters[hook].flow_inserts += 1;
+                let same = self.shadow[i].key == entry.key && self.shadow[i].first_seen == entry.first_seen;
+                let before = if same { self.shadow[i] } else { FlowEntry::default() };
+                self.restarted.push(FlowDelta { iface: Arc::from(""), now: *entry, before });
+                self.evicted.push((*entry, Leaving::Idle));
+                self.shadow[i] = FlowEntry::default();
+            }
+            if entry.key.family == FAMILY_NONE || anew {
                 entry.start(&key, side, seg.now);
             }
             entry.apply(side, seg);
@@ -176,17 +193,24 @@ impl SoftTable {
         event
     }
 
-    /// Flows changed since the last call, like the kernel poller's scan, oldest first.
+    /// Flows changed since the last call, like the kernel poller's scan, oldest first (those a new
+    /// connection on their endpoints ended, first of all).
     pub fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        let mut out: Vec<FlowDelta> = Vec::with_capacity(self.changed.len());
+        let mut out: Vec<FlowDelta> = Vec::with_capacity(self.changed.len() + self.restarted.len());
+        for mut d in self.restarted.drain(..) {
+            d.iface = iface.clone();
+            out.push(d);
+        }
         for i in self.changed.drain(..).map(|i| i as usize) {
             self.dirty[i] = false;
             let now = self.slots[i];
             if now.key.family == FAMILY_NONE {
                 continue;
             }
-            // A slot taken over since the last take holds a new flow: nothing of it came before.
-            let before = if self.shadow[i].key == now.key { self.shadow[i] } else { FlowEntry::default() };
+            // A slot taken over since the last take holds a new flow (another key, or a new
+            // connection on the same endpoints): nothing of it came before.
+            let same = self.shadow[i].key == now.key && self.shadow[i].first_seen == now.first_seen;
+            let before = if same { self.shadow[i] } else { FlowEntry::default() };
             self.shadow[i] = now;
             out.push(FlowDelta { iface: iface.clone(), now, before });
         }
@@ -200,11 +224,11 @@ impl SoftTable {
 
     /// Forget flows idle since before `cutoff_ns` and return them with those that lost their slot
     /// since the last call: every flow leaves the table through here or [`SoftTable::flows`].
-    pub fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry> {
+    pub fn expire(&mut self, cutoff_ns: u64) -> Vec<(FlowEntry, Leaving)> {
         let mut out = std::mem::take(&mut self.evicted);
         for (i, e) in self.slots.iter_mut().enumerate() {
             if e.key.family != FAMILY_NONE && e.last_seen < cutoff_ns {
-                out.push(*e);
+                out.push((*e, Leaving::Idle));
                 *e = FlowEntry::default();
                 self.shadow[i] = FlowEntry::default();
             }
