@@ -1,11 +1,11 @@
-//! The command line: `flagprobe run | replay | check-config` (and the hidden `assets`). Each
+//! The command line: `flagprobe run | replay | sessions | check-config` (and the hidden `assets`). Each
 //! subcommand's arguments belong to the module that runs it; this file only names them.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config::RunArgs, replay::ReplayArgs};
+use crate::{config::RunArgs, replay::ReplayArgs, sessions::query::SessionsArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "flagprobe", version, about = "Why did this TCP reset happen? TCP flag classifier for edge gateways (eBPF/XDP)")]
@@ -23,6 +23,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Replay captures through the same flow logic and detectors (offline, or --kernel).
     Replay(Box<ReplayArgs>),
+    /// Query session records: which connections involved an address, and what flags each side sent.
+    Sessions(Box<SessionsArgs>),
     /// Validate a config file (default /etc/flagprobe/flagprobe.toml) and print the effective configuration.
     CheckConfig { path: Option<PathBuf> },
     /// Write the man pages and shell completions into DIR (the package build's step).

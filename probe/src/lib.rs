@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod owned_files;
 pub mod pipeline;
 pub mod replay;
+pub mod sessions;
 pub mod tunnel;
 pub mod units;
 

@@ -50,6 +50,10 @@ fn main() -> ExitCode {
             };
             (e.to_string(), code)
         }),
+        Command::Sessions(args) => probe::sessions::query::run(&args, &mut std::io::stdout().lock()).map(drop).map_err(|e| {
+            let code = if matches!(e, probe::sessions::query::QueryError::Read { .. }) { 1 } else { EXIT_CONFIG };
+            (e.to_string(), code)
+        }),
         Command::Run(args) => match (*args).into_config() {
             Err(e) => Err((e.to_string(), EXIT_CONFIG)),
             Ok(config) => run(config).map_err(|e| (e, 1)),

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub alerts_suppressed: IntCounterVec,
     pub evidence_files: IntCounterVec,
     pub syslog_messages: IntCounterVec,
+    pub session_records: IntCounterVec,
+    pub ipfix_records: IntCounterVec,
     pub dropped_packets: IntCounterVec,
     pub sensor_frames: IntCounterVec,
     pub backscatter_packets: IntCounterVec,
@@ -134,6 +136,18 @@ impl Metrics {
                 "Alerts sent to syslog (--syslog) by outcome: sent, or lost (queue full, collector down, send failed).",
                 &["outcome"],
             ),
+            session_records: counter(
+                &r,
+                "flagprobe_session_records_total",
+                "Session records (--sessions) by outcome: written, or lost (queue full, file not writable).",
+                &["outcome"],
+            ),
+            ipfix_records: counter(
+                &r,
+                "flagprobe_ipfix_records_total",
+                "IPFIX flow records (--ipfix, one per direction) by outcome: sent, or lost (queue full, send failed).",
+                &["outcome"],
+            ),
             evidence_files: counter(
                 &r,
                 "flagprobe_evidence_files_total",
@@ -174,6 +188,10 @@ impl Metrics {
         }
         for outcome in ["sent", "lost"] {
             m.syslog_messages.with_label_values(&[outcome]);
+            m.ipfix_records.with_label_values(&[outcome]);
+        }
+        for outcome in ["written", "lost"] {
+            m.session_records.with_label_values(&[outcome]);
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         m.up_since.set(now as i64);

@@ -6,14 +6,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use probe_common::{event::PacketEvent, flow::Side};
+use probe_common::{
+    event::PacketEvent,
+    flow::{FlowEntry, Side},
+};
 
 use crate::{
     alert::{Alert, AlertSinks, Deduper},
     detect::{self, AggregateView, Detector, DetectorsConfig, EventView, FlowView, HomeNets, Tally, addr},
     evidence::Evidence,
-    flows::{FlowDelta, aggregate::AggregateSnapshot},
+    flows::{FlowDelta, Leaving, aggregate::AggregateSnapshot},
     metrics::Metrics,
+    sessions::log::SessionLog,
     tunnel::{Tunnel, TunnelsSeen, with_ethernet_header},
 };
 
@@ -33,6 +37,8 @@ pub struct Pipeline {
     l3_ifaces: Vec<String>,
     /// The latest alerts written with an evidence file, for frames that arrive after them.
     evidence_written: VecDeque<Alert>,
+    /// Session records of the flows that leave the table, naming the alerts about them.
+    sessions: Option<SessionLog>,
 }
 
 /// How many recently written alerts a late frame is matched against.
@@ -58,6 +64,27 @@ impl Pipeline {
             tunnels: TunnelsSeen::default(),
             l3_ifaces: vec![],
             evidence_written: VecDeque::new(),
+            sessions: None,
+        }
+    }
+
+    /// Write a session record for each flow that leaves the table ([`Pipeline::ended`]).
+    pub fn with_sessions(mut self, sessions: SessionLog) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Flows that left the table (or are due an interval record), timestamps in wall-clock ns.
+    pub fn ended(&mut self, iface: &str, flows: &[(FlowEntry, Leaving)]) {
+        if let Some(s) = &mut self.sessions {
+            s.ended(iface, flows);
+        }
+    }
+
+    /// The session writer drains its queue and stops (shutdown, end of replay).
+    pub fn close_sessions(&mut self) {
+        if let Some(s) = &mut self.sessions {
+            s.finish();
         }
     }
 
@@ -121,6 +148,9 @@ impl Pipeline {
             }
         }
         self.metrics.alerts.with_label_values(&[alert.detector, alert.severity.name()]).inc();
+        if let Some(s) = &mut self.sessions {
+            s.alert(&alert);
+        }
         self.sinks.emit(&alert);
         if self.keep_written {
             self.written.push(alert);

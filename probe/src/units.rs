@@ -48,6 +48,11 @@ pub const ALERT_WINDOW: DurationRange =
 pub const SUMMARY_INTERVAL: DurationRange =
     DurationRange { min: Duration::ZERO, max: Duration::from_secs(86400), text: "between 0s (off) and 24h" };
 
+/// How often a long connection's record so far is written: at least a minute (each is a line per
+/// open connection), at most a week.
+pub const SESSIONS_INTERVAL: DurationRange =
+    DurationRange { min: Duration::ZERO, max: Duration::from_secs(7 * 86400), text: "0s (off), or between 1m and 7d" };
+
 /// A duration within `range`; out of it, an error that says the range.
 pub fn parse_duration_in(text: &str, range: &DurationRange) -> Result<Duration, String> {
     let out_of_range = || format!("`{}` must be {}", text.trim(), range.text);

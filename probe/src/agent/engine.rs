@@ -105,6 +105,12 @@ impl Engine {
         }
         self.poll_all();
         self.pipeline.finish();
+        // The connections still open get their records (`close: shutdown`), then the writer drains.
+        for p in &mut self.pollers {
+            let open = p.remaining();
+            self.pipeline.ended(&p.iface, &open);
+        }
+        self.pipeline.close_sessions();
     }
 
     /// Re-read the config file under the original command line; apply it only if it validates.
@@ -156,9 +162,12 @@ impl Engine {
 
     fn judge_event(&mut self, ev: IfaceEvent) {
         let IfaceEvent { iface_index, mut event } = ev;
-        let poller = &self.pollers[iface_index];
-        poller.complete_event(&mut event);
+        let poller = &mut self.pollers[iface_index];
+        let restarted = poller.complete_event(&mut event);
         let iface = poller.iface.clone();
+        if let Some(d) = restarted {
+            self.pipeline.flows(clock::wall_now_ns(), &[d]);
+        }
         self.pipeline.event(&iface, &event);
     }
 
@@ -171,6 +180,7 @@ impl Engine {
                 Ok(out) => {
                     self.latest[i] = Some(summary::line(&p.iface, p.xdp_mode, &out.counters, out.live_flows, p.capacity()));
                     self.pipeline.aggregates(now, &p.iface, &out.aggregates);
+                    self.pipeline.ended(&p.iface, &out.ended);
                 }
                 Err(e) => tracing::warn!(iface = %p.iface, error = %e, "poll failed"),
             }

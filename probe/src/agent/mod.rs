@@ -30,6 +30,7 @@ use crate::{
     kernel::{self, LoadOptions, ring},
     metrics::Metrics,
     pipeline::Pipeline,
+    sessions::log::SessionLog,
 };
 use engine::Engine;
 use http::Health;
@@ -52,6 +53,9 @@ pub enum RunError {
     /// The evidence directory given could not be created.
     #[error("invalid evidence: {}: {source}", path.display())]
     Evidence { path: std::path::PathBuf, source: std::io::Error },
+    /// The session file or the IPFIX collector could not be opened.
+    #[error(transparent)]
+    Sessions(#[from] crate::sessions::log::SessionsError),
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
@@ -106,6 +110,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
             tracing::info!("{line}");
         }
     }
+    // Opened before anything is attached: a session file that cannot be written is a one-line
+    // error, not an agent running without the records it was asked for.
+    let sessions = match config.sessions.wanted() {
+        true => Some(SessionLog::start(&config.sessions, metrics.clone(), false)?),
+        false => None,
+    };
     // Sensors' whole notable frames; the queue holds a second of the default event rate.
     let (frames_tx, frames_rx) = crossbeam_channel::bounded(FRAME_QUEUE);
     let mut frame_readers = Vec::new();
@@ -130,7 +140,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
         } else {
             tracing::info!(iface, xdp_mode = mode, flow_slots = probe.geometry.slots(), "attached: XDP on ingress, TC on egress");
         }
-        let poller = IfacePoller::new(iface, mode, probe)?;
+        let mut poller = IfacePoller::new(iface, mode, probe)?;
+        if sessions.is_some() {
+            poller = poller.with_sessions(config.sessions.interval);
+        }
         metrics.init_iface(iface, poller.capacity() as u64, mode);
         pollers.push(poller);
     }
@@ -164,6 +177,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, reload: cro
     let mut pipeline =
         Pipeline::new(&config.detectors, HomeNets(config.home_nets.clone()), config.alert_window, sinks.clone(), metrics.clone())
             .with_l3_ifaces(l3);
+    if let Some(s) = sessions {
+        pipeline = pipeline.with_sessions(s);
+    }
     if let config::Evidence::Dir { path, max_bytes, explicit, shared_ok } = &config.evidence {
         match Evidence::new(path, *max_bytes, *shared_ok) {
             Ok(e) => pipeline = pipeline.with_evidence(e),

@@ -7,12 +7,12 @@ use aya::maps::{Map, MapData, RingBuf};
 use probe_common::{
     counters::{HOOKS, HookCounters},
     event::PacketEvent,
-    flow::FlowKey,
+    flow::{FlowEntry, FlowKey, NOTABLE_NEW_CONNECTION},
     maps::EVENTS,
 };
 
 use crate::{
-    flows::{FlowDelta, FlowTracker, aggregate::AggregateSnapshot, merge},
+    flows::{FlowDelta, FlowTracker, Leaving, aggregate::AggregateSnapshot, merge},
     kernel::{
         LoadError, Probe,
         flowtable::{FlowTable, FlowTableError},
@@ -26,6 +26,9 @@ pub struct PollOutput {
     pub live_flows: u64,
     /// The flood-proof aggregates, merged over CPUs, in wall-clock ns.
     pub aggregates: AggregateSnapshot,
+    /// Flows that left the table (or are due an interval record), in wall-clock ns; empty unless
+    /// session records are on.
+    pub ended: Vec<(FlowEntry, Leaving)>,
 }
 
 pub struct IfacePoller {
@@ -51,6 +54,24 @@ impl IfacePoller {
         })
     }
 
+    /// Hand out the flows that end, for session records; a long connection's record so far every
+    /// `interval`.
+    pub fn with_sessions(mut self, interval: Option<std::time::Duration>) -> Self {
+        let ticks = interval.map_or(0, |d| self.probe.clock.ticks_for(d).max(1));
+        self.tracker = std::mem::replace(&mut self.tracker, FlowTracker::new(0, 1)).with_sessions(ticks);
+        self
+    }
+
+    /// The flows whose records are not written yet, as ended now (shutdown), in wall-clock ns.
+    pub fn remaining(&mut self) -> Vec<(FlowEntry, Leaving)> {
+        let wall = self.probe.clock.to_wall();
+        let mut out = self.tracker.remaining();
+        for (e, _) in &mut out {
+            wall.entry(e);
+        }
+        out
+    }
+
     pub fn capacity(&self) -> u32 {
         self.probe.geometry.slots()
     }
@@ -64,12 +85,21 @@ impl IfacePoller {
     /// An event ready to judge: its flow's history before it over all CPUs (the event carries its
     /// own CPU's partition; the other partitions, since egress often runs on another CPU than
     /// ingress, are read in place), and every timestamp in wall-clock ns.
-    pub fn complete_event(&self, ev: &mut PacketEvent) {
+    /// A SYN that started a new connection on a closed flow's endpoints also returns the old
+    /// flow's last changes, for the detectors (its record is written at the next poll).
+    pub fn complete_event(&mut self, ev: &mut PacketEvent) -> Option<FlowDelta> {
         let (key, _) = FlowKey::canonical(&ev.endpoints());
         for other in self.table.copies_of(&key, self.probe.geometry.slots_per_cpu, ev.cpu as u32) {
             merge(&mut ev.flow_before, &other);
         }
-        self.probe.clock.to_wall().event(ev);
+        let wall = self.probe.clock.to_wall();
+        let restarted = (ev.reasons & NOTABLE_NEW_CONNECTION != 0).then(|| self.tracker.restarted(&self.iface, &ev.flow_before)).flatten();
+        wall.event(ev);
+        restarted.map(|mut d| {
+            wall.entry(&mut d.now);
+            wall.entry(&mut d.before);
+            d
+        })
     }
 
     /// Read the counters and the aggregates, and hand the changed flows to `sink` in chunks.
@@ -90,7 +120,11 @@ impl IfacePoller {
             sink(deltas);
         });
         metrics.flows.with_label_values(&[&self.iface]).set(live_flows as i64);
+        let mut ended = self.tracker.take_ended();
+        for (e, _) in &mut ended {
+            wall.entry(e);
+        }
         let aggregates = AggregateSnapshot::merge(&self.probe.aggregates()?, |t| wall.jiffies(t));
-        Ok(PollOutput { counters, live_flows, aggregates })
+        Ok(PollOutput { counters, live_flows, aggregates, ended })
     }
 }

@@ -25,6 +25,7 @@ use crate::{
     alert::{AlertFormat, syslog::SyslogConfig},
     detect::{self, DetectorsConfig},
     kernel::{Mode, XdpMode},
+    sessions::log::SessionsConfig,
     units::{self, DurationRange, parse_duration_in, parse_net},
 };
 
@@ -101,6 +102,24 @@ pub struct Settings {
     /// [default: daemon].
     #[arg(long)]
     pub syslog_facility: Option<String>,
+    /// Write a session record (Zeek conn.log fields, JSON lines) for every TCP connection when it
+    /// ends, into this file, rotated by size [default: off].
+    #[arg(long)]
+    pub sessions: Option<PathBuf>,
+    /// The session files together (the one written and the gzip'd older ones) stay under this many
+    /// MiB [default: 100].
+    #[arg(long)]
+    pub sessions_max_mb: Option<u64>,
+    /// How many session files are kept, the one written included [default: 10].
+    #[arg(long)]
+    pub sessions_files: Option<u32>,
+    /// A connection open this long gets a record so far (`close: interval`) each time; `0s` writes
+    /// records only when connections end [default: 1h].
+    #[arg(long)]
+    pub sessions_interval: Option<String>,
+    /// Export every connection to this IPFIX collector (RFC 7011 over UDP), `HOST:PORT` [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<String>,
     /// Alerts on stdout [default: auto: text on a terminal, JSON lines otherwise].
     #[arg(long, value_enum)]
     pub alert_format: Option<AlertFormat>,
@@ -166,6 +185,7 @@ pub struct Config {
     pub ebpf_object: Option<PathBuf>,
     pub alerts_path: Option<PathBuf>,
     pub syslog: Option<SyslogConfig>,
+    pub sessions: SessionsConfig,
     pub alert_format: AlertFormat,
     pub alert_window: Duration,
     pub evidence: Evidence,
@@ -222,6 +242,36 @@ impl From<detect::Invalid> for ConfigError {
 
 fn duration(field: &'static str, text: &str, range: &DurationRange) -> Result<Duration, ConfigError> {
     parse_duration_in(text, range).map_err(|p| invalid(field, p))
+}
+
+/// The `sessions*` and `ipfix` settings, validated, defaults filled in (off when neither
+/// `sessions` nor `ipfix` is set; the others are checked even then).
+pub fn sessions(s: &mut Settings) -> Result<SessionsConfig, ConfigError> {
+    let max_mb = *s.sessions_max_mb.get_or_insert(100);
+    if max_mb == 0 || max_mb > 1 << 20 {
+        return Err(invalid("sessions-max-mb", "must be between 1 and 1048576"));
+    }
+    let files = *s.sessions_files.get_or_insert(10);
+    if files == 0 || files > 99 {
+        return Err(invalid("sessions-files", "must be between 1 and 99"));
+    }
+    let interval = duration("sessions-interval", s.sessions_interval.get_or_insert_with(|| "1h".into()), &units::SESSIONS_INTERVAL)?;
+    if !interval.is_zero() && interval < Duration::from_secs(60) {
+        return Err(invalid("sessions-interval", format!("must be {}", units::SESSIONS_INTERVAL.text)));
+    }
+    if let Some(t) = &s.ipfix {
+        crate::sessions::ipfix::parse_target(t).map_err(|p| invalid("ipfix", p))?;
+    }
+    if s.sessions.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(invalid("sessions", "give a file"));
+    }
+    Ok(SessionsConfig {
+        path: s.sessions.clone(),
+        cap_bytes: max_mb << 20,
+        files,
+        interval: (!interval.is_zero()).then_some(interval),
+        ipfix: s.ipfix.clone(),
+    })
 }
 
 /// The `syslog` and `syslog-facility` settings, validated (off when `syslog` is unset; the
@@ -409,6 +459,7 @@ impl Config {
                 s.syslog_facility.get_or_insert_with(|| "daemon".into());
                 syslog(&s)?
             },
+            sessions: sessions(&mut s)?,
             alert_format: *s.alert_format.get_or_insert_default(),
             alert_window,
             evidence,

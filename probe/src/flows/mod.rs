@@ -11,7 +11,7 @@ pub use soft::{SoftTable, TableSettings};
 
 use std::sync::Arc;
 
-use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, SideStats};
+use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, SideStats, letter_code, letters, linger};
 
 use crate::kernel::flowtable::FlowTable;
 
@@ -41,6 +41,7 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
         into.initiator = other.initiator;
     }
     into.last_seen = into.last_seen.max(other.last_seen);
+    merge_letters(into, other, other_is_older);
     into.hooks_seen |= other.hooks_seen;
     into.proven |= other.proven;
     // A side seen in both partitions has two runs of IP-IDs, each of part of its packets: the
@@ -54,6 +55,22 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
     for (a, b) in into.sides.iter_mut().zip(other.sides.iter()) {
         merge_side(a, b, other_is_older);
     }
+}
+
+/// The history letters of two partitions' copies as one log: the older copy's letters first, then
+/// the newer's that the older lacks. Each partition knows its own order only; across partitions
+/// this is a guess, right when each side's packets stayed on one CPU and the flow started on the
+/// older copy's side.
+fn merge_letters(into: &mut FlowEntry, other: &FlowEntry, other_is_older: bool) {
+    let (first, second) = if other_is_older { (*other, *into) } else { (*into, *other) };
+    let mut out = first;
+    for (side, class) in letters(&second) {
+        let code = letter_code(class, side);
+        if out.letters_seen & (1 << code) == 0 {
+            out.log_letter(code);
+        }
+    }
+    (into.letters, into.letters_seen, into.letter_count) = (out.letters, out.letters_seen, out.letter_count);
 }
 
 fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
@@ -95,11 +112,35 @@ fn merge_side(a: &mut SideStats, b: &SideStats, b_is_older: bool) {
     a.data_after_rst += b.data_after_rst;
 }
 
+/// Why a flow's session record is written now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leaving {
+    /// Quiet past the idle time, or over (a RST, a FIN from each side) and quiet past the linger.
+    Idle,
+    /// Its slot went to another flow.
+    Evicted,
+    /// The agent stops, or the capture ended.
+    Shutdown,
+    /// Still open; a long connection's record so far.
+    Interval,
+}
+
 /// Our copy of the table as of the last poll. A flow's slots are found with the kernel's own
 /// formula (one candidate slot per CPU partition), so no index is kept beside the copy.
 pub struct FlowTracker {
     shadow: Vec<FlowEntry>,
     slots_per_cpu: u32,
+    /// Session records, when they are wanted: which flows left since the last take, and per slot
+    /// whether its flow's record was written and when its last interval record was.
+    sessions: Option<Sessions>,
+}
+
+struct Sessions {
+    /// In the table's clock; 0: no interval records.
+    interval: u64,
+    done: Vec<bool>,
+    interim: Vec<u64>,
+    ended: Vec<(FlowEntry, Leaving)>,
 }
 
 /// Changed flows are handed on this many at a time: a flood changes every slot between two polls,
@@ -108,7 +149,127 @@ pub const DELTA_CHUNK: usize = 4096;
 
 impl FlowTracker {
     pub fn new(slots: usize, slots_per_cpu: u32) -> Self {
-        FlowTracker { shadow: vec![FlowEntry::default(); slots], slots_per_cpu: slots_per_cpu.max(1) }
+        FlowTracker { shadow: vec![FlowEntry::default(); slots], slots_per_cpu: slots_per_cpu.max(1), sessions: None }
+    }
+
+    /// A new connection started on the endpoints of `old` (a SYN's event, whose history before it
+    /// is `old` merged over the partitions, in the table's clock): `old`'s changes since the last
+    /// scan as a delta for the detectors, and its record. The table already holds the new
+    /// connection in its place; the next scan sees that as new. Nothing when a scan got there
+    /// first (it handed `old` as it was then).
+    pub fn restarted(&mut self, iface: &Arc<str>, old: &FlowEntry) -> Option<FlowDelta> {
+        let key = old.key;
+        let known = self.merged(&key, |s| self.shadow[s]);
+        if known.key.family != FAMILY_NONE && known.first_seen > old.first_seen {
+            return None;
+        }
+        let before = if known.key.family != FAMILY_NONE && known.first_seen == old.first_seen { known } else { FlowEntry::default() };
+        let slots: Vec<usize> = self.slots_of(&key).filter(|&s| self.shadow[s].key == key).collect();
+        let done = slots.iter().any(|&s| self.sessions.as_ref().is_some_and(|x| x.done[s]));
+        for s in slots {
+            self.shadow[s] = FlowEntry::default();
+            if let Some(x) = &mut self.sessions {
+                x.done[s] = false;
+            }
+        }
+        if let Some(x) = &mut self.sessions
+            && !done
+        {
+            x.ended.push((*old, Leaving::Idle));
+        }
+        Some(FlowDelta { iface: iface.clone(), now: *old, before })
+    }
+
+    /// Hand out the flows that end (see [`FlowTracker::take_ended`]); `interval` in the table's
+    /// clock (0: none) is how often a long connection's record so far is written too.
+    pub fn with_sessions(mut self, interval: u64) -> Self {
+        let n = self.shadow.len();
+        self.sessions = Some(Sessions { interval, done: vec![false; n], interim: vec![0; n], ended: Vec::new() });
+        self
+    }
+
+    /// The flows that ended (or are due an interval record) since the last take, merged over
+    /// their partitions, in the table's clock.
+    pub fn take_ended(&mut self) -> Vec<(FlowEntry, Leaving)> {
+        self.sessions.as_mut().map(|s| std::mem::take(&mut s.ended)).unwrap_or_default()
+    }
+
+    /// Every flow whose record was not written yet, as if it ended now (shutdown).
+    pub fn remaining(&mut self) -> Vec<(FlowEntry, Leaving)> {
+        let mut out = self.take_ended();
+        for i in 0..self.shadow.len() {
+            if self.first_partition(i) && self.sessions.as_ref().is_some_and(|s| !s.done[i]) {
+                out.push((self.finish(i), Leaving::Shutdown));
+            }
+        }
+        out
+    }
+
+    /// Whether slot `i` holds a flow and is the first of the partitions that hold it.
+    fn first_partition(&self, i: usize) -> bool {
+        let e = &self.shadow[i];
+        e.key.family != FAMILY_NONE && self.slots_of(&e.key).find(|&s| s == i || self.shadow[s].key == e.key) == Some(i)
+    }
+
+    /// The flow in slot `i` merged over its partitions, marked as written.
+    fn finish(&mut self, i: usize) -> FlowEntry {
+        let key = self.shadow[i].key;
+        let merged = self.merged(&key, |s| self.shadow[s]);
+        let slots: Vec<usize> = self.slots_of(&key).filter(|&s| self.shadow[s].key == key).collect();
+        if let Some(sessions) = &mut self.sessions {
+            for s in slots {
+                sessions.done[s] = true;
+            }
+        }
+        merged
+    }
+
+    /// Slot `i` is about to hold `next`: a different flow (or the same endpoints started afresh)
+    /// means the one there left, by idleness or eviction.
+    fn replacing(&mut self, i: usize, next: &FlowEntry, now: u64, idle: u64) {
+        let Some(sessions) = &self.sessions else { return };
+        let old = &self.shadow[i];
+        if old.key.family == FAMILY_NONE || (old.key == next.key && old.first_seen == next.first_seen) {
+            return;
+        }
+        if !sessions.done[i] {
+            let leaving = if now.saturating_sub(old.last_seen) > idle { Leaving::Idle } else { Leaving::Evicted };
+            let gone = self.finish(i);
+            if let Some(s) = &mut self.sessions {
+                s.ended.push((gone, leaving));
+            }
+        }
+        if let Some(s) = &mut self.sessions {
+            (s.done[i], s.interim[i]) = (false, next.first_seen);
+        }
+    }
+
+    /// After a scan: flows over and quiet for the linger, or idle, have ended; long ones may be
+    /// due an interval record.
+    fn sweep(&mut self, now: u64, idle: u64) {
+        let Some(interval) = self.sessions.as_ref().map(|s| s.interval) else { return };
+        for i in 0..self.shadow.len() {
+            let e = &self.shadow[i];
+            let due_interval =
+                interval > 0 && now.saturating_sub(self.sessions.as_ref().map_or(0, |s| s.interim[i]).max(e.first_seen)) >= interval;
+            let quiet = now.saturating_sub(e.last_seen);
+            if self.sessions.as_ref().is_some_and(|s| s.done[i]) || (quiet <= linger(idle) && !due_interval) || !self.first_partition(i) {
+                continue;
+            }
+            let merged = self.merged(&e.key, |s| self.shadow[s]);
+            let (a, b) = (&merged.sides[0], &merged.sides[1]);
+            let over = a.rst + b.rst > 0 || (a.fin > 0 && b.fin > 0);
+            let quiet = now.saturating_sub(merged.last_seen);
+            if (over && quiet > linger(idle)) || quiet > idle {
+                let gone = self.finish(i);
+                if let Some(s) = &mut self.sessions {
+                    s.ended.push((gone, Leaving::Idle));
+                }
+            } else if due_interval && let Some(s) = &mut self.sessions {
+                s.interim[i] = now;
+                s.ended.push((merged, Leaving::Interval));
+            }
+        }
     }
 
     /// The slots `key` can occupy, one per partition.
@@ -142,6 +303,12 @@ impl FlowTracker {
                 continue;
             }
             let e = table.read(i);
+            self.replacing(i, &e, now, idle);
+            // A new connection on the same endpoints restarted the slot: its old counts are
+            // another connection's, not this one's past.
+            if self.shadow[i].key == e.key && self.shadow[i].first_seen != e.first_seen {
+                self.shadow[i] = FlowEntry::default();
+            }
             if e.key.family == FAMILY_NONE || e.last_seen == 0 {
                 self.shadow[i] = e;
                 continue;
@@ -152,6 +319,9 @@ impl FlowTracker {
             for slot in self.slots_of(&e.key) {
                 let current = if slot == i { e } else { table.read(slot) };
                 if current.key == e.key || slot == i {
+                    if slot != i {
+                        self.replacing(slot, &current, now, idle);
+                    }
                     self.shadow[slot] = current;
                 }
             }
@@ -165,6 +335,7 @@ impl FlowTracker {
         if !chunk.is_empty() {
             sink(&mut chunk);
         }
+        self.sweep(now, idle);
         // Live flows, each counted at the first partition that holds it live.
         let live = |e: &FlowEntry| e.key.family != FAMILY_NONE && now.saturating_sub(e.last_seen) <= idle;
         let mut live_flows = 0;

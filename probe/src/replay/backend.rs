@@ -19,7 +19,7 @@ use probe_common::{
 
 use super::decode::Decoded;
 use crate::{
-    flows::{FlowDelta, FlowTracker, SoftTable, TableSettings, aggregate::AggregateSnapshot, merge},
+    flows::{FlowDelta, FlowTracker, Leaving, SoftTable, TableSettings, aggregate::AggregateSnapshot, merge},
     kernel::{
         LoadError, LoadOptions, Probe,
         clock::{ToWall, monotonic_now_ns},
@@ -44,7 +44,7 @@ pub trait Backend {
     /// Flows changed since the last call.
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta>;
     /// Forget flows idle since before `cutoff_ns` and return them (bounded memory).
-    fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry>;
+    fn expire(&mut self, cutoff_ns: u64) -> Vec<(FlowEntry, Leaving)>;
     fn counters(&self) -> [HookCounters; HOOKS as usize];
     /// Every flow still held.
     fn flows(&self) -> Vec<FlowEntry>;
@@ -96,7 +96,7 @@ impl Backend for SoftBackend {
         self.table.take_deltas(iface)
     }
 
-    fn expire(&mut self, cutoff_ns: u64) -> Vec<FlowEntry> {
+    fn expire(&mut self, cutoff_ns: u64) -> Vec<(FlowEntry, Leaving)> {
         self.table.expire(cutoff_ns)
     }
 
@@ -207,7 +207,7 @@ impl Backend for KernelBackend {
         out
     }
 
-    fn expire(&mut self, _cutoff_ns: u64) -> Vec<FlowEntry> {
+    fn expire(&mut self, _cutoff_ns: u64) -> Vec<(FlowEntry, Leaving)> {
         Vec::new()
     }
 

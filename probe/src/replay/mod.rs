@@ -36,10 +36,11 @@ use crate::{
     config::{self, ConfigError, Settings},
     detect::{DetectorsConfig, HomeNets, addr},
     evidence::Evidence,
-    flows::TableSettings,
+    flows::{Leaving, TableSettings},
     kernel::loader,
     metrics::Metrics,
     pipeline::Pipeline,
+    sessions::log::SessionLog,
     units::parse_net,
 };
 
@@ -133,6 +134,9 @@ pub enum ReplayError {
     /// A setting (file, `--set` or flag) is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The session file or the IPFIX collector cannot be opened.
+    #[error(transparent)]
+    Sessions(#[from] crate::sessions::log::SessionsError),
     /// A capture named on the command line cannot be opened: said before anything is replayed.
     #[error("{path}: {source}")]
     Input { path: String, source: std::io::Error },
@@ -221,7 +225,8 @@ impl Replayer {
     }
 
     /// Decode once, count, judge its events; at each capture second, poll. Returns the flows that
-    /// went idle (for the report), or the link type we cannot read.
+    /// left the table (for the report; their session records are written), or the link type we
+    /// cannot read.
     fn frame(&mut self, frame: &capture::Frame) -> Result<Vec<FlowEntry>, UnsupportedLink> {
         self.last_ts = self.last_ts.max(frame.ts_ns);
         let decoded = decode::decode(frame.link_type, &frame.data)?;
@@ -242,7 +247,9 @@ impl Replayer {
         }
         *due = frame.ts_ns + POLL_NS;
         self.poll(frame.ts_ns);
-        Ok(self.backend.expire(frame.ts_ns.saturating_sub(self.idle_ns)))
+        let left = self.backend.expire(frame.ts_ns.saturating_sub(self.idle_ns));
+        self.pipeline.ended(&self.iface, &left);
+        Ok(left.into_iter().map(|(e, _)| e).collect())
     }
 
     fn poll(&mut self, now_ns: u64) {
@@ -252,11 +259,19 @@ impl Replayer {
         self.pipeline.tick(now_ns);
     }
 
-    /// The last poll and every pending alert update.
-    fn finish(&mut self) {
+    /// The last poll and every pending alert update; then the flows still held, which the report
+    /// and the session records take as ended (in a stable order: the kernel's table is read in
+    /// its slot order, which is not the traffic's).
+    fn finish(&mut self) -> Vec<FlowEntry> {
         self.poll(self.last_ts);
         self.pipeline.end_of_input(self.last_ts);
         self.pipeline.finish();
+        let mut held = self.backend.flows();
+        held.sort_by_key(|e| (e.first_seen, e.key.addr_lo, e.key.port_lo, e.key.addr_hi, e.key.port_hi));
+        let left: Vec<(FlowEntry, Leaving)> = held.iter().map(|e| (*e, Leaving::Shutdown)).collect();
+        self.pipeline.ended(&self.iface, &left);
+        self.pipeline.close_sessions();
+        held
     }
 }
 
@@ -320,6 +335,12 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
         let evidence =
             Evidence::new(Path::new(dir), max_bytes, false).map_err(|source| ReplayError::Output { path: dir.to_string(), source })?;
         pipeline = pipeline.with_evidence(evidence);
+    }
+    // Records and export only when asked on replay's own command line, as syslog.
+    let sessions = config::sessions(&mut args.settings.clone())?;
+    if sessions.wanted() {
+        // Replay waits for the writer rather than losing a record.
+        pipeline = pipeline.with_sessions(SessionLog::start(&sessions, metrics.clone(), true)?);
     }
     let idle = judging.flow_idle;
     let backend: Box<dyn Backend> = if args.kernel {
@@ -388,8 +409,7 @@ pub fn run(args: ReplayArgs) -> Result<(), ReplayError> {
             failure.get_or_insert(e);
         }
     }
-    replayer.finish();
-    for e in replayer.backend.flows() {
+    for e in replayer.finish() {
         report.absorb(&e, &home, flows_out.as_mut().map(|w| w as &mut dyn Write));
     }
     if let (Some(w), Some(p)) = (flows_out.as_mut(), &args.flows_out) {
