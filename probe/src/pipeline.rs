@@ -81,6 +81,14 @@ impl Pipeline {
         }
     }
 
+    /// Shutdown: the records of every connection still open are about to come at once; they wait
+    /// for the writer instead of being lost to a full queue.
+    pub fn sessions_shutting_down(&mut self) {
+        if let Some(s) = &mut self.sessions {
+            s.wait_for_room();
+        }
+    }
+
     /// The session writer drains its queue and stops (shutdown, end of replay).
     pub fn close_sessions(&mut self) {
         if let Some(s) = &mut self.sessions {

@@ -26,6 +26,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("man", "man-db"),
     ("readelf", "binutils"),
     ("qemu-aarch64-static", "qemu-user-static"),
+    ("nfcapd", "nfdump"),
 ];
 
 pub fn have(cmd: &str) -> bool {

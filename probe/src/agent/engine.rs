@@ -106,6 +106,7 @@ impl Engine {
         self.poll_all();
         self.pipeline.finish();
         // The connections still open get their records (`close: shutdown`), then the writer drains.
+        self.pipeline.sessions_shutting_down();
         for p in &mut self.pollers {
             let open = p.remaining();
             self.pipeline.ended(&p.iface, &open);

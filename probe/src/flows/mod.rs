@@ -11,7 +11,7 @@ pub use soft::{SoftTable, TableSettings};
 
 use std::sync::Arc;
 
-use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, SideStats, letter_code, letters, linger};
+use probe_common::flow::{FAMILY_NONE, FlowEntry, FlowKey, Side, SideStats, letter_code, letters, linger};
 
 use crate::kernel::flowtable::FlowTable;
 
@@ -57,14 +57,25 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
     }
 }
 
-/// The history letters of two partitions' copies as one log: the older copy's letters first, then
-/// the newer's that the older lacks. Each partition knows its own order only; across partitions
-/// this is a guess, right when each side's packets stayed on one CPU and the flow started on the
-/// older copy's side.
+/// The history letters of two partitions' copies as one log. Each partition knows the order of
+/// its own letters only (ingress and egress of one connection often run on different CPUs), so the
+/// two logs are interleaved keeping each one's order, taking at each step the letter that comes
+/// earlier in a connection's life (SYN, SYN/ACK, ACK or data, FIN, RST), the older copy's first
+/// on a tie. Exact when one partition held the whole flow; otherwise TCP's usual order.
 fn merge_letters(into: &mut FlowEntry, other: &FlowEntry, other_is_older: bool) {
     let (first, second) = if other_is_older { (*other, *into) } else { (*into, *other) };
-    let mut out = first;
-    for (side, class) in letters(&second) {
+    let (a, b): (Vec<(Side, u8)>, Vec<(Side, u8)>) = (letters(&first).collect(), letters(&second).collect());
+    let rank = |class: u8| [0, 1, 2, 2, 3, 4][class as usize % 6];
+    let mut out = FlowEntry::default();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j == b.len() || (i < a.len() && rank(a[i].1) <= rank(b[j].1));
+        let (side, class) = if take_a { a[i] } else { b[j] };
+        if take_a {
+            i += 1
+        } else {
+            j += 1
+        }
         let code = letter_code(class, side);
         if out.letters_seen & (1 << code) == 0 {
             out.log_letter(code);
@@ -362,6 +373,30 @@ mod tests {
             e.apply(side, &Segment { flags, ttl: 64, now: first_seen + n as u64, ..Default::default() });
         }
         e
+    }
+
+    /// Ingress on one CPU, egress on another: each partition holds one side's letters in order,
+    /// and the merged history interleaves them in a connection's order of life.
+    #[test]
+    fn letters_of_two_partitions_merge_in_a_connections_order() {
+        use probe_common::flags::{ACK, FIN, PSH, SYN};
+        let ep = Endpoints { src: [1; 16], dst: [2; 16], sport: 1, dport: 2, family: FAMILY_V4 };
+        let (key, client) = FlowKey::canonical(&ep);
+        let server = client.other();
+        let part = |side: Side, first_seen: u64, script: &[(u8, u32)]| {
+            let mut e = FlowEntry::default();
+            e.start(&key, side, first_seen);
+            for (f, len) in script {
+                e.apply(side, &Segment { flags: *f, ttl: 64, payload_len: *len, now: first_seen, ..Default::default() });
+            }
+            e
+        };
+        let mut a = part(client, 10, &[(SYN, 0), (ACK, 0), (ACK | PSH, 5), (FIN | ACK, 0)]);
+        let b = part(server, 11, &[(SYN | ACK, 0), (ACK, 0), (ACK | PSH, 9), (FIN | ACK, 0)]);
+        merge(&mut a, &b);
+        let got: Vec<(Side, u8)> = letters(&a).collect();
+        let want = [(client, 0), (server, 1), (client, 2), (client, 3), (server, 2), (server, 3), (client, 4), (server, 4)];
+        assert_eq!(got, want, "ShADadFf");
     }
 
     #[test]

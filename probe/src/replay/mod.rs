@@ -52,7 +52,7 @@ pub enum Format {
 
 /// `run`'s settings that describe the live process, not the traffic: hidden from replay's help and
 /// refused on its command line (a config file may hold them; replay ignores them there).
-const RUN_ONLY: [&str; 13] = [
+const RUN_ONLY: [&str; 14] = [
     "iface",
     "metrics-addr",
     "poll-interval",
@@ -66,6 +66,8 @@ const RUN_ONLY: [&str; 13] = [
     "alert-format",
     "evidence-shared-dir",
     "ebpf-log",
+    // Replay writes a connection's record when it ends: the capture's clock has no "so far".
+    "sessions-interval",
 ];
 
 #[derive(Debug, Args, Clone)]
@@ -76,6 +78,7 @@ const RUN_ONLY: [&str; 13] = [
     mut_arg("drop_dry_run", |a| a.hide(true)), mut_arg("event_rate", |a| a.hide(true)),
     mut_arg("summary_interval", |a| a.hide(true)), mut_arg("alert_format", |a| a.hide(true)),
     mut_arg("evidence_shared_dir", |a| a.hide(true)), mut_arg("ebpf_log", |a| a.hide(true)),
+    mut_arg("sessions_interval", |a| a.hide(true)),
     mut_arg("home_net", |a| a.help("A network of ours (repeatable). Default: the busiest address of the first packets, said aloud")),
     mut_arg("alerts", |a| a.help("Alerts as JSON lines into this file instead of stdout (in --format)")),
     mut_arg("evidence", |a| a.help("Write each alert's packets as a pcapng file into this directory [default: off]")),

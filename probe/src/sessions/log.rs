@@ -45,9 +45,9 @@ struct Item {
     close: Close,
 }
 
-/// Records queued live before new ones are counted as lost: a flood's table turnover in a few
-/// seconds.
-const QUEUE: usize = 65_536;
+/// Records queued live before new ones are counted as lost: seconds of a flood's table turnover
+/// (the SYN budget lets a few thousand new flows a second in), a few MiB at most.
+const QUEUE: usize = 8192;
 
 pub struct SessionLog {
     tx: Option<Sender<Item>>,
@@ -115,6 +115,11 @@ impl SessionLog {
         }
     }
 
+    /// From now on wait for room rather than lose a record (shutdown: no packet waits behind us).
+    pub fn wait_for_room(&mut self) {
+        self.wait = true;
+    }
+
     /// Write everything queued and stop the writer.
     pub fn finish(&mut self) {
         self.tx = None;
@@ -170,7 +175,11 @@ fn writer(rx: Receiver<Item>, mut file: Option<RotatingFile>, mut exporter: Opti
                 }
             }
         }
-        if let Some(x) = &mut exporter {
+        // A connection's interval records would count it twice at a collector, which sums
+        // `packetDeltaCount`: only its final record is exported.
+        if let Some(x) = &mut exporter
+            && item.close != Close::Interval
+        {
             count(x.add(&item.entry, item.orig, item.close));
         }
     }

@@ -162,6 +162,11 @@ pub struct AlertMemory {
     recent: VecDeque<Alert>,
 }
 
+/// Live, a flow's times come from the table's clock (jiffies, a few ms apart, converted) and an
+/// alert's from its packets' events (ns): a one-packet flow and the alert about that packet may
+/// look a few ms apart. A second covers it; alerts about other connections name other endpoints.
+const CLOCK_SLACK_NS: u64 = 1_000_000_000;
+
 /// How many alerts a record is matched against: a connection's alerts come while it is open, and
 /// a flood's thousands of connections share a few aggregate alerts.
 const ALERT_MEMORY: usize = 1024;
@@ -176,7 +181,7 @@ impl AlertMemory {
     }
 
     /// The alerts about `e`: naming its two addresses (either way round) and, where they name
-    /// ports, its ports, and seen while it was open.
+    /// ports, its ports, and seen while it was open — give or take [`CLOCK_SLACK_NS`].
     pub fn involving(&self, e: &FlowEntry) -> Vec<&Alert> {
         let k = &e.key;
         let lo = (addr(k.addr_lo, k.family), k.port_lo);
@@ -189,7 +194,7 @@ impl AlertMemory {
             .filter(|a| {
                 let (s, d) = ((a.src_ip, a.src_port), (a.dest_ip, a.dest_port));
                 let named = (matches(s.0, s.1, lo) && matches(d.0, d.1, hi)) || (matches(s.0, s.1, hi) && matches(d.0, d.1, lo));
-                named && a.first_seen_ns <= e.last_seen && a.last_seen_ns >= e.first_seen
+                named && a.first_seen_ns <= e.last_seen + CLOCK_SLACK_NS && a.last_seen_ns + CLOCK_SLACK_NS >= e.first_seen
             })
             .collect()
     }

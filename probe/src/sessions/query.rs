@@ -142,7 +142,7 @@ pub fn run(args: &SessionsArgs, out: &mut dyn Write) -> Result<u64, QueryError> 
     if args.format == QueryFormat::Table {
         let _ = writeln!(
             out,
-            "{:<27} {:<12} {:<40} {:<40} {:<6} {:<12} {:>11} {:<11} FLAGS orig / resp",
+            "{:<27} {:<12} {:<22} {:<22} {:<6} {:<12} {:>11} {:<11} FLAGS orig / resp",
             "TS", "UID", "ORIG", "RESP", "STATE", "HISTORY", "PKTS o/r", "CLOSE"
         );
     }
@@ -183,7 +183,7 @@ fn flags(m: &BTreeMap<String, u64>) -> String {
 fn row(r: &SessionRecord) -> String {
     let ts = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_secs_f64(r.ts.max(0.0))).to_string();
     let mut s = format!(
-        "{:<27} {:<12} {:<40} {:<40} {:<6} {:<12} {:>11} {:<11} {} / {}",
+        "{:<27} {:<12} {:<22} {:<22} {:<6} {:<12} {:>11} {:<11} {} / {}",
         ts,
         r.uid,
         endpoint(&r.orig_h, r.orig_p),

@@ -8,6 +8,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::os::unix::fs::DirBuilderExt;
+
 use flate2::{Compression, write::GzEncoder};
 
 use crate::owned_files;
@@ -26,6 +28,11 @@ impl RotatingFile {
     /// Append to `path` (what an earlier run wrote stays), keeping `files` files under `cap_bytes`
     /// together. `files` 1 truncates `path` instead of rotating it.
     pub fn open(path: &Path, cap_bytes: u64, files: u32) -> io::Result<Self> {
+        // The packaged example keeps records in a directory of their own under the logs
+        // directory (out of logrotate's way), which the agent makes on first use.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new().mode(0o750).create(dir)?;
+        }
         let file = owned_files::open_append(path)?;
         let size = file.metadata()?.len();
         let files = files.max(1);

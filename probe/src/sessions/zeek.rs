@@ -13,12 +13,11 @@ const F: u8 = 4;
 const R: u8 = 5;
 
 /// Ports Zeek treats as "likely server ports" with its default scripts: the well-known range and
-/// the ports its protocol analyzers register above it (SOCKS, squid, MySQL, PostgreSQL, Redis,
-/// IRC, MQTT, HTTP alternates...). A connection first seen from such a port, without a SYN, had
-/// its roles guessed wrong: the server spoke first in the capture.
+/// the ports its analyzers register above it (SOCKS, MQTT, squid, LDAP's global catalog, MySQL,
+/// RDP, XMPP, PostgreSQL, Redis, IRC, HTTP's alternates, DNP3). A connection first seen from such
+/// a port, without a SYN, had its roles guessed wrong: the server spoke first in the capture.
 fn likely_server_port(port: u16) -> bool {
-    port < 1024
-        || matches!(port, 1080 | 1433 | 1883 | 3128 | 3306 | 3389 | 5432 | 6379 | 6660..=6669 | 7000 | 8000 | 8080 | 8081 | 8443 | 8888)
+    port < 1024 || matches!(port, 1080 | 1883 | 3128 | 3268 | 3306 | 3389 | 5223 | 5432 | 6379 | 6666..=6669 | 8000 | 8080 | 8888 | 20000)
 }
 
 /// The originator and whether it had to be inferred (Zeek's `^`): the sender of the first packet,

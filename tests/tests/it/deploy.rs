@@ -128,7 +128,7 @@ fn grafana_dashboard_is_importable_and_queries_real_metrics() {
 
 /// Keys whose commented value in the shipped file is an example, not the default: the default is
 /// the machine's (interfaces, addresses) or off.
-const EXAMPLE_KEYS: [&str; 5] = ["iface", "home-net", "ebpf-object", "alerts", "syslog"];
+const EXAMPLE_KEYS: [&str; 7] = ["iface", "home-net", "ebpf-object", "alerts", "syslog", "sessions", "ipfix"];
 
 /// The shipped file with every `# key = value` and `# [table]` line uncommented but the example
 /// keys' and the example signature's (which would add a signature).

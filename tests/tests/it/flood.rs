@@ -65,10 +65,11 @@ fn rx_packets(lab: &Lab) -> u64 {
 }
 
 /// The short form of the flood soak: 10 s of a max-rate spoofed SYN flood (hping3 --flood
-/// --rand-source) on a listening port, at the default table size. The verdict does not depend on
-/// the flow table, which the flood fills: one syn_flood incident (at most three lines), while
-/// /healthz answers 200 every second, every packet the interface received is in the histogram,
-/// and the agent stays within its memory bound. Timings belong to `cargo xtask bench`.
+/// --rand-source) on a listening port, at the default table size, with session records on. The
+/// verdict does not depend on the flow table, which the flood fills: one syn_flood incident (at
+/// most three lines), while /healthz answers 200 every second, every packet the interface received
+/// is in the histogram, the record files stay under their cap (rotated, gzip'd) and the agent
+/// within its memory bound. Timings belong to `cargo xtask bench`.
 #[test]
 fn a_spoofed_syn_flood_is_one_incident_while_the_agent_stays_healthy_and_small() {
     if !privileged("a_spoofed_syn_flood_is_one_incident") || !tool("syn_flood_soak", "hping3") {
@@ -77,7 +78,12 @@ fn a_spoofed_syn_flood_is_one_incident_while_the_agent_stays_healthy_and_small()
     let alone = tests::lab::exclusive();
     let lab = Lab::new_alone(&alone);
     let listener = tests::lab::in_netns(&lab.home, || std::net::TcpListener::bind(("10.77.0.2", 8080)).unwrap());
-    let mut agent = Agent::start(&lab, &["--alert-format", "off"]);
+    let records = std::env::temp_dir().join(format!("fp-flood-sessions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&records);
+    std::fs::create_dir_all(&records).unwrap();
+    let file = records.join("sessions.jsonl");
+    let session_args = ["--sessions", file.to_str().unwrap(), "--sessions-max-mb", "1", "--sessions-files", "3"];
+    let mut agent = Agent::start(&lab, &[&["--alert-format", "off"][..], &session_args].concat());
     agent.settle();
     let rx_before = rx_packets(&lab);
     let counted_before = metrics_text::sum(&agent.metrics(), "flagprobe_packets_total", &[("hook", "ingress")]) as u64;
@@ -106,6 +112,13 @@ fn a_spoofed_syn_flood_is_one_incident_while_the_agent_stays_healthy_and_small()
     let failures = metrics_text::sum(&m, "flagprobe_flow_insert_failures_total", &[]) as u64;
     let untracked = metrics_text::sum(&m, "flagprobe_syns_untracked_total", &[]) as u64;
     let (status, log) = agent.stop();
+    let files: Vec<(String, u64)> = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect();
+    let on_disk: u64 = files.iter().map(|f| f.1).sum();
+    let written = metrics_text::sum(&m, "flagprobe_session_records_total", &[("outcome", "written")]) as u64;
     drop(listener);
     assert!(status.success(), "{log}");
     eprintln!(
@@ -126,6 +139,10 @@ fn a_spoofed_syn_flood_is_one_incident_while_the_agent_stays_healthy_and_small()
     assert_eq!(last["evidence"]["spoofed"], true, "{last}");
     assert!(last["evidence"]["distinct_sources_estimate"].as_u64().unwrap() > 10_000, "{last}");
     assert!(peak <= MEMORY_BOUND_MIB, "peak RSS {peak:.1} MiB over the {MEMORY_BOUND_MIB} MiB bound");
+    eprintln!("session records during the flood: {written} written, files {files:?}");
+    assert!(written > 10_000, "the flood's flows got their records: {written}");
+    assert!(files.len() == 3 && files.iter().any(|f| f.0 == "sessions.jsonl.2.gz"), "rotated, three files kept: {files:?}");
+    assert!(on_disk <= 1 << 20, "the record files stay under their 1 MiB cap: {on_disk} bytes");
 }
 
 /// The agent's memory bound at the default table size (issue: flood-proof detection).

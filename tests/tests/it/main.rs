@@ -27,6 +27,7 @@ mod replay;
 mod replay_mutations;
 mod replay_settings;
 mod sensor;
+mod sessions;
 mod state_files;
 mod syslog;
 mod tunnels;
