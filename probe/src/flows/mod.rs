@@ -64,7 +64,8 @@ pub fn merge(into: &mut FlowEntry, other: &FlowEntry) {
 /// on a tie. Exact when one partition held the whole flow; otherwise TCP's usual order.
 fn merge_letters(into: &mut FlowEntry, other: &FlowEntry, other_is_older: bool) {
     let (first, second) = if other_is_older { (*other, *into) } else { (*into, *other) };
-    let (a, b): (Vec<(Side, u8)>, Vec<(Side, u8)>) = (letters(&first).collect(), letters(&second).collect());
+    let a: Vec<(Side, u8)> = letters(&first).collect();
+    let b: Vec<(Side, u8)> = letters(&second).collect();
     let rank = |class: u8| [0, 1, 2, 2, 3, 4][class as usize % 6];
     let mut out = FlowEntry::default();
     let (mut i, mut j) = (0, 0);
