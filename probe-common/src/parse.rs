@@ -329,7 +329,14 @@ pub fn locate(pkt: &Cursor<'_>, opts: ParseOptions, forget: &mut impl FnMut(u64)
         }
         // Outside any tunnel, the ways in are few (VLAN tags, the IP version) and the walk of one
         // IP layer per way is small: the round trip through memory is for tunnels' inner layers.
-        let at = Located(if state & TUNNEL_BITS == 0 { state } else { forget(state) });
+        let mut at = Located(if state & (TUNNEL_BITS | WANDERED) == 0 { state } else { forget(state) });
+        if at.0 & MPLS_NEXT != 0 {
+            let found = mpls(pkt, at.ip(), at.0 & TUNNEL_BITS & !MPLS_NEXT);
+            if found & FAILED != 0 {
+                return Err(not_tcp(found));
+            }
+            at = Located(forget(found));
+        }
         let (ip, v6) = (at.ip(), at.v6());
         let upper = if v6 { ipv6_upper(pkt, ip) } else { ipv4_upper(pkt, ip) };
         if upper & FAILED != 0 {
@@ -365,6 +372,15 @@ const FAILED: u64 = 1 << 63;
 const FAILED_PROTOCOL: u64 = 1 << 62;
 /// The tunnel's bits of a [`Located`] word.
 const TUNNEL_BITS: u64 = !((1 << 24) - 1);
+/// A [`Located`] word's mark for an IP layer that the Ethernet walk reached one of several ways
+/// (behind FabricPath's header, or one to four MPLS labels): like a tunnel's, its word goes
+/// through `forget`, or each way (a known offset to the verifier) would be walked to the end.
+const WANDERED: u64 = 1 << 23;
+/// A [`Located`] word's mark for an MPLS label stack at its IP offset, still to be read: `locate`
+/// reads it after `forget`, so the label walk is verified once, not once per way to it (VLAN
+/// tags, FabricPath, each tunnel's inner Ethernet). Above the tunnel's outer offset, below the
+/// failure bits; cleared before anything else reads the word.
+const MPLS_NEXT: u64 = 1 << 47;
 
 #[inline(always)]
 fn failed(reason: ParseError) -> u64 {
@@ -419,11 +435,13 @@ fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
     let Some(ethertype) = pkt.at::<[u8; 2]>(start + 12) else { return failed(ParseError::TruncatedEthernet) };
     let mut ethertype = be16(*ethertype);
     let mut offset = start + 14;
+    let mut wandered = 0;
     // A data-centre fabric's frame carries the host's Ethernet frame whole after its own header.
     if ethertype == ETH_P_FABRICPATH {
         let Some(inner) = pkt.at::<[u8; 2]>(start + FABRICPATH_HEADER + 12) else { return failed(ParseError::TruncatedEthernet) };
         ethertype = be16(*inner);
         offset = start + FABRICPATH_HEADER + 14;
+        wandered = WANDERED;
     }
     // Up to two tags (802.1ad outer, 802.1Q inner); each is 4 bytes: TCI, then the next EtherType.
     for _ in 0..2 {
@@ -438,11 +456,11 @@ fn ethernet(pkt: &Cursor<'_>, start: usize, tunnel: u64) -> u64 {
         return failed(ParseError::TooManyVlans);
     }
     if ethertype == ETH_P_MPLS_UC || ethertype == ETH_P_MPLS_MC {
-        return mpls(pkt, offset, tunnel);
+        return Located::new(offset, 0, false, tunnel).0 | WANDERED | MPLS_NEXT;
     }
     match ethertype {
-        ETH_P_IPV4 => Located::new(offset, 0, false, tunnel).0,
-        ETH_P_IPV6 => Located::new(offset, 0, true, tunnel).0,
+        ETH_P_IPV4 => Located::new(offset, 0, false, tunnel).0 | wandered,
+        ETH_P_IPV6 => Located::new(offset, 0, true, tunnel).0 | wandered,
         // A DSL gateway's WAN: version/type, code (0 in a session), session id, length, then the
         // PPP protocol. Its LCP and IPCP keep-alives are not IP and are counted as such.
         ETH_P_PPPOE_SESSION => {
@@ -476,8 +494,8 @@ fn mpls(pkt: &Cursor<'_>, mut offset: usize, tunnel: u64) -> u64 {
         if label[2] & 1 != 0 {
             // The smallest IP header, read whole (see `locate` on one-byte reads).
             return match pkt.at::<[u8; 20]>(offset) {
-                Some(ip) if ip[0] >> 4 == 4 => Located::new(offset, 0, false, tunnel).0,
-                Some(ip) if ip[0] >> 4 == 6 => Located::new(offset, 0, true, tunnel).0,
+                Some(ip) if ip[0] >> 4 == 4 => Located::new(offset, 0, false, tunnel).0 | WANDERED,
+                Some(ip) if ip[0] >> 4 == 6 => Located::new(offset, 0, true, tunnel).0 | WANDERED,
                 Some(_) => failed_protocol(PROTO_NON_IP),
                 None => failed(ParseError::TruncatedIpv4),
             };

@@ -12,7 +12,7 @@ use aya::{
 use probe_common::{
     counters::{HOOKS, HookCounters, ParseError},
     event::PacketEvent,
-    flow::{FAMILY_NONE, FlowEntry, FlowKey},
+    flow::{FAMILY_NONE, FlowEntry, FlowKey, NOTABLE_NEW_CONNECTION},
     maps::{EVENTS, PROG_TC, PROG_XDP},
     parse::{NotTcp, TcpPacket},
 };
@@ -132,6 +132,9 @@ pub struct KernelBackend {
     unconvertible: [u64; HOOKS as usize],
     /// Kernel time → capture time, as of the last frame.
     to_capture: ToWall,
+    /// The last changes of flows a new connection on their endpoints ended (from the SYNs'
+    /// events, as the agent learns them), until the next take.
+    restarted: Vec<FlowDelta>,
 }
 
 impl KernelBackend {
@@ -160,8 +163,10 @@ impl KernelBackend {
         let slots = probe.geometry.slots();
         let table = FlowTable::map(&probe.ebpf, slots)?;
         let to_capture = probe.clock.with_offset(0);
-        let tracker = FlowTracker::new(slots as usize, probe.geometry.slots_per_cpu);
-        Ok(KernelBackend { tracker, probe, ring, table, unconvertible: [0; 2], to_capture })
+        // Flows that leave the table (to another flow, or to a new connection on the same
+        // endpoints) are handed out as the agent hands them, for the report and the records.
+        let tracker = FlowTracker::new(slots as usize, probe.geometry.slots_per_cpu).with_sessions(0);
+        Ok(KernelBackend { tracker, probe, ring, table, unconvertible: [0; 2], to_capture, restarted: Vec::new() })
     }
 }
 
@@ -189,13 +194,20 @@ impl Backend for KernelBackend {
             events.extend(ring::decode(&item));
         }
         for ev in &mut events {
+            if ev.reasons & NOTABLE_NEW_CONNECTION != 0
+                && let Some(mut d) = self.tracker.restarted(&Arc::from(""), &ev.flow_before)
+            {
+                self.to_capture.entry(&mut d.now);
+                self.to_capture.entry(&mut d.before);
+                self.restarted.push(d);
+            }
             self.to_capture.event(ev);
         }
         events
     }
 
     fn take_deltas(&mut self, iface: &Arc<str>) -> Vec<FlowDelta> {
-        let mut out = Vec::new();
+        let mut out: Vec<FlowDelta> = self.restarted.drain(..).map(|d| FlowDelta { iface: iface.clone(), ..d }).collect();
         let to_capture = self.to_capture;
         self.tracker.scan(&self.table, iface, self.probe.clock.now_ticks(), u64::MAX / 2, |deltas| {
             for d in deltas.iter_mut() {
@@ -207,8 +219,13 @@ impl Backend for KernelBackend {
         out
     }
 
+    /// Idle flows stay (the kernel's idle time is lifted here); those that left are handed out.
     fn expire(&mut self, _cutoff_ns: u64) -> Vec<(FlowEntry, Leaving)> {
-        Vec::new()
+        let mut out = self.tracker.take_ended();
+        for (e, _) in &mut out {
+            self.to_capture.entry(e);
+        }
+        out
     }
 
     fn counters(&self) -> [HookCounters; HOOKS as usize] {

@@ -48,7 +48,7 @@ fn stdout(cmd: &mut Command) -> String {
 }
 
 /// Every file a package must hold (dpkg-deb -c's paths, without the leading `.`).
-const CONTENTS: [&str; 18] = [
+const CONTENTS: [&str; 19] = [
     "/usr/sbin/flagprobe",
     "/usr/lib/systemd/system/flagprobe.service",
     "/usr/share/doc/flagprobe/examples/flagprobe-sensor.conf",
@@ -58,6 +58,7 @@ const CONTENTS: [&str; 18] = [
     "/usr/share/man/man8/flagprobe-run.8.gz",
     "/usr/share/man/man8/flagprobe-replay.8.gz",
     "/usr/share/man/man8/flagprobe-check-config.8.gz",
+    "/usr/share/man/man8/flagprobe-sessions.8.gz",
     "/usr/share/bash-completion/completions/flagprobe",
     "/usr/share/zsh/vendor-completions/_flagprobe",
     "/usr/share/fish/vendor_completions.d/flagprobe.fish",
@@ -158,7 +159,7 @@ fn the_amd64_package_installs_upgrades_over_an_edit_and_purges_clean() {
 
     let version = stdout(Command::new("/usr/sbin/flagprobe").arg("--version"));
     assert_eq!(version.trim(), format!("flagprobe {}", env!("CARGO_PKG_VERSION")));
-    for page in ["flagprobe", "flagprobe-run", "flagprobe-replay", "flagprobe-check-config"] {
+    for page in ["flagprobe", "flagprobe-run", "flagprobe-replay", "flagprobe-sessions", "flagprobe-check-config"] {
         let found = stdout(Command::new("man").args(["-w", page]));
         assert_eq!(found.trim(), format!("/usr/share/man/man8/{page}.8.gz"));
     }
