@@ -50,10 +50,18 @@ fn main() -> ExitCode {
             };
             (e.to_string(), code)
         }),
-        Command::Sessions(args) => probe::sessions::query::run(&args, &mut std::io::stdout().lock()).map(drop).map_err(|e| {
-            let code = if matches!(e, probe::sessions::query::QueryError::Read { .. }) { 1 } else { EXIT_CONFIG };
-            (e.to_string(), code)
-        }),
+        Command::Sessions(args) => {
+            let configured = if args.files.is_empty() { probe::config::sessions_file(args.config.as_deref()) } else { Ok(None) };
+            match configured {
+                Err(e) => Err((e.to_string(), EXIT_CONFIG)),
+                Ok(configured) => {
+                    probe::sessions::query::run(&args, configured.as_deref(), &mut std::io::stdout().lock()).map(drop).map_err(|e| {
+                        let code = if matches!(e, probe::sessions::query::QueryError::Read { .. }) { 1 } else { EXIT_CONFIG };
+                        (e.to_string(), code)
+                    })
+                }
+            }
+        }
         Command::Run(args) => match (*args).into_config() {
             Err(e) => Err((e.to_string(), EXIT_CONFIG)),
             Ok(config) => run(config).map_err(|e| (e, 1)),

@@ -11,7 +11,11 @@ pub mod file;
 pub mod netinfo;
 pub mod reload;
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Args;
 use ipnet::IpNet;
@@ -244,6 +248,24 @@ fn duration(field: &'static str, text: &str, range: &DurationRange) -> Result<Du
     parse_duration_in(text, range).map_err(|p| invalid(field, p))
 }
 
+/// Whether an IPFIX `target` is `HOST:PORT` (for a one-line error at start-up).
+fn ipfix_target(target: &str) -> Result<(), String> {
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("`{target}` is not HOST:PORT"))?;
+    port.parse::<u16>().map_err(|_| format!("`{port}` is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || (host.parse::<IpAddr>().is_err() && host.contains(char::is_whitespace)) {
+        return Err(format!("`{target}` is not HOST:PORT"));
+    }
+    Ok(())
+}
+
+/// The `sessions` file the config at `path` (else the default one, if it exists) names: where
+/// `flagprobe sessions` reads when given no files. `None`: no file, or no such key.
+pub fn sessions_file(path: Option<&std::path::Path>) -> Result<Option<PathBuf>, ConfigError> {
+    let loaded = file::load(file::run_path(path).as_deref(), &[])?;
+    Ok(loaded.table.get("sessions").and_then(|v| v.as_str()).map(PathBuf::from))
+}
+
 /// The `sessions*` and `ipfix` settings, validated, defaults filled in (off when neither
 /// `sessions` nor `ipfix` is set; the others are checked even then).
 pub fn sessions(s: &mut Settings) -> Result<SessionsConfig, ConfigError> {
@@ -260,7 +282,7 @@ pub fn sessions(s: &mut Settings) -> Result<SessionsConfig, ConfigError> {
         return Err(invalid("sessions-interval", format!("must be {}", units::SESSIONS_INTERVAL.text)));
     }
     if let Some(t) = &s.ipfix {
-        crate::sessions::ipfix::parse_target(t).map_err(|p| invalid("ipfix", p))?;
+        ipfix_target(t).map_err(|p| invalid("ipfix", p))?;
     }
     if s.sessions.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(invalid("sessions", "give a file"));

@@ -5,7 +5,7 @@
 
 use std::{
     io,
-    net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket},
+    net::{SocketAddr, ToSocketAddrs, UdpSocket},
     time::{Duration, Instant},
 };
 
@@ -225,17 +225,6 @@ pub fn message(sets: &[u8], sequence: u32, export_time: u32) -> Vec<u8> {
     out.extend_from_slice(&OBSERVATION_DOMAIN.to_be_bytes());
     out.extend_from_slice(sets);
     out
-}
-
-/// Whether `target` is an address (for a one-line error at start-up).
-pub fn parse_target(target: &str) -> Result<(), String> {
-    let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("`{target}` is not HOST:PORT"))?;
-    port.parse::<u16>().map_err(|_| format!("`{port}` is not a port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || (host.parse::<IpAddr>().is_err() && host.contains(char::is_whitespace)) {
-        return Err(format!("`{target}` is not HOST:PORT"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 use std::{path::PathBuf, sync::Arc, thread::JoinHandle, time::Duration};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use probe_common::flow::{FlowEntry, Side};
+use probe_common::flow::FlowEntry;
 
 use super::{
-    AlertMemory, Close, SessionRecord,
+    AlertMemory, AlertsAbout, Close,
     ipfix::{Exporter, Outcome},
     record,
     rotate::RotatingFile,
@@ -37,17 +37,19 @@ impl SessionsConfig {
     }
 }
 
-/// A record on its way to the writer, with the flow it came from (IPFIX encodes that).
+/// A flow on its way to the writer, which makes its record (and IPFIX records): the engine
+/// thread only copies it and names the alerts about it.
 struct Item {
-    record: SessionRecord,
     entry: FlowEntry,
-    orig: Side,
-    close: Close,
+    leaving: Leaving,
+    iface: Arc<str>,
+    about: AlertsAbout,
 }
 
-/// Records queued live before new ones are counted as lost: seconds of a flood's table turnover
-/// (the SYN budget lets a few thousand new flows a second in), a few MiB at most.
-const QUEUE: usize = 8192;
+/// Records queued live before new ones are counted as lost: about a second of a flood's table
+/// turnover (the SYN budget lets a few thousand new flows a second in), which the writer drains
+/// many times faster; about 2 MiB when full.
+const QUEUE: usize = 2048;
 
 pub struct SessionLog {
     tx: Option<Sender<Item>>,
@@ -97,10 +99,9 @@ impl SessionLog {
     /// Flows that left (timestamps in wall-clock ns).
     pub fn ended(&mut self, iface: &str, flows: &[(FlowEntry, Leaving)]) {
         let Some(tx) = &self.tx else { return };
+        let iface: Arc<str> = Arc::from(iface);
         for (e, leaving) in flows {
-            let record = record(e, *leaving, iface, &self.alerts);
-            let (orig, _) = zeek::originator(e);
-            let item = Item { close: Close::of(e, orig, *leaving), record, entry: *e, orig };
+            let item = Item { entry: *e, leaving: *leaving, iface: iface.clone(), about: self.alerts.about(e) };
             let sent = if self.wait {
                 tx.send(item).is_ok()
             } else {
@@ -156,8 +157,9 @@ fn writer(rx: Receiver<Item>, mut file: Option<RotatingFile>, mut exporter: Opti
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let (orig, _) = zeek::originator(&item.entry);
         if let Some(f) = &mut file {
-            let line = serde_json::to_string(&item.record).unwrap_or_default();
+            let line = serde_json::to_string(&record(&item.entry, item.leaving, &item.iface, &item.about)).unwrap_or_default();
             match f.write_line(&line) {
                 Ok(()) => {
                     if failing {
@@ -177,10 +179,11 @@ fn writer(rx: Receiver<Item>, mut file: Option<RotatingFile>, mut exporter: Opti
         }
         // A connection's interval records would count it twice at a collector, which sums
         // `packetDeltaCount`: only its final record is exported.
+        let close = Close::of(&item.entry, orig, item.leaving);
         if let Some(x) = &mut exporter
-            && item.close != Close::Interval
+            && close != Close::Interval
         {
-            count(x.add(&item.entry, item.orig, item.close));
+            count(x.add(&item.entry, orig, close));
         }
     }
     if let Some(f) = &mut file {

@@ -156,6 +156,14 @@ pub fn uid(e: &FlowEntry) -> String {
     out
 }
 
+/// The alerts about one connection, as its record names them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertsAbout {
+    pub ids: Vec<String>,
+    /// The first one's detector and summary: the reset's cause in its words.
+    pub words: Option<String>,
+}
+
 /// The latest alerts written, to name in the records of the connections they were about.
 #[derive(Default)]
 pub struct AlertMemory {
@@ -180,6 +188,15 @@ impl AlertMemory {
         self.recent.push_back(alert.clone());
     }
 
+    /// What a record says of the alerts about `e`: their ids, and the first one's words.
+    pub fn about(&self, e: &FlowEntry) -> AlertsAbout {
+        let about = self.involving(e);
+        AlertsAbout {
+            ids: about.iter().map(|a| a.id.clone()).collect(),
+            words: about.first().map(|a| format!("{}: {}", a.detector, a.summary)),
+        }
+    }
+
     /// The alerts about `e`: naming its two addresses (either way round) and, where they name
     /// ports, its ports, and seen while it was open — give or take [`CLOCK_SLACK_NS`].
     pub fn involving(&self, e: &FlowEntry) -> Vec<&Alert> {
@@ -202,12 +219,12 @@ impl AlertMemory {
 
 /// Why the connection was reset, in plain words: the words of an alert about it, else what its
 /// state says.
-fn reset_cause(e: &FlowEntry, state: &str, history: &str, alerts: &[&Alert]) -> Option<String> {
+fn reset_cause(e: &FlowEntry, state: &str, history: &str, alerts: &AlertsAbout) -> Option<String> {
     if e.sides[0].rst + e.sides[1].rst == 0 {
         return None;
     }
-    if let Some(a) = alerts.first() {
-        return Some(format!("{}: {}", a.detector, a.summary));
+    if let Some(words) = &alerts.words {
+        return Some(words.clone());
     }
     let h = history.trim_start_matches('^');
     Some(
@@ -229,12 +246,11 @@ fn reset_cause(e: &FlowEntry, state: &str, history: &str, alerts: &[&Alert]) -> 
 }
 
 /// The record of `e` (timestamps in wall-clock ns), leaving the table for `leaving`.
-pub fn record(e: &FlowEntry, leaving: Leaving, iface: &str, alerts: &AlertMemory) -> SessionRecord {
+pub fn record(e: &FlowEntry, leaving: Leaving, iface: &str, about: &AlertsAbout) -> SessionRecord {
     let (orig, flipped) = zeek::originator(e);
     let resp = orig.other();
     let history = zeek::history(e, orig, flipped);
     let conn_state = zeek::conn_state(e, orig, &history);
-    let about = alerts.involving(e);
     let (oh, op) = e.key.endpoint(orig);
     let (rh, rp) = e.key.endpoint(resp);
     let (o, r) = (&e.sides[orig.index()], &e.sides[resp.index()]);
@@ -252,7 +268,7 @@ pub fn record(e: &FlowEntry, leaving: Leaving, iface: &str, alerts: &AlertMemory
         orig_ip_bytes: o.bytes,
         resp_pkts: r.packets as u64,
         resp_ip_bytes: r.bytes,
-        reset_cause: reset_cause(e, conn_state, &history, &about),
+        reset_cause: reset_cause(e, conn_state, &history, about),
         conn_state: conn_state.into(),
         history,
         orig_flags: flag_counts(e, orig),
@@ -260,7 +276,7 @@ pub fn record(e: &FlowEntry, leaving: Leaving, iface: &str, alerts: &AlertMemory
         orig_ttl: o.first_ttl,
         resp_ttl: r.first_ttl,
         close: Close::of(e, orig, leaving).name().into(),
-        alerts: about.iter().map(|a| a.id.clone()).collect(),
+        alerts: about.ids.clone(),
         iface: iface.into(),
     }
 }
@@ -301,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_record_speaks_zeek_and_counts_every_combination() {
-        let r = record(&http(), Leaving::Idle, "eth0", &AlertMemory::default());
+        let r = record(&http(), Leaving::Idle, "eth0", &AlertsAbout::default());
         assert_eq!((r.orig_h.as_str(), r.orig_p, r.resp_h.as_str(), r.resp_p), ("10.0.0.2", 40000, "10.0.0.1", 80));
         assert_eq!((r.conn_state.as_str(), r.history.as_str(), r.close.as_str()), ("SF", "ShADadFf", "fin"));
         assert_eq!((r.orig_pkts, r.resp_pkts, r.orig_ttl, r.resp_ttl), (5, 5, 64, 57));
@@ -310,6 +326,6 @@ mod tests {
         assert_eq!((r.ts, r.duration), (1.0, 0.000009));
         assert_eq!(r.reset_cause, None);
         assert!(r.uid.starts_with('C') && r.uid.len() == 12);
-        assert_eq!(r.uid, record(&http(), Leaving::Shutdown, "eth0", &AlertMemory::default()).uid);
+        assert_eq!(r.uid, record(&http(), Leaving::Shutdown, "eth0", &AlertsAbout::default()).uid);
     }
 }

@@ -14,7 +14,6 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 use super::{SessionRecord, rotate::RotatingFile};
-use crate::config::file;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueryFormat {
@@ -54,10 +53,8 @@ pub enum QueryError {
     Invalid { field: &'static str, problem: String },
     #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("no record files: name them, or set `sessions` in {0}")]
-    NoFiles(String),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    #[error("no record files: name them, or set `sessions` in the config file (--config)")]
+    NoFiles,
 }
 
 /// What a record must match.
@@ -109,8 +106,9 @@ fn since(text: &str, now: SystemTime) -> Option<f64> {
     Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
-/// The files to read: those named (a live file brings its rotated ones), else the config's.
-fn files(args: &SessionsArgs) -> Result<Vec<PathBuf>, QueryError> {
+/// The files to read: those named (a live file brings its rotated ones), else `configured` (the
+/// config file's `sessions`) and its rotated ones.
+fn files(args: &SessionsArgs, configured: Option<&Path>) -> Result<Vec<PathBuf>, QueryError> {
     if !args.files.is_empty() {
         return Ok(args
             .files
@@ -118,12 +116,9 @@ fn files(args: &SessionsArgs) -> Result<Vec<PathBuf>, QueryError> {
             .flat_map(|f| if f.extension().is_some_and(|e| e == "gz") { vec![f.clone()] } else { RotatingFile::all_files(f) })
             .collect());
     }
-    let path = file::run_path(args.config.as_deref());
-    let name = path.as_ref().map_or_else(|| crate::config::DEFAULT_CONFIG_PATH.to_string(), |p| p.display().to_string());
-    let loaded = file::load(path.as_deref(), &[])?;
-    match loaded.table.get("sessions").and_then(|v| v.as_str()) {
-        Some(p) => Ok(RotatingFile::all_files(Path::new(p))),
-        None => Err(QueryError::NoFiles(name)),
+    match configured {
+        Some(p) => Ok(RotatingFile::all_files(p)),
+        None => Err(QueryError::NoFiles),
     }
 }
 
@@ -135,8 +130,10 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>, QueryError> {
 }
 
 /// `flagprobe sessions`: print the matching records to `out`; returns how many matched.
-pub fn run(args: &SessionsArgs, out: &mut dyn Write) -> Result<u64, QueryError> {
+/// `configured`: the config file's `sessions` file, read when no files are named.
+pub fn run(args: &SessionsArgs, configured: Option<&Path>, out: &mut dyn Write) -> Result<u64, QueryError> {
     let filter = Filter::from(args, SystemTime::now())?;
+    let files = files(args, configured)?;
     let mut matched = 0;
     let mut skipped = 0;
     if args.format == QueryFormat::Table {
@@ -146,7 +143,7 @@ pub fn run(args: &SessionsArgs, out: &mut dyn Write) -> Result<u64, QueryError> 
             "TS", "UID", "ORIG", "RESP", "STATE", "HISTORY", "PKTS o/r", "CLOSE"
         );
     }
-    for path in files(args)? {
+    for path in files {
         for line in open(&path)?.lines() {
             let line = line.map_err(|source| QueryError::Read { path: path.display().to_string(), source })?;
             let Ok(r) = serde_json::from_str::<SessionRecord>(&line) else {

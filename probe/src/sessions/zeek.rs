@@ -25,7 +25,10 @@ fn likely_server_port(port: u16) -> bool {
 /// only when it was not a SYN/ACK and its port is the lower), or it was a SYN/ACK answered by a
 /// pure ACK or data (a handshake whose SYN the capture missed).
 pub fn originator(e: &FlowEntry) -> (Side, bool) {
-    let first = Side::from_index(e.initiator);
+    // The first letter's side sent the first packet (every packet but flagless oddities has a
+    // letter). Live, a flow kept in two CPUs' partitions whose first packets fell in the same
+    // jiffy has its `initiator` from either; its merged letters still start with the SYN.
+    let first = letters(e).next().map_or(Side::from_index(e.initiator), |(side, _)| side);
     let peer = first.other();
     let first_letter = |side: Side| letters(e).find(|(s, _)| *s == side).map(|(_, c)| c);
     let opened_with = first_letter(first);
