@@ -254,34 +254,17 @@ const ENTRY_WORDS: usize = core::mem::size_of::<FlowEntry>() / 8;
 pub const LETTER_CLASSES: [char; 6] = ['S', 'H', 'A', 'D', 'F', 'R'];
 /// The most letters a flow keeps: each class once per side.
 pub const LETTERS_MAX: u8 = 12;
-/// A segment of flags `f` with `payload_len` bytes that no letter stands for (SYN with FIN, or no
-/// ACK and no payload).
+/// The [`LETTER_CLASSES`] indices. A letter is logged when the side's counter of its kind goes
+/// from 0 ([`FlowEntry::apply`]): `S` SYN, `H` SYN/ACK, `A` pure ACK, `D` payload (not on a FIN),
+/// `F` FIN (not with SYN: Zeek's `Q`), `R` RST whatever it carries.
+pub const LETTER_S: u8 = 0;
+pub const LETTER_H: u8 = 1;
+pub const LETTER_A: u8 = 2;
+pub const LETTER_D: u8 = 3;
+pub const LETTER_F: u8 = 4;
+pub const LETTER_R: u8 = 5;
+/// No letter for this packet.
 const NO_LETTER: u8 = 6;
-
-/// The [`LETTER_CLASSES`] index of a segment, as Zeek names it: a RST is `R` whatever it carries,
-/// a FIN with payload is `F` (not `D`), a SYN with FIN has no letter (Zeek's `Q`, not kept).
-#[inline(always)]
-pub fn letter_class(f: u8, payload_len: u32) -> u8 {
-    if f & RST != 0 {
-        5
-    } else if f & SYN != 0 {
-        if f & FIN != 0 {
-            NO_LETTER
-        } else if f & ACK != 0 {
-            1
-        } else {
-            0
-        }
-    } else if f & FIN != 0 {
-        4
-    } else if payload_len > 0 {
-        3
-    } else if f & ACK != 0 {
-        2
-    } else {
-        NO_LETTER
-    }
-}
 
 /// The 4-bit code of letter `class` sent by `side`: 1..=12, so a zero nibble ends the log.
 #[inline(always)]
@@ -519,14 +502,10 @@ impl FlowEntry {
                 self.proven = 1;
             }
         }
-        let class = letter_class(f, seg.payload_len);
-        if class != NO_LETTER {
-            let code = letter_code(class, side);
-            // One load and a test on every packet; the log is written once per letter.
-            if self.letters_seen & (1 << code) == 0 {
-                self.log_letter(code);
-            }
-        }
+        // The history letter this packet adds, if it is the side's first of its kind: read off the
+        // counter it increments anyway (0 before it), so an established packet pays one compare
+        // of a value already loaded.
+        let mut letter = NO_LETTER;
         let s = &mut self.sides[side.index()];
         if s.packets == 0 {
             s.first_ttl = seg.ttl;
@@ -547,6 +526,7 @@ impl FlowEntry {
                 s.invalid += 1;
             }
             if f & RST != 0 {
+                let first = s.rst == 0;
                 s.rst += 1;
                 if f & ACK != 0 {
                     s.rst_ack += 1;
@@ -558,12 +538,21 @@ impl FlowEntry {
                 s.last_rst_seq = seg.seq;
                 s.last_rst_ack = seg.ack;
                 s.last_rst_ttl = seg.ttl;
+                if first {
+                    self.log_letter(letter_code(LETTER_R, side));
+                }
                 return;
             }
             if f & SYN != 0 && f & FIN == 0 {
                 if f & ACK != 0 {
+                    if s.syn_ack == 0 {
+                        letter = LETTER_H;
+                    }
                     s.syn_ack += 1;
                 } else {
+                    if s.syn == 0 {
+                        letter = LETTER_S;
+                    }
                     s.syn += 1;
                 }
                 if s.syn + s.syn_ack == 1 {
@@ -571,6 +560,10 @@ impl FlowEntry {
                 }
             }
             if f & FIN != 0 {
+                // SYN with FIN is Zeek's `Q`, which is not kept.
+                if s.fin == 0 && f & SYN == 0 {
+                    letter = LETTER_F;
+                }
                 s.fin += 1;
             }
         }
@@ -578,12 +571,22 @@ impl FlowEntry {
             s.last_ack = seg.ack;
         }
         if seg.payload_len > 0 {
+            // A FIN (or SYN) carrying data is `F` (`S`) only, as Zeek writes it.
+            if s.data == 0 && letter == NO_LETTER && f & FIN == 0 {
+                letter = LETTER_D;
+            }
             s.data += 1;
             if s.rst > 0 {
                 s.data_after_rst += 1;
             }
         } else if ordinary {
+            if s.pure_ack == 0 {
+                letter = LETTER_A;
+            }
             s.pure_ack += 1;
+        }
+        if letter != NO_LETTER {
+            self.log_letter(letter_code(letter, side));
         }
     }
 

@@ -51,7 +51,7 @@ impl Close {
     /// What the flow itself says (a RST, whoever sent the first; a FIN from each side), else why
     /// the table let go of it.
     pub fn of(e: &FlowEntry, orig: Side, leaving: Leaving) -> Close {
-        let first_rst = probe_common::flow::letters(e).find(|(_, class)| *class == 5).map(|(side, _)| side);
+        let first_rst = probe_common::flow::letters(e).find(|(_, class)| *class == probe_common::flow::LETTER_R).map(|(side, _)| side);
         match first_rst {
             _ if leaving == Leaving::Interval => Close::Interval,
             Some(side) if side == orig => Close::RstByOrig,

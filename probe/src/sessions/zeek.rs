@@ -3,14 +3,9 @@
 //! Zeek's rules as its source states them, so users who know `conn.log` read our records with the
 //! knowledge they have.
 
-use probe_common::flow::{FlowEntry, LETTER_CLASSES, Side, letters};
-
-const S: u8 = 0;
-const H: u8 = 1;
-const A: u8 = 2;
-const D: u8 = 3;
-const F: u8 = 4;
-const R: u8 = 5;
+use probe_common::flow::{
+    FlowEntry, LETTER_A as A, LETTER_CLASSES, LETTER_D as D, LETTER_F as F, LETTER_H as H, LETTER_R as R, LETTER_S as S, Side, letters,
+};
 
 /// Ports Zeek treats as "likely server ports" with its default scripts: the well-known range and
 /// the ports its analyzers register above it (SOCKS, MQTT, squid, LDAP's global catalog, MySQL,
